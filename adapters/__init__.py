@@ -1,0 +1,1 @@
+"""Source adapters: the back-offices whose open tickets become Fragment tasks."""

@@ -1,0 +1,79 @@
+"""The contract between fragment-connector and a back-office: what an adapter writer implements.
+
+An adapter is a class with a `name`, a pydantic `Config` model for its `sources[].options`, an
+async `list_open()` generator that yields every open ticket (a complete snapshot, or an exception),
+an async `check()` and an async `aclose()`. Optionally it implements `changes_since(cursor)` for
+incremental polling. Adapters report trouble by raising the errors below; the core decides what
+that means (no closes for that source, exit codes, metrics). Contract version: `API_VERSION`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, ClassVar, Final, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict
+
+from connector.errors import (
+    AdapterAuthError,
+    AdapterConfigError,
+    AdapterDataError,
+    AdapterUnavailable,
+    SourceError,
+)
+from connector.models import ChangeSet, InvalidRecord, Ticket
+
+API_VERSION: Final = 1
+
+__all__ = [
+    "API_VERSION",
+    "AdapterAuthError",
+    "AdapterConfig",
+    "AdapterConfigError",
+    "AdapterDataError",
+    "AdapterUnavailable",
+    "ChangeSet",
+    "InvalidRecord",
+    "SourceAdapter",
+    "SourceError",
+    "SupportsChanges",
+    "Ticket",
+]
+
+
+class AdapterConfig(BaseModel):
+    """Base for adapter option models: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceAdapter(Protocol):
+    """A back-office whose open tickets become Fragment tasks."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type[BaseModel]]
+
+    def __init__(self, config: Any, /) -> None: ...
+
+    # Declared with `def`: an `async def ... -> AsyncIterator` here would reject every ordinary
+    # async-generator implementation under mypy --strict.
+    def list_open(self) -> AsyncIterator[Ticket | InvalidRecord]:
+        """Yield every open ticket (and each unreadable record), or raise SourceError."""
+        ...
+
+    async def check(self) -> None:
+        """Raise AdapterAuthError, AdapterConfigError or AdapterUnavailable when unusable."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release clients; called once, also after errors."""
+        ...
+
+
+@runtime_checkable
+class SupportsChanges(Protocol):
+    """Optional capability: tickets changed since a cursor, for incremental polling."""
+
+    async def changes_since(self, cursor: str | None) -> ChangeSet:
+        """Tickets changed since `cursor` (None: from now on), with the cursor to resume from."""
+        ...

@@ -1,0 +1,280 @@
+"""The configuration: one YAML file, every key overridable from the environment, strict everywhere.
+
+`load_settings` finds the file (`--config`, then `FRAGMENT_CONNECTOR_CONFIG`, then `./config.yaml`),
+reads it, overlays `FRAGMENT_CONNECTOR__SECTION__KEY` environment variables and validates the
+result. Unknown keys at any depth, wrong types and a missing explicit file are `ConfigError`s whose
+message names the key path, never a traceback. The adapter-specific `sources[].options` are
+validated later, by each adapter's own `Config` model (see `registry`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from connector.errors import ConfigError
+from connector.identity import Markers
+
+CONFIG_ENV = "FRAGMENT_CONNECTOR_CONFIG"
+ENV_PREFIX = "FRAGMENT_CONNECTOR__"
+DEFAULT_CONFIG = Path("config.yaml")
+DEFAULT_BASE_URL = "https://api.onfragment.com/api/v1"
+SANDBOX = "sandbox"
+FRAGMENT_MAX_BATCH = 100
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+
+def _parse_duration(value: object) -> object:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return timedelta(seconds=value)
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if not match:
+            raise ValueError("expected a duration such as 30s, 5m, 1h or a number of seconds")
+        return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+    return value
+
+
+def _positive(value: timedelta) -> timedelta:
+    if value.total_seconds() <= 0:
+        raise ValueError("must be longer than zero")
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(_parse_duration), AfterValidator(_positive)]
+SourceName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MarkersSection(Section):
+    """Names of the custom fields that mark the connector's tasks."""
+
+    source: str = "fc_source"
+    ticket_id: str = "fc_ticket_id"
+    closed_by: str = "fc_closed_by"
+
+    def to_markers(self) -> Markers:
+        """The markers as the core uses them."""
+        return Markers(source=self.source, ticket_id=self.ticket_id, closed_by=self.closed_by)
+
+
+class ConnectorSection(Section):
+    """Identity of this deployment."""
+
+    instance: str = Field("default", min_length=1)
+    markers: MarkersSection = MarkersSection()
+
+
+class FragmentSection(Section):
+    """How to reach Fragment and how hard to use it."""
+
+    base_url: str = DEFAULT_BASE_URL
+    token: SecretStr | None = None
+    batch_size: int = Field(FRAGMENT_MAX_BATCH, ge=1, le=FRAGMENT_MAX_BATCH)
+    page_size: int = Field(100, ge=1, le=100)
+    requests_per_minute: float = Field(60.0, gt=0)
+    burst: int = Field(5, ge=1)
+    timeout: Duration = timedelta(seconds=30)
+    retry_deadline: Duration = timedelta(seconds=120)
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if value != SANDBOX and not re.match(r"^https?://[^\s/]+", value):
+            raise ValueError("must be an http(s) URL or 'sandbox'")
+        return value.rstrip("/")
+
+    @property
+    def is_sandbox(self) -> bool:
+        """Whether the embedded sandbox stands in for Fragment."""
+        return self.base_url == SANDBOX
+
+
+class ScheduleSection(Section):
+    """When the daemon reconciles."""
+
+    full_refresh: Duration = timedelta(minutes=5)
+    incremental: Duration | None = None
+
+
+class GuardsSection(Section):
+    """Safety limits on closes."""
+
+    close_ratio: float = Field(0.3, ge=0, le=1)
+    close_min: int = Field(20, ge=0)
+
+
+class StateSection(Section):
+    """Where the task index lives."""
+
+    url: str = "sqlite:///./fragment-connector.db"
+
+
+class ServerSection(Section):
+    """The daemon's HTTP endpoint (health, readiness, metrics)."""
+
+    host: str = "0.0.0.0"  # noqa: S104 - a container must listen on all interfaces
+    port: int = Field(8080, ge=0, le=65535)
+
+
+class TaskTemplate(Section):
+    """What every task of a source gets besides the ticket's own data."""
+
+    fields: dict[str, Any] = Field(default_factory=dict)
+
+
+class SourceSection(Section):
+    """One back-office and how its tickets become tasks."""
+
+    name: SourceName
+    adapter: str = Field(min_length=1)
+    options: dict[str, Any] = Field(default_factory=dict)
+    task: TaskTemplate = TaskTemplate()
+    reopen: Literal["never", "on_activity"] = "never"
+
+
+class Settings(BaseSettings):
+    """The whole configuration of one deployment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    connector: ConnectorSection = ConnectorSection()
+    fragment: FragmentSection = FragmentSection()
+    schedule: ScheduleSection = ScheduleSection()
+    guards: GuardsSection = GuardsSection()
+    state: StateSection = StateSection()
+    server: ServerSection = ServerSection()
+    sources: list[SourceSection] = Field(default_factory=list)
+
+    @field_validator("sources")
+    @classmethod
+    def _unique_names(cls, sources: list[SourceSection]) -> list[SourceSection]:
+        names = [s.name for s in sources]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"source names must be unique; repeated: {', '.join(duplicates)}")
+        return sources
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The YAML document arrives as init kwargs under one private key so that the environment
+        # wins over the file (first source wins).
+        return (env_settings, _FileSource(settings_cls, init_settings))
+
+    def source(self, name: str) -> SourceSection:
+        """The source of that name, or a ConfigError listing the configured ones."""
+        for source in self.sources:
+            if source.name == name:
+                return source
+        known = ", ".join(s.name for s in self.sources) or "none"
+        raise ConfigError(f"no source named {name!r} in the config (configured: {known})")
+
+
+class _FileSource(PydanticBaseSettingsSource):
+    """The parsed YAML document, passed in through the init settings."""
+
+    def __init__(self, settings_cls: type[BaseSettings], init: PydanticBaseSettingsSource) -> None:
+        super().__init__(settings_cls)
+        self._data = init()
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._data)
+
+
+def resolve_config_path(explicit: Path | None) -> Path | None:
+    """The config file to read: --config, then $FRAGMENT_CONNECTOR_CONFIG, then ./config.yaml."""
+    if explicit is not None:
+        return explicit
+    from_env = os.environ.get(CONFIG_ENV)
+    if from_env:
+        return Path(from_env)
+    return DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Parse a YAML config file into a mapping, or raise ConfigError naming the problem."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        where = ""
+        mark = getattr(exc, "problem_mark", None)
+        if mark is not None:
+            where = f" at line {mark.line + 1}, column {mark.column + 1}"
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{path}: {problem}{where}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    return data
+
+
+def format_validation_error(error: ValidationError, *, prefix: str = "") -> str:
+    """One line per problem, each naming its key path, without echoing secret values."""
+    lines = []
+    for item in error.errors(include_url=False, include_input=False):
+        path = prefix + ".".join(str(part) for part in item["loc"])
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown key"
+        lines.append(f"{path or '(top level)'}: {message}")
+    return "\n".join(lines)
+
+
+def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
+    """Read, overlay and validate the configuration; raise ConfigError with every problem."""
+    config_path = resolve_config_path(path)
+    data = read_config_file(config_path) if config_path is not None else {}
+    data.update(overrides)
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        origin = f" in {config_path}" if config_path else ""
+        raise ConfigError(
+            f"invalid configuration{origin}:\n{format_validation_error(exc)}"
+        ) from None

@@ -1,0 +1,159 @@
+"""Every error the connector raises, and the one table that maps them to exit codes and labels.
+
+The tree is grouped by what the caller should do next::
+
+    ConnectorError
+    ├── ConfigError                  bad config or usage: fix it, nothing was done (exit 4)
+    ├── SourceError                  a back-office failed: that source gets no closes (exit 1)
+    │   ├── AdapterAuthError         credentials refused
+    │   ├── AdapterConfigError       options the back-office rejects (unknown project, bad query)
+    │   ├── AdapterUnavailable       network, timeouts, 5xx after retries
+    │   └── AdapterDataError         the back-office answered something unusable
+    ├── FragmentError                Fragment refused or failed (exit 1)
+    │   ├── FragmentAuthError        401/403: the token is wrong or lacks rights
+    │   ├── FragmentValidationError  400/422: the request was refused, with the API's detail
+    │   ├── FragmentRateLimited      429 still returned once retries ran out
+    │   ├── FragmentServerError      5xx still returned once retries ran out
+    │   ├── FragmentNetworkError     connection refused, reset, timed out
+    │   └── FragmentProtocolError    an answer that is not the documented JSON shape
+    └── StateError                   the local state store failed (exit 1)
+
+Foreign exceptions (httpx, SQLAlchemy, pydantic) are translated into these at the seam where they
+occur; callers only ever see this tree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Final
+
+
+class ConnectorError(Exception):
+    """Base of every error the connector raises on purpose."""
+
+
+class ConfigError(ConnectorError):
+    """The configuration or the command line is invalid."""
+
+
+class SourceError(ConnectorError):
+    """A source adapter could not produce a complete, trustworthy result."""
+
+
+class AdapterAuthError(SourceError):
+    """The back-office refused the adapter's credentials."""
+
+
+class AdapterConfigError(SourceError):
+    """The back-office rejected the adapter's options (unknown project, bad query...)."""
+
+
+class AdapterUnavailable(SourceError):
+    """The back-office could not be reached or kept failing."""
+
+
+class AdapterDataError(SourceError):
+    """The back-office answered with data the adapter cannot use."""
+
+
+class FragmentError(ConnectorError):
+    """The Fragment API refused or failed a request."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class FragmentAuthError(FragmentError):
+    """The Fragment token was refused (401) or lacks rights (403)."""
+
+
+class FragmentValidationError(FragmentError):
+    """Fragment refused a request (400/422); `item_errors` maps batch index to message."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        item_errors: dict[int, str] | None = None,
+    ) -> None:
+        super().__init__(message, status=status)
+        self.item_errors: dict[int, str] = item_errors or {}
+
+
+class FragmentRateLimited(FragmentError):
+    """Fragment kept answering 429 until the retry deadline ran out."""
+
+
+class FragmentServerError(FragmentError):
+    """Fragment kept answering 5xx until the retry deadline ran out."""
+
+
+class FragmentNetworkError(FragmentError):
+    """Fragment could not be reached (refused, reset, timed out)."""
+
+
+class FragmentProtocolError(FragmentError):
+    """Fragment answered something that is not the documented JSON shape."""
+
+
+class StateError(ConnectorError):
+    """The local state store could not be read or written."""
+
+
+EXIT_OK: Final = 0
+EXIT_FAILURE: Final = 1
+EXIT_PENDING: Final = 2
+EXIT_REFUSED: Final = 3
+EXIT_USAGE: Final = 4
+
+# The one table: error class -> (exit code, metric/outcome label). Looked up along the MRO, so a
+# subclass without its own row takes its parent's.
+_TABLE: Final[dict[type[BaseException], tuple[int, str]]] = {
+    ConfigError: (EXIT_USAGE, "config_error"),
+    AdapterAuthError: (EXIT_FAILURE, "source_auth_error"),
+    AdapterConfigError: (EXIT_FAILURE, "source_config_error"),
+    AdapterUnavailable: (EXIT_FAILURE, "source_unavailable"),
+    AdapterDataError: (EXIT_FAILURE, "source_data_error"),
+    SourceError: (EXIT_FAILURE, "source_error"),
+    FragmentAuthError: (EXIT_FAILURE, "fragment_auth_error"),
+    FragmentValidationError: (EXIT_FAILURE, "fragment_validation_error"),
+    FragmentRateLimited: (EXIT_FAILURE, "fragment_rate_limited"),
+    FragmentServerError: (EXIT_FAILURE, "fragment_server_error"),
+    FragmentNetworkError: (EXIT_FAILURE, "fragment_network_error"),
+    FragmentProtocolError: (EXIT_FAILURE, "fragment_protocol_error"),
+    FragmentError: (EXIT_FAILURE, "fragment_error"),
+    StateError: (EXIT_FAILURE, "state_error"),
+    ConnectorError: (EXIT_FAILURE, "error"),
+}
+
+# Most severe first: a usage error hides everything, a failure hides a refusal, and so on.
+_SEVERITY: Final = (EXIT_USAGE, EXIT_FAILURE, EXIT_REFUSED, EXIT_PENDING, EXIT_OK)
+
+
+def classify(error: BaseException) -> tuple[int, str]:
+    """Return the (exit code, outcome label) of an error; unknown errors are internal failures."""
+    for cls in type(error).__mro__:
+        if cls in _TABLE:
+            return _TABLE[cls]
+    return EXIT_FAILURE, "internal_error"
+
+
+def exit_code_for(error: BaseException) -> int:
+    """Return the process exit code for an error."""
+    return classify(error)[0]
+
+
+def outcome_label(error: BaseException) -> str:
+    """Return the stable label used in reports and metrics for an error."""
+    return classify(error)[1]
+
+
+def most_severe(codes: Iterable[int]) -> int:
+    """Combine exit codes: 4, then 1, then 3, then 2 win over 0."""
+    present = set(codes)
+    for code in _SEVERITY:
+        if code in present:
+            return code
+    return EXIT_OK

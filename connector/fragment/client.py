@@ -1,0 +1,442 @@
+"""The async Fragment API client: auth, pacing, retries, paging and batching behind one seam.
+
+Every request goes through `_send`: it takes a token from the pacer, sends through one injectable
+httpx transport, retries 429/5xx and network errors with stamina (Retry-After honoured, clamped
+to the deadline; exponential backoff with jitter otherwise) and translates whatever is left into
+the `FragmentError` tree. Nothing above this module sees httpx. Shapes follow
+`shared/fragment-api.md`; where the API is silent the client is defensive: it filters listings
+again on its side, de-duplicates by uid, stops on a repeated cursor and restarts an expired one.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import httpx
+import stamina
+import structlog
+
+from connector import __version__
+from connector.errors import (
+    FragmentAuthError,
+    FragmentError,
+    FragmentNetworkError,
+    FragmentProtocolError,
+    FragmentRateLimited,
+    FragmentServerError,
+    FragmentValidationError,
+)
+from connector.fragment.pacing import TokenBucket
+from connector.models import JSONValue, Task, TaskStatus
+from connector.values import format_timestamp, parse_timestamp
+
+log = structlog.get_logger(__name__)
+
+USER_AGENT: Final = f"fragment-connector/{__version__}"
+RETRY_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
+MAX_RETRY_AFTER: Final = 60.0
+MAX_CURSOR_RESTARTS: Final = 3
+MAX_ERROR_TEXT: Final = 300
+
+
+@dataclass
+class RequestStats:
+    """Requests sent, by endpoint and outcome (`"GET /tasks 200"`), retries included."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    retries: int = 0
+
+    def record(self, method: str, endpoint: str, outcome: str) -> None:
+        """Count one request."""
+        self.counts[f"{method} {endpoint} {outcome}"] += 1
+
+    @property
+    def total(self) -> int:
+        """All requests sent."""
+        return sum(self.counts.values())
+
+    @property
+    def reads(self) -> int:
+        """Requests that wrote nothing."""
+        return sum(
+            n for key, n in self.counts.items() if key.startswith(("GET ", "POST /tasks/query"))
+        )
+
+    @property
+    def writes(self) -> int:
+        """Requests that could change tasks."""
+        return self.total - self.reads
+
+
+class _RetryableStatus(Exception):
+    """A 429/5xx answer, raised inside the retry loop so stamina can decide to try again."""
+
+    def __init__(
+        self, response: httpx.Response, retry_after: float | None, deadline: float
+    ) -> None:
+        super().__init__(f"HTTP {response.status_code}")
+        self.response = response
+        self.retry_after = retry_after
+        self.deadline = deadline
+
+
+class _RetryableTransport(Exception):
+    """A network error inside the retry loop."""
+
+    def __init__(self, error: httpx.TransportError) -> None:
+        super().__init__(type(error).__name__)
+        self.error = error
+
+
+def retry_after_seconds(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP date), capped at 60 s."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            moment = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        seconds = moment.timestamp() - (now if now is not None else time.time())
+    return max(0.0, min(seconds, MAX_RETRY_AFTER))
+
+
+def _retry_hook(error: Exception) -> bool | float:
+    # A float overrides stamina's backoff: that is how Retry-After is honoured. stamina does not
+    # cap it, so clamp it to what is left of the deadline here.
+    if isinstance(error, _RetryableStatus):
+        if error.retry_after is None:
+            return True
+        return max(0.0, min(error.retry_after, error.deadline - time.monotonic()))
+    return isinstance(error, _RetryableTransport)
+
+
+def _error_detail(response: httpx.Response) -> tuple[str, dict[int, str]]:
+    """The API's error message, and per-item messages of a batch 422 (index -> message)."""
+    try:
+        body = response.json()
+    except ValueError:
+        text = response.text.strip().replace("\n", " ")
+        return (text[:MAX_ERROR_TEXT] or response.reason_phrase), {}
+    detail = body.get("detail") if isinstance(body, dict) else body
+    if isinstance(detail, str):
+        return detail[:MAX_ERROR_TEXT], {}
+    items: dict[int, str] = {}
+    messages: list[str] = []
+    if isinstance(detail, list):
+        for entry in detail:
+            if not isinstance(entry, dict):
+                messages.append(str(entry)[:MAX_ERROR_TEXT])
+                continue
+            loc = entry.get("loc") or []
+            msg = str(entry.get("msg", "invalid"))[:MAX_ERROR_TEXT]
+            where = ".".join(str(p) for p in loc)
+            messages.append(f"{where}: {msg}" if where else msg)
+            if len(loc) >= 3 and loc[0] == "body" and loc[1] == "items" and isinstance(loc[2], int):
+                rest = ".".join(str(p) for p in loc[3:])
+                items.setdefault(loc[2], f"{rest}: {msg}" if rest else msg)
+    else:
+        messages.append(json.dumps(detail)[:MAX_ERROR_TEXT])
+    return "; ".join(messages[:10]) or response.reason_phrase, items
+
+
+def _raise_for_status(method: str, endpoint: str, response: httpx.Response) -> None:
+    status = response.status_code
+    if status < 400:
+        return
+    message, items = _error_detail(response)
+    text = f"{method} {endpoint} answered {status}: {message}"
+    if status == 401:
+        raise FragmentAuthError(f"Fragment refused the token (401): {message}", status=status)
+    if status == 403:
+        raise FragmentAuthError(f"Fragment denied access (403): {message}", status=status)
+    if status in (400, 404, 409, 422):
+        raise FragmentValidationError(text, status=status, item_errors=items)
+    if status == 429:
+        raise FragmentRateLimited(text, status=status)
+    if status >= 500:
+        raise FragmentServerError(text, status=status)
+    raise FragmentError(text, status=status)
+
+
+def parse_task(data: object) -> Task:
+    """A Task from one item of a Fragment answer; FragmentProtocolError when it is not one."""
+    if not isinstance(data, dict):
+        raise FragmentProtocolError(f"expected a task object, got {type(data).__name__}")
+    uid = data.get("uid")
+    fields = data.get("fields")
+    try:
+        status = TaskStatus(str(data.get("status")))
+    except ValueError:
+        raise FragmentProtocolError(
+            f"task {uid!r} has an unknown status {data.get('status')!r}"
+        ) from None
+    if not isinstance(uid, str) or not isinstance(fields, dict):
+        raise FragmentProtocolError(f"task {uid!r} lacks a uid or a fields object")
+    return Task(
+        uid=uid,
+        status=status,
+        fields=fields,
+        due_at=parse_timestamp(data.get("due_at")),
+        updated_at=parse_timestamp(data.get("updated_at")),
+        done_at=parse_timestamp(data.get("done_at")),
+    )
+
+
+def _items(body: object, what: str) -> list[Task]:
+    if not isinstance(body, dict) or not isinstance(body.get("items"), list):
+        raise FragmentProtocolError(f"{what}: expected an object with an 'items' list")
+    return [parse_task(item) for item in body["items"]]
+
+
+def _matches(task: Task, statuses: Sequence[TaskStatus], fields: Mapping[str, str]) -> bool:
+    if statuses and task.status not in statuses:
+        return False
+    return all(str(task.fields.get(key)) == value for key, value in fields.items())
+
+
+class FragmentClient:
+    """One connection to the Fragment API, paced and retried; use as an async context manager."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        requests_per_minute: float = 60.0,
+        burst: int = 5,
+        timeout: float = 30.0,
+        retry_deadline: float = 120.0,
+        page_size: int = 100,
+        max_attempts: int = 10,
+    ) -> None:
+        self._http = httpx.AsyncClient(
+            base_url=base_url.rstrip("/") + "/",
+            headers={
+                "Authorization": f"Bearer {token}",
+                "User-Agent": USER_AGENT,
+                "Accept": "application/json",
+            },
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+            transport=transport or httpx.AsyncHTTPTransport(retries=0),
+        )
+        self.pacer = TokenBucket(requests_per_minute, burst=burst)
+        self.stats = RequestStats()
+        self._deadline = retry_deadline
+        self._page_size = page_size
+        self._max_attempts = max_attempts
+        self._plain_listing = False
+
+    async def __aenter__(self) -> FragmentClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        endpoint: str,
+        params: Sequence[tuple[str, str]] | None = None,
+        body: JSONValue = None,
+    ) -> Any:
+        """Send one logical request (retried as needed) and return its decoded JSON body."""
+        deadline = time.monotonic() + self._deadline
+        content = None if body is None else json.dumps(body, separators=(",", ":")).encode()
+        headers = {"Content-Type": "application/json"} if content is not None else None
+        try:
+            async for attempt in stamina.retry_context(
+                on=_retry_hook,
+                attempts=self._max_attempts,
+                timeout=self._deadline,
+                wait_initial=0.5,
+                wait_max=MAX_RETRY_AFTER,
+                wait_jitter=1.0,
+            ):
+                with attempt:
+                    if attempt.num > 1:
+                        self.stats.retries += 1
+                    response = await self._attempt(
+                        method, path, endpoint, params, content, headers, deadline
+                    )
+        except _RetryableStatus as exc:
+            _raise_for_status(method, endpoint, exc.response)
+            raise AssertionError("unreachable") from exc  # pragma: no cover
+        except _RetryableTransport as exc:
+            raise FragmentNetworkError(
+                f"{method} {endpoint} failed: {type(exc.error).__name__}: {exc.error}"
+            ) from exc.error
+        _raise_for_status(method, endpoint, response)
+        try:
+            return response.json()
+        except ValueError:
+            snippet = response.text[:80].replace("\n", " ")
+            raise FragmentProtocolError(
+                f"{method} {endpoint} answered {response.status_code} "
+                f"with a body that is not JSON: {snippet!r}"
+            ) from None
+
+    async def _attempt(
+        self,
+        method: str,
+        path: str,
+        endpoint: str,
+        params: Sequence[tuple[str, str]] | None,
+        content: bytes | None,
+        headers: Mapping[str, str] | None,
+        deadline: float,
+    ) -> httpx.Response:
+        await self.pacer.acquire()
+        try:
+            response = await self._http.request(
+                method, path, params=list(params or ()), content=content, headers=headers
+            )
+            await response.aread()
+        except httpx.TransportError as exc:
+            self.stats.record(method, endpoint, type(exc).__name__)
+            raise _RetryableTransport(exc) from exc
+        self.stats.record(method, endpoint, str(response.status_code))
+        if response.status_code in RETRY_STATUSES:
+            retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+            log.info(
+                "fragment.retrying",
+                endpoint=f"{method} {endpoint}",
+                status=response.status_code,
+                retry_after=retry_after,
+            )
+            raise _RetryableStatus(response, retry_after, deadline)
+        return response
+
+    async def me(self) -> Mapping[str, JSONValue]:
+        """The account the token belongs to (`GET /accounts/me`)."""
+        body = await self._send("GET", "accounts/me", endpoint="/accounts/me")
+        if not isinstance(body, dict):
+            raise FragmentProtocolError("GET /accounts/me: expected an object")
+        return body
+
+    async def get_task(self, uid: str) -> Task | None:
+        """One task by uid, or None when Fragment does not know it."""
+        try:
+            body = await self._send("GET", f"tasks/{uid}", endpoint="/tasks/{uid}")
+        except FragmentValidationError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return parse_task(body)
+
+    async def iter_tasks(
+        self,
+        *,
+        statuses: Sequence[TaskStatus] = (),
+        fields: Mapping[str, str] | None = None,
+        updated_at_after: datetime | None = None,
+    ) -> AsyncIterator[list[Task]]:
+        """Yield pages of tasks matching the filters, each task once, the largest pages allowed.
+
+        The filters are also applied on this side, so a server that ignores one still gives the
+        right answer; a server that rejects one gets a plainer listing from then on.
+        """
+        field_filters = dict(fields or {})
+        seen: set[str] = set()
+        restarts = 0
+        cursor: str | None = None
+        seen_cursors: set[str] = set()
+        while True:
+            params = self._listing_params(statuses, field_filters, updated_at_after, cursor)
+            try:
+                body = await self._send("GET", "tasks", endpoint="/tasks", params=params)
+            except FragmentValidationError as exc:
+                if exc.status not in (400, 422):
+                    raise
+                if cursor is not None and restarts < MAX_CURSOR_RESTARTS:
+                    restarts += 1
+                    log.warning("fragment.cursor_restart", reason=str(exc), restart=restarts)
+                    cursor, seen_cursors = None, set()
+                    continue
+                if cursor is None and not self._plain_listing:
+                    self._plain_listing = True
+                    log.warning("fragment.plain_listing", reason=str(exc))
+                    continue
+                raise
+            page = [
+                task
+                for task in _items(body, "GET /tasks")
+                if task.uid not in seen and _matches(task, statuses, field_filters)
+            ]
+            seen.update(task.uid for task in page)
+            if page:
+                yield page
+            meta = body.get("meta") if isinstance(body, dict) else None
+            next_cursor = meta.get("next_cursor") if isinstance(meta, dict) else None
+            if not next_cursor:
+                return
+            if not isinstance(next_cursor, str) or next_cursor in seen_cursors:
+                raise FragmentProtocolError("GET /tasks returned a cursor it had already returned")
+            seen_cursors.add(next_cursor)
+            cursor = next_cursor
+
+    def _listing_params(
+        self,
+        statuses: Sequence[TaskStatus],
+        fields: Mapping[str, str],
+        updated_at_after: datetime | None,
+        cursor: str | None,
+    ) -> list[tuple[str, str]]:
+        params: list[tuple[str, str]] = [("limit", str(self._page_size))]
+        if cursor:
+            params.append(("cursor", cursor))
+        if not self._plain_listing:
+            params.extend(("status", s.value) for s in statuses)
+            params.extend((f"fields.{k}", v) for k, v in fields.items())
+            if updated_at_after is not None:
+                params.append(("updated_at_after", format_timestamp(updated_at_after)))
+        return params
+
+    async def query_uids(self, uids: Iterable[str]) -> list[Task]:
+        """The tasks with these uids, whatever their status (`POST /tasks/query`, 100 per call)."""
+        wanted = list(dict.fromkeys(uids))
+        found: list[Task] = []
+        for start in range(0, len(wanted), self._page_size):
+            chunk = wanted[start : start + self._page_size]
+            body = {
+                "combinator": "and",
+                "conditions": [{"field": "uid", "operator": "in", "value": chunk}],
+                "limit": len(chunk),
+            }
+            answer = await self._send("POST", "tasks/query", endpoint="/tasks/query", body=body)
+            chunk_set = set(chunk)
+            found.extend(t for t in _items(answer, "POST /tasks/query") if t.uid in chunk_set)
+        return found
+
+    async def put_batch(self, items: Sequence[Mapping[str, JSONValue]]) -> list[Task]:
+        """Create (or replace) tasks with one `PUT /tasks/batch`."""
+        answer = await self._send(
+            "PUT", "tasks/batch", endpoint="/tasks/batch", body={"items": list(items)}
+        )
+        return _items(answer, "PUT /tasks/batch")
+
+    async def patch_batch(self, items: Sequence[Mapping[str, JSONValue]]) -> list[Task]:
+        """Update, close or reopen tasks with one `PATCH /tasks/batch`."""
+        answer = await self._send(
+            "PATCH", "tasks/batch", endpoint="/tasks/batch", body={"items": list(items)}
+        )
+        return _items(answer, "PATCH /tasks/batch")

@@ -1,0 +1,49 @@
+"""A token bucket that keeps the client under Fragment's request rate (60 per minute by default).
+
+Every request, reads and retries included, takes one token; tokens refill continuously at
+`rate_per_minute / 60` per second up to `burst`. Waiting here is cheaper than a 429, which
+Fragment may count against the account.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+
+class TokenBucket:
+    """Async pacing: `await bucket.acquire()` before each request."""
+
+    def __init__(
+        self,
+        rate_per_minute: float,
+        *,
+        burst: int = 5,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if rate_per_minute <= 0 or burst < 1:
+            raise ValueError("rate_per_minute must be > 0 and burst >= 1")
+        self._rate = rate_per_minute / 60.0
+        self._capacity = float(burst)
+        self._tokens = float(burst)
+        self._clock = clock
+        self._updated = clock()
+        self._lock = asyncio.Lock()
+        self.waited = 0.0
+
+    def _refill(self) -> None:
+        now = self._clock()
+        self._tokens = min(self._capacity, self._tokens + (now - self._updated) * self._rate)
+        self._updated = now
+
+    async def acquire(self) -> None:
+        """Wait until a request may be sent, then take its token."""
+        async with self._lock:
+            self._refill()
+            while self._tokens < 1.0:
+                delay = (1.0 - self._tokens) / self._rate
+                self.waited += delay
+                await asyncio.sleep(delay)
+                self._refill()
+            self._tokens -= 1.0

@@ -1,0 +1,56 @@
+"""Safety guards: the pure step between a plan and its writes that refuses what could do harm.
+
+Two guards, both about closes, since a wrong close is what costs an operations team a day:
+a source whose snapshot failed or is incomplete gets no closes at all (absence proves nothing
+then), and a plan that would close more than `max(close_min, close_ratio x open tasks)` of a
+source's tasks has its closes refused (a back-office returning an empty list by mistake looks
+exactly like everything being solved). Creates, updates and reopens always pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from connector.models import Action, ActionKind, Plan, Refusal
+
+GUARD_INCOMPLETE = "incomplete_snapshot"
+GUARD_MASS_CLOSE = "mass_close"
+
+
+@dataclass(frozen=True, slots=True)
+class GuardPolicy:
+    """Thresholds of the mass-close guard, and the operator's explicit override."""
+
+    close_ratio: float = 0.3
+    close_min: int = 20
+    allow_mass_close: bool = False
+
+
+def close_limit(open_tasks_before: int, policy: GuardPolicy) -> int:
+    """The most closes one source may receive in one cycle."""
+    return max(policy.close_min, int(policy.close_ratio * open_tasks_before))
+
+
+def guard_plan(
+    plan: Plan,
+    *,
+    snapshot_complete: bool,
+    open_tasks_before: int,
+    policy: GuardPolicy,
+) -> tuple[Refusal, ...]:
+    """The actions of `plan` that must not be applied, each with the guard and its reason."""
+    closes: list[Action] = [a for a in plan.actions if a.kind is ActionKind.CLOSE]
+    if not closes:
+        return ()
+    if not snapshot_complete:
+        reason = "the source's snapshot was incomplete this cycle, so absence proves nothing"
+        return tuple(Refusal(a, GUARD_INCOMPLETE, reason) for a in closes)
+    limit = close_limit(open_tasks_before, policy)
+    if len(closes) > limit and not policy.allow_mass_close:
+        reason = (
+            f"{len(closes)} closes exceed the limit of {limit} "
+            f"(max of close_min={policy.close_min} and close_ratio={policy.close_ratio} "
+            f"x {open_tasks_before} open tasks); rerun with --allow-mass-close if intended"
+        )
+        return tuple(Refusal(a, GUARD_MASS_CLOSE, reason) for a in closes)
+    return ()

@@ -1,0 +1,61 @@
+"""Task identity and ownership: which Fragment task belongs to which ticket, and to us at all.
+
+A task's uid is `uuid5(namespace, "{source}:{ticket_id}")`, the namespace derived from a project
+constant and the configured instance name. The same ticket always maps to the same task, so every
+write is a retry-safe PUT/PATCH; and a task is ours only when its marker fields name a source and a
+ticket id whose uid is the task's own uid, so foreign tasks can never be taken for ours.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Final
+
+from connector.models import Task
+
+PROJECT_NAMESPACE: Final = uuid.UUID("6f1b2c1e-4a57-5d43-9b0e-3c6a8f9e2d10")
+CLOSED_BY_CONNECTOR: Final = "connector"
+
+
+def instance_namespace(instance: str) -> uuid.UUID:
+    """The uid namespace of one deployment (`connector.instance`)."""
+    return uuid.uuid5(PROJECT_NAMESPACE, instance)
+
+
+def task_uid(namespace: uuid.UUID, source: str, ticket_id: str) -> str:
+    """The stable uid of a ticket's task."""
+    return str(uuid.uuid5(namespace, f"{source}:{ticket_id}"))
+
+
+@dataclass(frozen=True, slots=True)
+class Markers:
+    """Names of the custom fields that mark a task as the connector's."""
+
+    source: str = "fc_source"
+    ticket_id: str = "fc_ticket_id"
+    closed_by: str = "fc_closed_by"
+
+    @property
+    def names(self) -> frozenset[str]:
+        """All marker field names."""
+        return frozenset((self.source, self.ticket_id, self.closed_by))
+
+
+def owned_ticket_id(
+    task: Task, *, source: str, namespace: uuid.UUID, markers: Markers
+) -> str | None:
+    """The ticket id a task belongs to, or None when the task is not this source's."""
+    if task.fields.get(markers.source) != source:
+        return None
+    ticket_id = task.fields.get(markers.ticket_id)
+    if not isinstance(ticket_id, str) or not ticket_id:
+        return None
+    if task_uid(namespace, source, ticket_id) != task.uid:
+        return None
+    return ticket_id
+
+
+def closed_by_connector(task: Task, markers: Markers) -> bool:
+    """Whether a DONE task was closed by the connector (rather than by an operator)."""
+    return task.fields.get(markers.closed_by) == CLOSED_BY_CONNECTOR

@@ -1,0 +1,185 @@
+"""The data that flows through a cycle: tickets in, tasks read, plans out, reports at the end.
+
+Everything here is frozen and free of I/O, so the pure core (`identity`, `plan`, `guards`) and the
+renderers can be tested without a network or a database. `Ticket` and `ChangeSet` are also part of
+the adapter contract (re-exported by `adapters.base`).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeAlias
+
+JSONValue: TypeAlias = Any
+"""A value that `json.dumps` accepts (str, int, float, bool, None, list, dict)."""
+
+Fields: TypeAlias = Mapping[str, JSONValue]
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """One back-office ticket, as an adapter reports it."""
+
+    id: str
+    title: str
+    url: str | None = None
+    fields: Fields = field(default_factory=dict)
+    updated_at: datetime | None = None
+    is_open: bool = True
+    due_at: datetime | None = None
+    assignee_email: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InvalidRecord:
+    """A back-office record an adapter could not turn into a ticket; reported, then skipped.
+
+    `ticket_id` is set when the record's id was readable: its task is then kept as it is. A record
+    without a usable id makes the snapshot incomplete, so the source gets no closes this cycle.
+    """
+
+    position: str
+    reason: str
+    ticket_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeSet:
+    """What an incremental poll found: changed tickets (open or closed) and the next cursor."""
+
+    tickets: tuple[Ticket, ...]
+    cursor: str | None
+
+
+class TaskStatus(enum.StrEnum):
+    """A Fragment task's status."""
+
+    TODO = "TODO"
+    STARTED = "STARTED"
+    DONE = "DONE"
+
+
+OPEN_STATUSES: tuple[TaskStatus, ...] = (TaskStatus.TODO, TaskStatus.STARTED)
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """A Fragment task, reduced to what the connector reads."""
+
+    uid: str
+    status: TaskStatus
+    fields: Fields
+    due_at: datetime | None = None
+    updated_at: datetime | None = None
+    done_at: datetime | None = None
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the task still needs work (TODO or STARTED)."""
+        return self.status is not TaskStatus.DONE
+
+
+@dataclass(frozen=True, slots=True)
+class DesiredTask:
+    """What the connector wants a ticket's task to hold: the managed part of a Fragment task."""
+
+    uid: str
+    source: str
+    ticket_id: str
+    fields: Fields
+    due_at: datetime | None = None
+    assignee_email: str | None = None
+    updated_at: datetime | None = None
+
+
+class ActionKind(enum.StrEnum):
+    """What a plan does to one task."""
+
+    CREATE = "create"
+    UPDATE = "update"
+    CLOSE = "close"
+    REOPEN = "reopen"
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """One write a plan asks for, with the reason shown to people and the item sent to Fragment."""
+
+    kind: ActionKind
+    uid: str
+    source: str
+    ticket_id: str
+    reason: str
+    payload: Mapping[str, JSONValue]
+    title: str = ""
+    changes: Mapping[str, tuple[JSONValue, JSONValue]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The writes that make one source's tasks match its tickets; `unchanged` counts the rest."""
+
+    source: str
+    actions: tuple[Action, ...] = ()
+    unchanged: int = 0
+
+    def of_kind(self, kind: ActionKind) -> tuple[Action, ...]:
+        """The actions of one kind, in plan order."""
+        return tuple(a for a in self.actions if a.kind is kind)
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """An action a safety guard refused, and why."""
+
+    action: Action
+    guard: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ActionFailure:
+    """An action Fragment did not apply, and the error it gave."""
+
+    action: Action
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class SourceReport:
+    """What one cycle did for one source."""
+
+    name: str
+    ok: bool
+    error: str | None = None
+    error_label: str | None = None
+    plan: Plan | None = None
+    refusals: tuple[Refusal, ...] = ()
+    failures: tuple[ActionFailure, ...] = ()
+    invalid_records: tuple[InvalidRecord, ...] = ()
+    applied: bool = False
+    tickets: int = 0
+    open_tasks: int = 0
+
+    @property
+    def planned(self) -> tuple[Action, ...]:
+        """Actions that passed the guards (applied, or to be applied in a dry-run)."""
+        if self.plan is None:
+            return ()
+        refused = {id(r.action) for r in self.refusals}
+        return tuple(a for a in self.plan.actions if id(a) not in refused)
+
+
+@dataclass(frozen=True, slots=True)
+class CycleReport:
+    """What one reconciliation cycle did, for every source it covered."""
+
+    run_id: str
+    dry_run: bool
+    sources: tuple[SourceReport, ...]
+    started_at: datetime
+    finished_at: datetime
+    requests: Mapping[str, int] = field(default_factory=dict)

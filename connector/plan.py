@@ -1,0 +1,239 @@
+"""The plan: a pure diff from one source's tickets and tasks to the writes that reconcile them.
+
+Given the tickets of a snapshot and the source's tasks known in Fragment (its open tasks, and the
+DONE ones the index or a look-up found), `plan_source` decides, ticket by ticket, whether to
+create, update, reopen, close or leave a task alone, with a reason for each. It does no I/O and
+depends only on its arguments, so every rule is unit-tested here and the guards, the apply step and
+the dry-run all see the same plan.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from connector.identity import (
+    CLOSED_BY_CONNECTOR,
+    Markers,
+    closed_by_connector,
+    owned_ticket_id,
+    task_uid,
+)
+from connector.models import (
+    Action,
+    ActionKind,
+    DesiredTask,
+    Fields,
+    JSONValue,
+    Plan,
+    Task,
+    TaskStatus,
+    Ticket,
+)
+from connector.values import format_timestamp, normalise, same
+
+ReopenPolicy = Literal["never", "on_activity"]
+
+REASON_NEW = "new ticket"
+REASON_ABSENT = "absent from snapshot"
+REASON_CLOSED = "closed in source"
+REASON_REOPENED = "ticket reopened"
+REASON_ACTIVITY = "ticket changed after an operator closed the task"
+
+
+@dataclass(frozen=True, slots=True)
+class PlanPolicy:
+    """The settings a plan depends on."""
+
+    namespace: uuid.UUID
+    markers: Markers = field(default_factory=Markers)
+    static_fields: Fields = field(default_factory=dict)
+    reopen: ReopenPolicy = "never"
+
+
+def desired_task(source: str, ticket: Ticket, policy: PlanPolicy) -> DesiredTask:
+    """The managed content of a ticket's task: title, url, custom and static fields, markers."""
+    markers = policy.markers
+    fields: dict[str, JSONValue] = {}
+    fields.update(normalise(dict(policy.static_fields)))
+    fields.update(normalise(dict(ticket.fields)))
+    fields["title"] = normalise(ticket.title)
+    fields["url"] = normalise(ticket.url)
+    fields[markers.source] = source
+    fields[markers.ticket_id] = ticket.id
+    fields[markers.closed_by] = None
+    return DesiredTask(
+        uid=task_uid(policy.namespace, source, ticket.id),
+        source=source,
+        ticket_id=ticket.id,
+        fields=fields,
+        due_at=ticket.due_at,
+        assignee_email=ticket.assignee_email,
+        updated_at=ticket.updated_at,
+    )
+
+
+def field_changes(desired: DesiredTask, task: Task) -> dict[str, tuple[JSONValue, JSONValue]]:
+    """The managed values that differ between a task and what it should hold, as (old, new)."""
+    changes: dict[str, tuple[JSONValue, JSONValue]] = {}
+    for key, value in desired.fields.items():
+        current = task.fields.get(key)
+        if not same(current, value):
+            changes[key] = (current, value)
+    if desired.due_at is not None:
+        current_due = format_timestamp(task.due_at) if task.due_at else None
+        wanted_due = format_timestamp(desired.due_at)
+        if current_due != wanted_due:
+            changes["due_at"] = (current_due, wanted_due)
+    return changes
+
+
+def _write_item(
+    desired: DesiredTask, *, status: TaskStatus | None, drop_nulls: bool
+) -> dict[str, JSONValue]:
+    fields = {k: v for k, v in desired.fields.items() if not (drop_nulls and v is None)}
+    item: dict[str, JSONValue] = {"uid": desired.uid, "fields": fields}
+    if status is not None:
+        item["status"] = status.value
+    if desired.due_at is not None:
+        item["due_at"] = format_timestamp(desired.due_at)
+    if desired.assignee_email:
+        item["assignee_email"] = desired.assignee_email
+    return item
+
+
+def _describe(changes: Mapping[str, object]) -> str:
+    return ", ".join(sorted(changes)) + " changed"
+
+
+def _title(desired: DesiredTask) -> str:
+    title = desired.fields.get("title")
+    return title if isinstance(title, str) else ""
+
+
+def _action(
+    kind: ActionKind,
+    desired: DesiredTask,
+    reason: str,
+    changes: Mapping[str, tuple[JSONValue, JSONValue]] | None = None,
+) -> Action:
+    # Updates never send status: an operator's STARTED must survive them.
+    status = None if kind is ActionKind.UPDATE else TaskStatus.TODO
+    payload = _write_item(desired, status=status, drop_nulls=kind is ActionKind.CREATE)
+    return Action(
+        kind=kind,
+        uid=desired.uid,
+        source=desired.source,
+        ticket_id=desired.ticket_id,
+        reason=reason,
+        payload=payload,
+        title=_title(desired),
+        changes=changes or {},
+    )
+
+
+def close_action(
+    source: str, ticket_id: str, task: Task, *, reason: str, markers: Markers
+) -> Action:
+    """The PATCH that closes a task as DONE and marks the close as the connector's."""
+    title = task.fields.get("title")
+    return Action(
+        kind=ActionKind.CLOSE,
+        uid=task.uid,
+        source=source,
+        ticket_id=ticket_id,
+        reason=reason,
+        payload={
+            "uid": task.uid,
+            "status": TaskStatus.DONE.value,
+            "fields": {markers.closed_by: CLOSED_BY_CONNECTOR},
+        },
+        title=title if isinstance(title, str) else "",
+        changes={"status": (task.status.value, TaskStatus.DONE.value)},
+    )
+
+
+def _plan_open_ticket(desired: DesiredTask, task: Task | None, policy: PlanPolicy) -> Action | None:
+    if task is None:
+        return _action(ActionKind.CREATE, desired, REASON_NEW)
+    if task.is_open:
+        changes = field_changes(desired, task)
+        if not changes:
+            return None
+        return _action(ActionKind.UPDATE, desired, _describe(changes), changes)
+    if closed_by_connector(task, policy.markers):
+        return _action(ActionKind.REOPEN, desired, REASON_REOPENED)
+    if policy.reopen == "on_activity" and _changed_after_close(desired, task):
+        return _action(ActionKind.REOPEN, desired, REASON_ACTIVITY)
+    return None
+
+
+def _changed_after_close(desired: DesiredTask, task: Task) -> bool:
+    closed_at = task.done_at or task.updated_at
+    return (
+        desired.updated_at is not None and closed_at is not None and desired.updated_at > closed_at
+    )
+
+
+def plan_source(
+    source: str,
+    tickets: Iterable[Ticket],
+    tasks: Mapping[str, Task],
+    policy: PlanPolicy,
+    *,
+    kept_ticket_ids: Collection[str] = (),
+    close_absent: bool = True,
+) -> Plan:
+    """Plan the writes that make `tasks` (uid -> task) match `tickets` for one source.
+
+    `kept_ticket_ids` are tickets seen but unreadable this cycle: their tasks are left as they are.
+    With `close_absent` false (an incremental delta), absence from `tickets` closes nothing.
+    Tasks that do not carry this source's markers and uid are ignored, whatever the caller passes.
+    """
+    owned: dict[str, tuple[str, Task]] = {}
+    for uid, task in tasks.items():
+        ticket_id = owned_ticket_id(
+            task, source=source, namespace=policy.namespace, markers=policy.markers
+        )
+        if ticket_id is not None and uid == task.uid:
+            owned[uid] = (ticket_id, task)
+
+    actions: list[Action] = []
+    unchanged = 0
+    seen: set[str] = set()
+    for ticket in tickets:
+        desired = desired_task(source, ticket, policy)
+        seen.add(desired.uid)
+        entry = owned.get(desired.uid)
+        current = entry[1] if entry else None
+        if not ticket.is_open:
+            if current is not None and current.is_open:
+                actions.append(
+                    close_action(
+                        source, ticket.id, current, reason=REASON_CLOSED, markers=policy.markers
+                    )
+                )
+            else:
+                unchanged += current is not None
+            continue
+        action = _plan_open_ticket(desired, current, policy)
+        if action is None:
+            unchanged += 1
+        else:
+            actions.append(action)
+
+    kept = {task_uid(policy.namespace, source, ticket_id) for ticket_id in kept_ticket_ids}
+    closes = []
+    for uid, (ticket_id, task) in owned.items():
+        if uid in seen or not task.is_open:
+            continue
+        if uid in kept or not close_absent:
+            unchanged += 1
+            continue
+        closes.append(
+            close_action(source, ticket_id, task, reason=REASON_ABSENT, markers=policy.markers)
+        )
+    closes.sort(key=lambda a: a.ticket_id)
+    return Plan(source=source, actions=(*actions, *closes), unchanged=unchanged)

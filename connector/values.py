@@ -1,0 +1,74 @@
+"""Normalised values: the one place that decides when two task values are "the same".
+
+Fragment echoes timestamps in its own format and may turn `12.0` into `12`; people's back-offices
+add stray whitespace and Windows line ends. Desired values are normalised before they are sent and
+both sides are normalised before they are compared, so a ticket that did not change never causes a
+write.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime
+from typing import Any
+
+from connector.models import JSONValue
+
+
+def format_timestamp(value: datetime) -> str:
+    """ISO 8601 in UTC with millisecond precision, as Fragment writes it."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    value = value.astimezone(UTC)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def parse_timestamp(value: object) -> datetime | None:
+    """Parse an ISO 8601 timestamp (naive ones are taken as UTC); None when absent or unreadable."""
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, str) and value:
+        text = value.strip()
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            return None
+    else:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def normalise(value: Any) -> JSONValue:
+    """A JSON value in canonical form: trimmed strings, `\\n` line ends, integral floats as ints."""
+    if isinstance(value, str):
+        return value.replace("\r\n", "\n").replace("\r", "\n").strip()
+    if isinstance(value, bool) or value is None or isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        if math.isfinite(value) and value.is_integer():
+            return int(value)
+        return value
+    if isinstance(value, datetime):
+        return format_timestamp(value)
+    if isinstance(value, dict):
+        return {str(k): normalise(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [normalise(v) for v in value]
+    raise TypeError(f"not a JSON value: {type(value).__name__}")
+
+
+def canonical(value: JSONValue) -> str:
+    """A string equal for equal normalised values (keys sorted; `true` is not `1`)."""
+    return json.dumps(normalise(value), sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def same(left: JSONValue, right: JSONValue) -> bool:
+    """Whether two values are equal once normalised; a missing value equals null."""
+    if left is None or right is None:
+        return left is None and right is None
+    return canonical(left) == canonical(right)
