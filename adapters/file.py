@@ -1,0 +1,210 @@
+"""The `file` adapter: tickets from a JSON array, a JSON Lines file or a CSV file.
+
+The simplest back-office there is, and the one the demo uses: each record is a flat object whose
+keys `id`, `title`, `url`, `due_at`, `assignee_email`, `updated_at` and `status` are the ticket's
+own (a `status` of closed/done/resolved/solved/cancelled means the ticket is not open); every other
+key becomes a custom field, its JSON type kept. `mapping` renames source keys to those names. A
+missing or unparsable file fails the source (no closes); a bad record is reported with its
+position and skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+from collections.abc import AsyncIterator, Iterator, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field
+
+from adapters.base import (
+    AdapterConfig,
+    AdapterConfigError,
+    AdapterDataError,
+    AdapterUnavailable,
+    InvalidRecord,
+    Ticket,
+)
+from connector.values import parse_timestamp
+
+OWN_KEYS = frozenset({"id", "title", "url", "due_at", "assignee_email", "updated_at", "status"})
+Record = tuple[str, Mapping[str, Any] | None, str | None]
+"""(position, record or None when unreadable, the reason it is unreadable)."""
+
+
+class FileOptions(AdapterConfig):
+    """Options of the `file` adapter."""
+
+    path: Path = Field(description="The JSON, JSON Lines or CSV file to read.")
+    format: Literal["auto", "json", "jsonl", "csv"] = Field(
+        "auto", description="File format; auto decides by extension (.json, .jsonl/.ndjson, .csv)."
+    )
+    mapping: dict[str, str] = Field(
+        default_factory=dict,
+        description="Source key -> ticket key, e.g. {ticket_no: id, subject: title}.",
+    )
+    closed_statuses: list[str] = Field(
+        default_factory=lambda: ["closed", "done", "resolved", "solved", "cancelled"],
+        description="`status` values (case-insensitive) that mean the ticket is not open.",
+    )
+    encoding: str = "utf-8"
+
+
+def _format_of(options: FileOptions) -> str:
+    if options.format != "auto":
+        return options.format
+    suffix = options.path.suffix.lower()
+    if suffix in (".jsonl", ".ndjson"):
+        return "jsonl"
+    if suffix == ".csv":
+        return "csv"
+    return "json"
+
+
+def _records(text: str, fmt: str) -> Iterator[Record]:
+    if fmt == "json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise AdapterDataError(f"not valid JSON: {exc.msg} at line {exc.lineno}") from None
+        if isinstance(data, dict) and isinstance(data.get("tickets"), list):
+            data = data["tickets"]
+        if not isinstance(data, list):
+            raise AdapterDataError("a JSON file must hold an array of ticket objects")
+        for index, item in enumerate(data, start=1):
+            yield (
+                (f"item {index}", item, None)
+                if isinstance(item, dict)
+                else (
+                    f"item {index}",
+                    None,
+                    f"expected an object, got {type(item).__name__}",
+                )
+            )
+    elif fmt == "jsonl":
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError as exc:
+                yield f"line {number}", None, f"not valid JSON: {exc.msg}"
+                continue
+            if isinstance(item, dict):
+                yield f"line {number}", item, None
+            else:
+                yield f"line {number}", None, f"expected an object, got {type(item).__name__}"
+    else:
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        if reader.fieldnames is None:
+            return
+        for row in reader:
+            if None in row:
+                yield f"line {reader.line_num}", None, "more cells than header columns"
+                continue
+            yield (
+                f"line {reader.line_num}",
+                {k: (v if v != "" else None) for k, v in row.items()},
+                None,
+            )
+
+
+def _ticket_id(value: object) -> str | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    return None
+
+
+def _timestamp(record: Mapping[str, Any], key: str) -> datetime | None:
+    value = record.get(key)
+    if value in (None, ""):
+        return None
+    parsed = parse_timestamp(value)
+    if parsed is None:
+        raise ValueError(f"`{key}` is not an ISO 8601 timestamp: {str(value)[:40]!r}")
+    return parsed
+
+
+def _optional_text(record: Mapping[str, Any], key: str) -> str | None:
+    value = record.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"`{key}` must be text, got {type(value).__name__}")
+    return value
+
+
+class FileAdapter:
+    """Open tickets read from a local file."""
+
+    name: ClassVar[str] = "file"
+    Config: ClassVar[type[FileOptions]] = FileOptions
+
+    def __init__(self, config: FileOptions, /) -> None:
+        self.options = config
+        self._closed = {s.lower() for s in config.closed_statuses}
+
+    async def check(self) -> None:
+        """The file exists and is readable."""
+        await self._read()
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+    async def _read(self) -> str:
+        path = self.options.path
+        try:
+            return await asyncio.to_thread(path.read_text, encoding=self.options.encoding)
+        except FileNotFoundError:
+            raise AdapterUnavailable(f"ticket file not found: {path}") from None
+        except IsADirectoryError:
+            raise AdapterConfigError(f"ticket file is a directory: {path}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise AdapterUnavailable(f"cannot read ticket file {path}: {exc}") from None
+
+    def _rename(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        mapping = self.options.mapping
+        return {mapping.get(key, key): value for key, value in record.items()}
+
+    def to_ticket(self, record: Mapping[str, Any], position: str) -> Ticket | InvalidRecord:
+        """A ticket from one record, or the reason it cannot be one."""
+        data = self._rename(record)
+        ticket_id = _ticket_id(data.get("id"))
+        if ticket_id is None:
+            return InvalidRecord(position, "missing or unusable `id` (text or integer expected)")
+        try:
+            title = data.get("title")
+            if not isinstance(title, str) or not title.strip():
+                raise ValueError("missing `title`")
+            status = data.get("status")
+            is_open = not (isinstance(status, str) and status.strip().lower() in self._closed)
+            ticket = Ticket(
+                id=ticket_id,
+                title=title,
+                url=_optional_text(data, "url"),
+                fields={k: v for k, v in data.items() if k not in OWN_KEYS},
+                updated_at=_timestamp(data, "updated_at"),
+                is_open=is_open,
+                due_at=_timestamp(data, "due_at"),
+                assignee_email=_optional_text(data, "assignee_email"),
+            )
+        except ValueError as exc:
+            return InvalidRecord(position, str(exc), ticket_id)
+        return ticket
+
+    async def list_open(self) -> AsyncIterator[Ticket | InvalidRecord]:
+        """Every record of the file: open tickets, closed ones (to close at once), bad records."""
+        text = await self._read()
+        for position, record, problem in _records(text, _format_of(self.options)):
+            if record is None:
+                yield InvalidRecord(position, problem or "unreadable record")
+                continue
+            yield self.to_ticket(record, position)

@@ -1,0 +1,107 @@
+"""Applying a plan: its actions sent to Fragment in full batches, each item's outcome reported.
+
+Creates go in `PUT /tasks/batch` chunks, everything else (updates, reopens, closes) in
+`PATCH /tasks/batch` chunks, `batch_size` items each, so a cycle's writes are ceil(changes / batch).
+A 422 names the bad items: they are reported and the rest of the chunk is sent again (a 422
+without item positions is bisected). Any other failure (Fragment down past the retry deadline,
+token refused) stops the run: the unsent actions are reported as failed and the next cycle,
+planned afresh from Fragment, picks them up. Nothing is ever half-trusted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import structlog
+
+from connector.errors import FragmentError, FragmentValidationError
+from connector.fragment import FragmentClient
+from connector.models import Action, ActionFailure, ActionKind, JSONValue, Task
+
+log = structlog.get_logger(__name__)
+
+Send = Callable[[Sequence[Mapping[str, JSONValue]]], Awaitable[list[Task]]]
+Progress = Callable[[int], None]
+
+
+@dataclass
+class ApplyResult:
+    """What was applied (with the task Fragment returned, when it did) and what failed."""
+
+    applied: list[tuple[Action, Task | None]] = field(default_factory=list)
+    failures: list[ActionFailure] = field(default_factory=list)
+    fatal: FragmentError | None = None
+
+
+def _chunks(actions: Sequence[Action], size: int) -> list[list[Action]]:
+    return [list(actions[i : i + size]) for i in range(0, len(actions), size)]
+
+
+async def _send_isolating(send: Send, chunk: list[Action], result: ApplyResult) -> None:
+    """Send a chunk; on a 422, report the bad items and send the rest again."""
+    try:
+        returned = await send([a.payload for a in chunk])
+    except FragmentValidationError as exc:
+        bad = {i: msg for i, msg in exc.item_errors.items() if 0 <= i < len(chunk)}
+        if bad:
+            for index, message in sorted(bad.items()):
+                result.failures.append(
+                    ActionFailure(chunk[index], f"refused by Fragment: {message}")
+                )
+                log.warning(
+                    "apply.item_refused",
+                    uid=chunk[index].uid,
+                    ticket_id=chunk[index].ticket_id,
+                    error=message,
+                )
+            rest = [a for i, a in enumerate(chunk) if i not in bad]
+            if rest:
+                await _send_isolating(send, rest, result)
+        elif len(chunk) > 1:
+            middle = len(chunk) // 2
+            await _send_isolating(send, chunk[:middle], result)
+            await _send_isolating(send, chunk[middle:], result)
+        else:
+            result.failures.append(ActionFailure(chunk[0], f"refused by Fragment: {exc}"))
+        return
+    by_uid = {task.uid: task for task in returned}
+    result.applied.extend((action, by_uid.get(action.uid)) for action in chunk)
+
+
+async def apply_actions(
+    client: FragmentClient,
+    actions: Sequence[Action],
+    *,
+    batch_size: int,
+    should_stop: Callable[[], bool] = lambda: False,
+    progress: Progress | None = None,
+) -> ApplyResult:
+    """Send `actions` in batches; creates by PUT, the rest by PATCH."""
+    creates = [a for a in actions if a.kind is ActionKind.CREATE]
+    patches = [a for a in actions if a.kind is not ActionKind.CREATE]
+    batches: list[tuple[Send, list[Action]]] = [
+        *((client.put_batch, chunk) for chunk in _chunks(creates, batch_size)),
+        *((client.patch_batch, chunk) for chunk in _chunks(patches, batch_size)),
+    ]
+    result = ApplyResult()
+    for position, (send, chunk) in enumerate(batches):
+        if should_stop():
+            _fail_rest(result, batches[position:], "not sent: the connector is stopping")
+            break
+        try:
+            await _send_isolating(send, chunk, result)
+        except FragmentError as exc:
+            result.fatal = exc
+            _fail_rest(result, batches[position:], f"not applied: {exc}")
+            break
+        if progress is not None:
+            progress(len(chunk))
+    return result
+
+
+def _fail_rest(result: ApplyResult, batches: list[tuple[Send, list[Action]]], why: str) -> None:
+    # Part of the current chunk may already be settled (a 422 isolated before the failure).
+    settled = {id(a) for a, _ in result.applied} | {id(f.action) for f in result.failures}
+    for _, chunk in batches:
+        result.failures.extend(ActionFailure(a, why) for a in chunk if id(a) not in settled)

@@ -1,0 +1,111 @@
+"""Adapter discovery: the built-in adapters plus every plug-in under `fragment_connector.adapters`.
+
+Adapters are found by entry point (the built-ins register themselves the same way, in
+pyproject.toml), loaded only when a source needs them, and checked against the contract in
+`adapters.base`. A plug-in that fails to import or does not fit the contract is reported by
+name, with the reason, and never prevents the others from loading.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from adapters.base import SourceAdapter
+from connector.config import SourceSection, format_validation_error
+from connector.errors import ConfigError
+
+ENTRY_POINT_GROUP = "fragment_connector.adapters"
+
+
+@dataclass(frozen=True, slots=True)
+class AdapterInfo:
+    """One installed adapter: where it comes from, and either its class or why it is unusable."""
+
+    name: str
+    distribution: str
+    version: str
+    adapter: type[SourceAdapter] | None
+    error: str | None = None
+
+    def config_schema(self) -> dict[str, Any]:
+        """The JSON schema of the adapter's `options`."""
+        if self.adapter is None:
+            return {}
+        return self.adapter.Config.model_json_schema()
+
+
+def _contract_problem(obj: object) -> str | None:
+    if not inspect.isclass(obj):
+        return f"entry point does not name a class (got {type(obj).__name__})"
+    config = getattr(obj, "Config", None)
+    if not (inspect.isclass(config) and issubclass(config, BaseModel)):
+        return "has no pydantic `Config` model for its options"
+    for method in ("list_open", "check", "aclose"):
+        if not callable(getattr(obj, method, None)):
+            return f"does not implement `{method}`"
+    if not isinstance(getattr(obj, "name", None), str):
+        return "has no `name`"
+    return None
+
+
+def _load(entry: EntryPoint) -> AdapterInfo:
+    dist = entry.dist
+    distribution = dist.name if dist is not None else "unknown"
+    version = dist.version if dist is not None else "unknown"
+    try:
+        obj = entry.load()
+    except Exception as exc:  # a broken plug-in must not break the others
+        return AdapterInfo(entry.name, distribution, version, None, f"cannot be imported: {exc!r}")
+    problem = _contract_problem(obj)
+    if problem:
+        return AdapterInfo(entry.name, distribution, version, None, problem)
+    return AdapterInfo(entry.name, distribution, version, obj)
+
+
+def discover() -> dict[str, AdapterInfo]:
+    """Every installed adapter by name (a later duplicate name is reported as broken)."""
+    found: dict[str, AdapterInfo] = {}
+    for entry in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        info = _load(entry)
+        if entry.name in found:
+            dist = info.distribution
+            info = AdapterInfo(entry.name, dist, info.version, None, "duplicate adapter name")
+            found[f"{entry.name} ({dist})"] = info
+            continue
+        found[entry.name] = info
+    return found
+
+
+def adapter_class(
+    name: str, installed: dict[str, AdapterInfo] | None = None
+) -> type[SourceAdapter]:
+    """The adapter class registered under `name`, or a ConfigError saying why there is none."""
+    installed = installed if installed is not None else discover()
+    info = installed.get(name)
+    if info is None:
+        usable = ", ".join(sorted(n for n, i in installed.items() if i.adapter)) or "none"
+        raise ConfigError(f"unknown adapter {name!r} (installed: {usable})")
+    if info.adapter is None:
+        raise ConfigError(f"adapter {name!r} from {info.distribution} is unusable: {info.error}")
+    return info.adapter
+
+
+def build_adapter(
+    source: SourceSection, installed: dict[str, AdapterInfo] | None = None
+) -> SourceAdapter:
+    """An adapter instance for a configured source, its options validated by its Config model."""
+    cls = adapter_class(source.adapter, installed)
+    try:
+        options = cls.Config.model_validate(source.options)
+    except ValidationError as exc:
+        prefix = f"sources[{source.name}].options."
+        raise ConfigError(
+            f"invalid options for source {source.name!r}:\n"
+            + format_validation_error(exc, prefix=prefix)
+        ) from None
+    return cls(options)

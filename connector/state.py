@@ -1,0 +1,151 @@
+"""The connector's local memory: the task index, kept in SQLite by default (any SQLAlchemy URL).
+
+Listing only open tasks is what keeps a cycle cheap, but then a task an operator closed is
+invisible, and a blind `PUT` would reopen it. The index remembers, per uid, the status and who
+closed it, from every listing and every write, so such a ticket is recognised without a request.
+It is a cache, never the truth: with the file lost, the cycle asks Fragment about the uids it
+does not know (`POST /tasks/query`) and rebuilds it as it goes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+from connector.errors import ConfigError, StateError
+from connector.identity import Markers, closed_by_connector
+from connector.models import Task, TaskStatus
+from connector.values import parse_timestamp
+
+_CHUNK = 500
+
+metadata = sa.MetaData()
+
+task_index = sa.Table(
+    "fc_task_index",
+    metadata,
+    sa.Column("uid", sa.String(36), primary_key=True),
+    sa.Column("source", sa.String(64), nullable=False, index=True),
+    sa.Column("ticket_id", sa.String(512), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("closed_by_connector", sa.Boolean, nullable=False, default=False),
+    sa.Column("done_at", sa.String(32)),
+    sa.Column("updated_at", sa.String(32)),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class IndexEntry:
+    """What the index remembers of one task."""
+
+    uid: str
+    source: str
+    ticket_id: str
+    status: TaskStatus
+    closed_by_connector: bool
+    done_at: datetime | None
+
+    def as_task(self, markers: Markers) -> Task:
+        """A Task carrying just enough (markers, status, close time) for the plan to decide."""
+        fields: dict[str, str] = {markers.source: self.source, markers.ticket_id: self.ticket_id}
+        if self.closed_by_connector:
+            fields[markers.closed_by] = "connector"
+        return Task(uid=self.uid, status=self.status, fields=fields, done_at=self.done_at)
+
+
+def _chunks(items: list[str]) -> Iterator[list[str]]:
+    for start in range(0, len(items), _CHUNK):
+        yield items[start : start + _CHUNK]
+
+
+class StateStore:
+    """The task index in a SQL database; every method is one short transaction."""
+
+    def __init__(self, url: str) -> None:
+        try:
+            parsed = make_url(url)
+        except ArgumentError:
+            raise ConfigError(f"state.url is not a database URL: {url!r}") from None
+        if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._engine = sa.create_engine(parsed)
+            metadata.create_all(self._engine)
+        except (SQLAlchemyError, ImportError, OSError) as exc:
+            raise StateError(f"cannot open the state store: {exc}") from None
+        self._insert: Any = (
+            postgresql.insert if self._engine.dialect.name == "postgresql" else sqlite.insert
+        )
+
+    def close(self) -> None:
+        """Release the database connections."""
+        self._engine.dispose()
+
+    def lookup(self, uids: Iterable[str]) -> dict[str, IndexEntry]:
+        """The index entries of these uids (unknown uids are absent)."""
+        wanted = list(uids)
+        found: dict[str, IndexEntry] = {}
+        try:
+            with self._engine.connect() as conn:
+                for chunk in _chunks(wanted):
+                    rows = conn.execute(sa.select(task_index).where(task_index.c.uid.in_(chunk)))
+                    for row in rows:
+                        found[row.uid] = IndexEntry(
+                            uid=row.uid,
+                            source=row.source,
+                            ticket_id=row.ticket_id,
+                            status=TaskStatus(row.status),
+                            closed_by_connector=bool(row.closed_by_connector),
+                            done_at=parse_timestamp(row.done_at),
+                        )
+        except SQLAlchemyError as exc:
+            raise StateError(f"cannot read the task index: {exc}") from None
+        return found
+
+    def remember(self, source: str, tasks: Iterable[tuple[Task, str]], markers: Markers) -> None:
+        """Record (task, ticket id) pairs as Fragment last showed them."""
+        rows = [
+            {
+                "uid": task.uid,
+                "source": source,
+                "ticket_id": ticket_id,
+                "status": task.status.value,
+                "closed_by_connector": closed_by_connector(task, markers),
+                "done_at": task.done_at.isoformat() if task.done_at else None,
+                "updated_at": task.updated_at.isoformat() if task.updated_at else None,
+            }
+            for task, ticket_id in tasks
+        ]
+        if not rows:
+            return
+        statement = self._insert(task_index)
+        statement = statement.on_conflict_do_update(
+            index_elements=[task_index.c.uid],
+            set_={
+                name: statement.excluded[name]
+                for name in ("status", "closed_by_connector", "done_at", "updated_at")
+            },
+        )
+        try:
+            with self._engine.begin() as conn:
+                for start in range(0, len(rows), _CHUNK):
+                    conn.execute(statement, rows[start : start + _CHUNK])
+        except SQLAlchemyError as exc:
+            raise StateError(f"cannot write the task index: {exc}") from None
+
+    def forget(self, uids: Iterable[str]) -> None:
+        """Drop index entries (a task that Fragment no longer knows)."""
+        try:
+            with self._engine.begin() as conn:
+                for chunk in _chunks(list(uids)):
+                    conn.execute(sa.delete(task_index).where(task_index.c.uid.in_(chunk)))
+        except SQLAlchemyError as exc:
+            raise StateError(f"cannot write the task index: {exc}") from None
