@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -81,8 +81,10 @@ class Reconciler:
         client: FragmentClient,
         store: StateStore,
         adapters: Mapping[str, SourceAdapter],
+        progress: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = settings
+        self.progress = progress or (lambda message: None)
         self.client = client
         self.store = store
         self.adapters = adapters
@@ -149,11 +151,17 @@ class Reconciler:
 
     async def _reconcile(self, source: SourceSection, options: CycleOptions) -> SourceReport:
         adapter = self.adapters[source.name]
-        snapshot = await read_snapshot(source.name, adapter)
+        name = source.name
+        snapshot = await read_snapshot(
+            name, adapter, progress=lambda n: self.progress(f"{name}: {n:,} tickets read")
+        )
         known = _Known()
+        listed = 0
         async for page in self.client.iter_tasks(
             statuses=OPEN_STATUSES, fields={self.markers.source: source.name}
         ):
+            listed += len(page)
+            self.progress(f"{name}: {listed:,} open tasks listed")
             for task in page:
                 ticket_id = owned_ticket_id(
                     task, source=source.name, namespace=self.namespace, markers=self.markers
@@ -201,8 +209,16 @@ class Reconciler:
             return report
 
         seen = [*known.tasks.values(), *looked_up]
+        planned = report.planned
+        done = 0
+
+        def applied(count: int) -> None:
+            nonlocal done
+            done += count
+            self.progress(f"{name}: {done:,}/{len(planned):,} actions applied")
+
         result = await apply_actions(
-            self.client, report.planned, batch_size=self.settings.fragment.batch_size
+            self.client, planned, batch_size=self.settings.fragment.batch_size, progress=applied
         )
         for action, returned in result.applied:
             if returned is not None:

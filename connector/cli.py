@@ -1,0 +1,207 @@
+"""The `fragment-connector` command line: one group, one subcommand per user task.
+
+Every error reaches `main`, which is the only place that turns errors into messages and exit
+codes (through `errors.classify`): usage and config problems exit 4, runtime failures 1, guard
+refusals 3, pending dry-run changes 2. No command prints a traceback unless asked with `-vv`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+
+from connector import __version__
+from connector.config import Settings, load_settings
+from connector.cycle import CycleOptions, cycle_exit_code
+from connector.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, ConnectorError, exit_code_for
+from connector.logging import REDACTOR, configure_logging
+from connector.render import write_json, write_text
+from connector.runtime import build_adapters, fragment_token, open_runtime
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass
+class CliState:
+    """Options given to the group, shared with the subcommands."""
+
+    config_path: Path | None = None
+    verbose: int = 0
+
+    def settings(self) -> Settings:
+        """The validated settings."""
+        return load_settings(self.config_path)
+
+
+def _remember_config(ctx: click.Context, _param: click.Parameter, value: Path | None) -> None:
+    if value is not None:
+        ctx.ensure_object(CliState).config_path = value
+
+
+def config_option(func: F) -> F:
+    """`--config PATH`, accepted after the subcommand as well as before it."""
+    return click.option(
+        "--config",
+        type=click.Path(path_type=Path, dir_okay=False),
+        callback=_remember_config,
+        expose_value=False,
+        is_eager=True,
+        help="Config file (default: $FRAGMENT_CONNECTOR_CONFIG, then ./config.yaml).",
+    )(func)
+
+
+@contextmanager
+def _status(enabled: bool) -> Iterator[Callable[[str], None]]:
+    """A one-line progress display on a terminal; silent otherwise."""
+    if not enabled:
+        yield lambda message: None
+        return
+    console = Console(stderr=True)
+    with console.status("starting…") as status:
+        yield lambda message: status.update(message)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Config file (default: $FRAGMENT_CONNECTOR_CONFIG, then ./config.yaml).",
+)
+@click.option("-v", "--verbose", count=True, help="More logs (-v: info, -vv: debug).")
+@click.version_option(__version__, prog_name="fragment-connector")
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path | None, verbose: int) -> None:
+    """Keep Fragment's backlog equal to a back-office's open tickets."""
+    state = ctx.ensure_object(CliState)
+    state.config_path = state.config_path or config_path
+    state.verbose = verbose
+    level = {0: "WARNING", 1: "INFO"}.get(verbose, "DEBUG")
+    configure_logging(level)
+
+
+@cli.command()
+@config_option
+@click.option("--dry-run", is_flag=True, help="Print the plan, write nothing; exit 2 if changes are pending.")
+@click.option("--source", "only_source", metavar="NAME", help="Reconcile this source only.")
+@click.option(
+    "--output", type=click.Choice(["text", "json"]), default="text", show_default=True,
+    help="text for people, json for programs (documented in docs/output.md).",
+)
+@click.option("--allow-mass-close", is_flag=True, help="Apply closes even past the mass-close guard.")
+@click.pass_obj
+def reconcile(
+    state: CliState, dry_run: bool, only_source: str | None, output: str, allow_mass_close: bool
+) -> int:
+    """Run one reconciliation cycle and print what it did (or would do)."""
+    settings = state.settings()
+    options = CycleOptions(dry_run=dry_run, only_source=only_source, allow_mass_close=allow_mass_close)
+
+    async def run() -> Any:
+        show = output == "text" and sys.stderr.isatty()
+        with _status(show) as progress:
+            async with open_runtime(settings, only_source=only_source, progress=progress) as rec:
+                return await rec.run(options)
+
+    report = asyncio.run(run())
+    if output == "json":
+        write_json(report, sys.stdout)
+    else:
+        write_text(report, sys.stdout)
+    return cycle_exit_code(report)
+
+
+@cli.command()
+@config_option
+@click.pass_obj
+def check(state: CliState) -> int:
+    """Validate the config, Fragment's token and every source; exit 1 if anything fails."""
+    settings = state.settings()
+    adapters = build_adapters(settings)
+    fragment_token(settings)
+
+    async def run() -> int:
+        code = EXIT_OK
+        async with open_runtime(settings) as rec:
+            try:
+                account = await rec.client.me()
+                name = account.get("name") or account.get("id") or "?"
+                click.echo(f"ok      fragment: token accepted (account {name})")
+            except ConnectorError as exc:
+                click.echo(f"FAILED  fragment: {exc}")
+                code = EXIT_FAILURE
+            for source_name, adapter in rec.adapters.items():
+                try:
+                    await adapter.check()
+                    click.echo(f"ok      source {source_name}")
+                except ConnectorError as exc:
+                    click.echo(f"FAILED  source {source_name}: {exc}")
+                    code = EXIT_FAILURE
+        return code
+
+    click.echo(f"ok      config: {len(adapters)} source(s)")
+    return asyncio.run(run())
+
+
+@cli.command()
+@click.option("--workdir", type=click.Path(path_type=Path, file_okay=False), help="Keep the demo's files here.")
+def demo(workdir: Path | None) -> int:
+    """See the connector work: an embedded sandbox Fragment and a sample back-office."""
+    from connector.demo import run_demo
+
+    return run_demo(workdir, Console())
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8765, show_default=True, type=int)
+@click.option("--token", default="sandbox-token", show_default=True)
+@click.option("--test-mode", is_flag=True, help="Enable the /_sandbox admin API and fault knobs.")
+@click.option("--rate-limit", type=float, default=60.0, show_default=True, help="Requests per minute; 0 = none.")
+@click.option("--data", type=click.Path(path_type=Path, dir_okay=False), help="Keep tasks in this JSON file.")
+def sandbox(host: str, port: int, token: str, test_mode: bool, rate_limit: float, data: Path | None) -> int:
+    """Serve the embedded fake Fragment API (for adapter writers and tests)."""
+    from connector.sandbox import SandboxConfig, serve
+
+    config = SandboxConfig(
+        token=token,
+        test_mode=test_mode,
+        requests_per_minute=rate_limit or None,
+        data_path=data,
+    )
+    click.echo(f"sandbox Fragment API on http://{host}:{port}/api/v1 (token: {token})", err=True)
+    serve(config, host=host, port=port)
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI and exit with its code."""
+    state = CliState()
+    try:
+        code = cli.main(args=argv, prog_name="fragment-connector", standalone_mode=False, obj=state)
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except click.UsageError as exc:
+        exc.show()
+        code = EXIT_USAGE
+    except (click.Abort, KeyboardInterrupt):
+        click.echo("interrupted", err=True)
+        code = 130
+    except ConnectorError as exc:
+        click.echo(REDACTOR.mask(f"error: {exc}"), err=True)
+        code = exit_code_for(exc)
+    except Exception as exc:
+        if state.verbose >= 2:
+            raise
+        click.echo(REDACTOR.mask(f"internal error: {exc!r} (rerun with -vv for the traceback)"), err=True)
+        code = EXIT_FAILURE
+    sys.exit(code if isinstance(code, int) else EXIT_OK)
+

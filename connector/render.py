@@ -1,0 +1,168 @@
+"""The cycle report for people (a readable plan on the terminal) and for programs (stable JSON).
+
+The JSON document is versioned (`"version": 1`) and documented in docs/output.md; fields are only
+ever added to it. The text form leads with counts, then shows the first rows of each kind of
+action with the ticket, the title, the reason and, for updates, which fields change.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import IO, Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from connector.cycle import cycle_exit_code, report_counts
+from connector.models import Action, ActionKind, CycleReport, SourceReport
+
+JSON_VERSION = 1
+ROWS_PER_KIND = 10
+_KINDS = ("create", "update", "reopen", "close")
+
+
+def _short(value: Any, width: int = 40) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _action_json(action: Action) -> dict[str, Any]:
+    return {
+        "kind": action.kind.value,
+        "ticket_id": action.ticket_id,
+        "uid": action.uid,
+        "title": action.title,
+        "reason": action.reason,
+        "changes": {key: [old, new] for key, (old, new) in action.changes.items()},
+    }
+
+
+def _total_counts(report: CycleReport) -> dict[str, int]:
+    total = dict.fromkeys((*_KINDS, "unchanged", "refused", "failed"), 0)
+    for source in report.sources:
+        for key, value in report_counts(source).items():
+            total[key] += value
+        total["failed"] += len(source.failures)
+    return total
+
+
+def report_json(report: CycleReport) -> dict[str, Any]:
+    """The report as the documented JSON document."""
+    reads = sum(
+        n for key, n in report.requests.items() if key.startswith(("GET ", "POST /tasks/query"))
+    )
+    total = sum(report.requests.values())
+    return {
+        "version": JSON_VERSION,
+        "run_id": report.run_id,
+        "dry_run": report.dry_run,
+        "exit_code": cycle_exit_code(report),
+        "counts": _total_counts(report),
+        "requests": {"total": total, "reads": reads, "writes": total - reads},
+        "sources": [
+            {
+                "name": s.name,
+                "ok": s.ok,
+                "error": s.error,
+                "error_type": s.error_label,
+                "tickets": s.tickets,
+                "open_tasks": s.open_tasks,
+                "counts": {**report_counts(s), "failed": len(s.failures)},
+                "actions": [_action_json(a) for a in s.planned],
+                "refused": [
+                    {**_action_json(r.action), "guard": r.guard, "refusal": r.reason}
+                    for r in s.refusals
+                ],
+                "failed": [{**_action_json(f.action), "error": f.error} for f in s.failures],
+                "invalid_records": [
+                    {"position": r.position, "ticket_id": r.ticket_id, "reason": r.reason}
+                    for r in s.invalid_records
+                ],
+            }
+            for s in report.sources
+        ],
+    }
+
+
+def write_json(report: CycleReport, out: IO[str]) -> None:
+    """Print the JSON document, one line."""
+    out.write(json.dumps(report_json(report), ensure_ascii=False, sort_keys=False) + "\n")
+
+
+def _action_rows(title: str, actions: Sequence[Action], console: Console) -> None:
+    if not actions:
+        return
+    table = Table(title=f"{title} ({len(actions)})", title_justify="left", expand=False)
+    table.add_column("ticket", no_wrap=True)
+    table.add_column("title", max_width=40)
+    table.add_column("reason")
+    table.add_column("changes", max_width=60)
+    for action in actions[:ROWS_PER_KIND]:
+        changes = ""
+        if action.kind is ActionKind.UPDATE:
+            changes = "; ".join(
+                f"{key}: {_short(old, 20)} → {_short(new, 20)}"
+                for key, (old, new) in sorted(action.changes.items())
+            )
+        table.add_row(action.ticket_id, _short(action.title), action.reason, changes)
+    console.print(table)
+    if len(actions) > ROWS_PER_KIND:
+        console.print(f"  … and {len(actions) - ROWS_PER_KIND} more (see --output json)")
+
+
+def _source_text(source: SourceReport, console: Console) -> None:
+    counts = report_counts(source)
+    head = Text(f"source {source.name}: ", style="bold")
+    if not source.ok and source.plan is None:
+        head.append(f"FAILED: {source.error}", style="red")
+        head.append("\n  nothing was written for this source; it gets no closes this cycle")
+        console.print(head)
+        return
+    head.append(f"{source.tickets} tickets, {source.open_tasks} open tasks → ")
+    head.append(
+        ", ".join(f"{counts[k]} to {k}" for k in _KINDS) + f", {counts['unchanged']} unchanged"
+    )
+    console.print(head)
+    planned = source.planned
+    labels = {"create": "Create", "update": "Update", "reopen": "Reopen", "close": "Close (DONE)"}
+    for kind in _KINDS:
+        _action_rows(labels[kind], [a for a in planned if a.kind.value == kind], console)
+    if source.refusals:
+        first = source.refusals[0]
+        console.print(
+            Text(
+                f"  REFUSED {len(source.refusals)} closes ({first.guard}): {first.reason}", "yellow"
+            )
+        )
+    for record in source.invalid_records[:ROWS_PER_KIND]:
+        ident = f" ticket {record.ticket_id}" if record.ticket_id else ""
+        console.print(Text(f"  skipped {record.position}{ident}: {record.reason}", "yellow"))
+    if len(source.invalid_records) > ROWS_PER_KIND:
+        console.print(f"  … and {len(source.invalid_records) - ROWS_PER_KIND} more skipped records")
+    if source.failures:
+        console.print(Text(f"  {len(source.failures)} actions were NOT applied:", "red"))
+        for failure in source.failures[:ROWS_PER_KIND]:
+            console.print(
+                f"    {failure.action.kind.value} {failure.action.ticket_id}: {failure.error}"
+            )
+    if source.error:
+        console.print(Text(f"  error: {source.error}", "red"))
+
+
+def write_text(report: CycleReport, out: IO[str]) -> None:
+    """Print the report for a person."""
+    console = Console(
+        file=out, highlight=False, soft_wrap=False, width=160 if not out.isatty() else None
+    )
+    for source in report.sources:
+        _source_text(source, console)
+    total = _total_counts(report)
+    summary = ", ".join(f"{total[k]} {k}" for k in _KINDS)
+    requests = sum(report.requests.values())
+    if report.dry_run:
+        console.print(f"Dry run: would {summary}. Nothing was written ({requests} read requests).")
+    else:
+        failed = f", {total['failed']} failed" if total["failed"] else ""
+        console.print(f"Applied: {summary}{failed} ({requests} requests).")

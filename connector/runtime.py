@@ -1,0 +1,86 @@
+"""Assembling a running connector from its settings: adapters, Fragment client, state store.
+
+`open_runtime` builds everything a cycle needs, validating each source's options with its
+adapter's model first (so a bad option is a config error before any request), starts the embedded
+sandbox when `fragment.base_url` is `sandbox`, and closes it all again, also after errors. The CLI
+commands and the daemon share it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+from adapters.base import SourceAdapter
+from connector.config import Settings
+from connector.cycle import Reconciler
+from connector.errors import ConfigError
+from connector.fragment import FragmentClient
+from connector.logging import REDACTOR
+from connector.registry import build_adapter, discover
+from connector.sandbox import SandboxConfig, SandboxServer
+from connector.state import StateStore
+
+SANDBOX_TOKEN = "sandbox-token"
+SANDBOX_DATA = Path("fragment-sandbox.json")
+
+
+def build_adapters(settings: Settings, only: str | None = None) -> dict[str, SourceAdapter]:
+    """One adapter per configured source (or just `only`), options validated."""
+    if not settings.sources:
+        raise ConfigError("no sources configured: add at least one under `sources:`")
+    installed = discover()
+    chosen = [settings.source(only)] if only else settings.sources
+    return {source.name: build_adapter(source, installed) for source in chosen}
+
+
+def fragment_token(settings: Settings) -> str:
+    """The Fragment token, or a ConfigError saying how to provide it."""
+    token = settings.fragment.token
+    if token is not None and token.get_secret_value():
+        return token.get_secret_value()
+    if settings.fragment.is_sandbox:
+        return SANDBOX_TOKEN
+    raise ConfigError(
+        "fragment.token is not set: put it in FRAGMENT_CONNECTOR__FRAGMENT__TOKEN "
+        "(or fragment.token in the config file)"
+    )
+
+
+@contextlib.asynccontextmanager
+async def open_runtime(
+    settings: Settings,
+    *,
+    only_source: str | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> AsyncIterator[Reconciler]:
+    """A Reconciler wired to Fragment (or the embedded sandbox), the state store and adapters."""
+    adapters = build_adapters(settings, only_source)
+    token = fragment_token(settings)
+    REDACTOR.add(token)
+    fragment = settings.fragment
+    async with contextlib.AsyncExitStack() as stack:
+        for adapter in adapters.values():
+            stack.push_async_callback(adapter.aclose)
+        base_url = fragment.base_url
+        if fragment.is_sandbox:
+            sandbox = SandboxServer(SandboxConfig(token=token, data_path=SANDBOX_DATA))
+            sandbox.start()
+            stack.callback(sandbox.stop)
+            base_url = sandbox.base_url
+        store = StateStore(settings.state.url)
+        stack.callback(store.close)
+        client = FragmentClient(
+            base_url,
+            token,
+            requests_per_minute=fragment.requests_per_minute,
+            burst=fragment.burst,
+            timeout=fragment.timeout.total_seconds(),
+            retry_deadline=fragment.retry_deadline.total_seconds(),
+            page_size=fragment.page_size,
+        )
+        stack.push_async_callback(client.aclose)
+        yield Reconciler(
+            settings, client=client, store=store, adapters=adapters, progress=progress
+        )
