@@ -162,7 +162,7 @@ def write_text(report: CycleReport, out: IO[str]) -> None:
     summary = ", ".join(f"{total[k]} {k}" for k in _KINDS)
     requests = sum(report.requests.values())
     if report.dry_run:
-        console.print(f"Dry run: would {summary}. Nothing was written ({requests} read requests).")
+        console.print(f"Dry run: would {summary}. Nothing was written ({requests} requests, all reads).")
     else:
         failed = f", {total['failed']} failed" if total["failed"] else ""
         console.print(f"Applied: {summary}{failed} ({requests} requests).")

@@ -1,0 +1,130 @@
+"""Shared fixtures: a sandbox Fragment on a real socket, a back-office file, configs, the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from connector.sandbox import SandboxConfig, SandboxServer
+
+TOKEN = "sbx-secret-7f3a9c"
+
+
+@pytest.fixture
+def sandbox() -> Iterator[SandboxServer]:
+    """A test-mode sandbox Fragment with its rate limit lifted, on 127.0.0.1."""
+    with SandboxServer(SandboxConfig(token=TOKEN, test_mode=True, requests_per_minute=None)) as server:
+        yield server
+
+
+def make_tickets(count: int, *, start: int = 0, prefix: str = "T-") -> list[dict[str, Any]]:
+    """Back-office records with a url and typed custom fields."""
+    return [
+        {
+            "id": f"{prefix}{n}",
+            "title": f"Ticket number {n}",
+            "url": f"https://backoffice.example/t/{n}",
+            "amount": n * 10,
+            "country": "FR" if n % 2 else "DE",
+        }
+        for n in range(start, start + count)
+    ]
+
+
+@dataclass
+class Workspace:
+    """A back-office file, a config pointing at the sandbox, and ways to run the connector."""
+
+    root: Path
+    sandbox: SandboxServer
+
+    @property
+    def tickets_path(self) -> Path:
+        return self.root / "tickets.json"
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def state_path(self) -> Path:
+        return self.root / "state.db"
+
+    def write_tickets(self, tickets: list[dict[str, Any]]) -> None:
+        self.tickets_path.write_text(json.dumps(tickets))
+
+    def write_config(self, **sections: Any) -> Path:
+        config: dict[str, Any] = {
+            "connector": {"instance": "tests"},
+            "fragment": {
+                "base_url": self.sandbox.base_url,
+                "requests_per_minute": 100000,
+                "burst": 100,
+                "retry_deadline": "20s",
+            },
+            "state": {"url": f"sqlite:///{self.state_path}"},
+            "sources": [
+                {
+                    "name": "backoffice",
+                    "adapter": "file",
+                    "options": {"path": str(self.tickets_path)},
+                    "task": {"fields": {"team": "kyc"}},
+                }
+            ],
+        }
+        for key, value in sections.items():
+            if isinstance(value, dict) and isinstance(config.get(key), dict):
+                config[key] = {**config[key], **value}
+            else:
+                config[key] = value
+        self.config_path.write_text(yaml.safe_dump(config))
+        return self.config_path
+
+    def cli(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        """Run the real command line in a child process, token in the environment."""
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("FRAGMENT_CONNECTOR")}
+        full_env["FRAGMENT_CONNECTOR__FRAGMENT__TOKEN"] = TOKEN
+        full_env.update(env or {})
+        return subprocess.run(
+            [sys.executable, "-m", "connector", *args],
+            cwd=self.root,
+            env=full_env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    def reconcile(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return self.cli("reconcile", "--config", str(self.config_path), *args)
+
+    def reconcile_json(self, *args: str) -> tuple[int, dict[str, Any]]:
+        result = self.reconcile("--output", "json", *args)
+        assert result.stdout, result.stderr
+        return result.returncode, json.loads(result.stdout)
+
+    def tasks(self) -> dict[str, dict[str, Any]]:
+        """Every task in the sandbox by uid."""
+        return {t["uid"]: t for t in self.sandbox.store.all_tasks()}
+
+    def writes(self) -> list[dict[str, Any]]:
+        """The write requests the sandbox received."""
+        return [r for r in self.sandbox.store.requests() if r["method"] in ("PUT", "PATCH", "POST") and "query" not in r["path"]]
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, sandbox: SandboxServer) -> Workspace:
+    """A workspace with 0 tickets and a config for the `backoffice` file source."""
+    ws = Workspace(tmp_path, sandbox)
+    ws.write_tickets([])
+    ws.write_config()
+    return ws
