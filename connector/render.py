@@ -28,6 +28,22 @@ def _short(value: Any, width: int = 40) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def _change(old: Any, new: Any, width: int = 44) -> str:
+    """`old → new`, eliding a long common prefix of two strings so the difference shows."""
+    if isinstance(old, str) and isinstance(new, str):
+        common = 0
+        while common < min(len(old), len(new)) and old[common] == new[common]:
+            common += 1
+        cut = max(0, common - 12)
+        if cut > 3:
+            old, new = "…" + old[cut:], "…" + new[cut:]
+    return f"{_short(old, width)} → {_short(new, width)}"
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
 def _action_json(action: Action) -> dict[str, Any]:
     return {
         "kind": action.kind.value,
@@ -98,12 +114,12 @@ def _action_rows(title: str, actions: Sequence[Action], console: Console) -> Non
     table.add_column("ticket", no_wrap=True)
     table.add_column("title", max_width=40)
     table.add_column("reason")
-    table.add_column("changes", max_width=60)
+    table.add_column("changes", max_width=80)
     for action in actions[:ROWS_PER_KIND]:
         changes = ""
         if action.kind is ActionKind.UPDATE:
             changes = "; ".join(
-                f"{key}: {_short(old, 20)} → {_short(new, 20)}"
+                f"{key}: {_change(old, new)}"
                 for key, (old, new) in sorted(action.changes.items())
             )
         table.add_row(action.ticket_id, _short(action.title), action.reason, changes)
@@ -162,7 +178,7 @@ def write_text(report: CycleReport, out: IO[str]) -> None:
     summary = ", ".join(f"{total[k]} {k}" for k in _KINDS)
     requests = sum(report.requests.values())
     if report.dry_run:
-        console.print(f"Dry run: would {summary}. Nothing was written ({requests} requests, all reads).")
+        console.print(f"Dry run: would {summary}. Nothing was written ({_plural(requests, 'request')}, all reads).")
     else:
         failed = f", {total['failed']} failed" if total["failed"] else ""
-        console.print(f"Applied: {summary}{failed} ({requests} requests).")
+        console.print(f"Applied: {summary}{failed} ({_plural(requests, 'request')}).")

@@ -1,0 +1,101 @@
+"""The command line's contract: config errors exit 4 with a message, check, demo, help."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Workspace, make_tickets
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ("fragment: {tokn: x}\nsources: []\n", "fragment.tokn: unknown key"),
+        ("fragment: {batch_size: many}\n", "fragment.batch_size: Input should be a valid integer"),
+        (
+            "sources: [{name: bo, adapter: file, options: {path: x.json, formt: csv}}]\n",
+            "sources[bo].options.formt: unknown key",
+        ),
+        ("sources: [{name: bo, adapter: zendeskk}]\n", "unknown adapter 'zendeskk'"),
+        ("sources: []\n", "no sources configured"),
+        ("state: {url: 'not a url'}\nsources: [{name: bo, adapter: file, options: {path: x}}]\n", "state.url"),
+    ],
+)
+def test_invalid_config_exits_4_naming_the_problem(workspace: Workspace, config: str, message: str) -> None:
+    """Unknown keys, wrong types, bad options or adapters: exit 4, a message, no traceback."""
+    workspace.config_path.write_text(config)
+    result = workspace.reconcile()
+    assert result.returncode == 4, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+
+
+def test_missing_config_file_exits_4(workspace: Workspace) -> None:
+    """--config naming a missing file exits 4; so does $FRAGMENT_CONNECTOR_CONFIG."""
+    result = workspace.cli("reconcile", "--config", "absent.yaml")
+    assert result.returncode == 4
+    assert "config file not found: absent.yaml" in result.stderr
+    result = workspace.cli("reconcile", env={"FRAGMENT_CONNECTOR_CONFIG": "gone.yaml"})
+    assert result.returncode == 4
+    assert "config file not found: gone.yaml" in result.stderr
+
+
+def test_config_before_or_after_the_subcommand(workspace: Workspace) -> None:
+    """--config works before the subcommand too, and ./config.yaml is the default."""
+    workspace.write_tickets(make_tickets(1))
+    assert workspace.cli("--config", str(workspace.config_path), "reconcile", "--dry-run").returncode == 2
+    assert workspace.cli("reconcile", "--dry-run").returncode == 2  # cwd holds config.yaml
+
+
+def test_usage_errors_exit_4(workspace: Workspace) -> None:
+    """An unknown option or subcommand is a usage error, exit 4."""
+    assert workspace.cli("reconcile", "--dryrun").returncode == 4
+    assert workspace.cli("frobnicate").returncode == 4
+    assert workspace.cli("reconcile", "--output", "xml").returncode == 4
+
+
+def test_missing_token_is_a_config_error(workspace: Workspace) -> None:
+    """Without a token for a real Fragment URL the command says how to set one, exit 4."""
+    workspace.write_tickets(make_tickets(1))
+    result = workspace.cli(
+        "reconcile", "--config", str(workspace.config_path), env={"FRAGMENT_CONNECTOR__FRAGMENT__TOKEN": ""}
+    )
+    assert result.returncode == 4
+    assert "FRAGMENT_CONNECTOR__FRAGMENT__TOKEN" in result.stderr
+
+
+def test_check_reports_each_part(workspace: Workspace) -> None:
+    """check validates Fragment's token and each source, exit 0 when all are fine, else 1."""
+    workspace.write_tickets(make_tickets(1))
+    result = workspace.cli("check", "--config", str(workspace.config_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ok      fragment: token accepted" in result.stdout
+    assert "ok      source backoffice" in result.stdout
+    workspace.tickets_path.unlink()
+    result = workspace.cli("check", "--config", str(workspace.config_path))
+    assert result.returncode == 1
+    assert "FAILED  source backoffice: ticket file not found" in result.stdout
+
+
+def test_demo_runs_on_embedded_defaults(tmp_path: Path, workspace: Workspace) -> None:
+    """`demo` needs no config and no account, and shows every kind of action."""
+    result = workspace.cli("demo", "--workdir", str(tmp_path / "demo"), env={"FRAGMENT_CONNECTOR__FRAGMENT__TOKEN": "ignored"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "24 tickets, 0 open tasks → 24 to create" in out
+    assert "Dry run: would 2 create, 2 update, 0 reopen, 3 close. Nothing was written" in out
+    assert "Applied: 2 create, 2 update, 0 reopen, 3 close" in out
+    assert "Applied: 0 create, 0 update, 0 reopen, 0 close" in out
+    assert "title: …stomer #4200 → …stomer #4200 (documents received)" in out
+    assert "T-1001 is still STARTED" in out
+
+
+def test_version_and_help(workspace: Workspace) -> None:
+    """--version and --help exit 0."""
+    assert workspace.cli("--version").returncode == 0
+    help_text = workspace.cli("--help").stdout
+    for command in ("reconcile", "check", "demo", "sandbox"):
+        assert command in help_text
