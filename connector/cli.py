@@ -90,20 +90,29 @@ def cli(ctx: click.Context, config_path: Path | None, verbose: int) -> None:
 
 @cli.command()
 @config_option
-@click.option("--dry-run", is_flag=True, help="Print the plan, write nothing; exit 2 if changes are pending.")
+@click.option(
+    "--dry-run", is_flag=True, help="Print the plan, write nothing; exit 2 if changes are pending."
+)
 @click.option("--source", "only_source", metavar="NAME", help="Reconcile this source only.")
 @click.option(
-    "--output", type=click.Choice(["text", "json"]), default="text", show_default=True,
+    "--output",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
     help="text for people, json for programs (documented in docs/output.md).",
 )
-@click.option("--allow-mass-close", is_flag=True, help="Apply closes even past the mass-close guard.")
+@click.option(
+    "--allow-mass-close", is_flag=True, help="Apply closes even past the mass-close guard."
+)
 @click.pass_obj
 def reconcile(
     state: CliState, dry_run: bool, only_source: str | None, output: str, allow_mass_close: bool
 ) -> int:
     """Run one reconciliation cycle and print what it did (or would do)."""
     settings = state.settings()
-    options = CycleOptions(dry_run=dry_run, only_source=only_source, allow_mass_close=allow_mass_close)
+    options = CycleOptions(
+        dry_run=dry_run, only_source=only_source, allow_mass_close=allow_mass_close
+    )
 
     async def run() -> Any:
         show = output == "text" and sys.stderr.isatty()
@@ -152,7 +161,11 @@ def check(state: CliState) -> int:
 
 
 @cli.command()
-@click.option("--workdir", type=click.Path(path_type=Path, file_okay=False), help="Keep the demo's files here.")
+@click.option(
+    "--workdir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Keep the demo's files here.",
+)
 def demo(workdir: Path | None) -> int:
     """See the connector work: an embedded sandbox Fragment and a sample back-office."""
     from connector.demo import run_demo
@@ -165,9 +178,19 @@ def demo(workdir: Path | None) -> int:
 @click.option("--port", default=8765, show_default=True, type=int)
 @click.option("--token", default="sandbox-token", show_default=True)
 @click.option("--test-mode", is_flag=True, help="Enable the /_sandbox admin API and fault knobs.")
-@click.option("--rate-limit", type=float, default=60.0, show_default=True, help="Requests per minute; 0 = none.")
-@click.option("--data", type=click.Path(path_type=Path, dir_okay=False), help="Keep tasks in this JSON file.")
-def sandbox(host: str, port: int, token: str, test_mode: bool, rate_limit: float, data: Path | None) -> int:
+@click.option(
+    "--rate-limit",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="Requests per minute; 0 = none.",
+)
+@click.option(
+    "--data", type=click.Path(path_type=Path, dir_okay=False), help="Keep tasks in this JSON file."
+)
+def sandbox(
+    host: str, port: int, token: str, test_mode: bool, rate_limit: float, data: Path | None
+) -> int:
     """Serve the embedded fake Fragment API (for adapter writers and tests)."""
     from connector.sandbox import SandboxConfig, serve
 
@@ -201,7 +224,8 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:
         if state.verbose >= 2:
             raise
-        click.echo(REDACTOR.mask(f"internal error: {exc!r} (rerun with -vv for the traceback)"), err=True)
+        click.echo(
+            REDACTOR.mask(f"internal error: {exc!r} (rerun with -vv for the traceback)"), err=True
+        )
         code = EXIT_FAILURE
     sys.exit(code if isinstance(code, int) else EXIT_OK)
-

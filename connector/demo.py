@@ -124,7 +124,9 @@ def _run(workdir: Path, console: Console) -> int:
         by_id["T-1000"]["title"] = "KYC review for customer #4200 (documents received)"
         by_id["T-1006"]["amount"] = 999.5
         tickets.append({"id": "T-2001", "title": "Refund request for customer #9001", "amount": 40})
-        tickets.append({"id": "T-2002", "title": "Card blocked for customer #9002", "status": "open"})
+        tickets.append(
+            {"id": "T-2002", "title": "Card blocked for customer #9002", "status": "open"}
+        )
         tickets_file.write_text(json.dumps(tickets, indent=2))
         console.print(
             "back-office: T-1003..T-1005 solved, T-1000 and T-1006 edited, T-2001 and T-2002 opened"

@@ -119,8 +119,7 @@ def _action_rows(title: str, actions: Sequence[Action], console: Console) -> Non
         changes = ""
         if action.kind is ActionKind.UPDATE:
             changes = "; ".join(
-                f"{key}: {_change(old, new)}"
-                for key, (old, new) in sorted(action.changes.items())
+                f"{key}: {_change(old, new)}" for key, (old, new) in sorted(action.changes.items())
             )
         table.add_row(action.ticket_id, _short(action.title), action.reason, changes)
     console.print(table)
@@ -178,7 +177,10 @@ def write_text(report: CycleReport, out: IO[str]) -> None:
     summary = ", ".join(f"{total[k]} {k}" for k in _KINDS)
     requests = sum(report.requests.values())
     if report.dry_run:
-        console.print(f"Dry run: would {summary}. Nothing was written ({_plural(requests, 'request')}, all reads).")
+        console.print(
+            f"Dry run: would {summary}. "
+            f"Nothing was written ({_plural(requests, 'request')}, all reads)."
+        )
     else:
         failed = f", {total['failed']} failed" if total["failed"] else ""
         console.print(f"Applied: {summary}{failed} ({_plural(requests, 'request')}).")

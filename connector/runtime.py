@@ -22,7 +22,7 @@ from connector.registry import build_adapter, discover
 from connector.sandbox import SandboxConfig, SandboxServer
 from connector.state import StateStore
 
-SANDBOX_TOKEN = "sandbox-token"
+SANDBOX_TOKEN = "sandbox-token"  # noqa: S105 - the embedded fake's well-known token
 SANDBOX_DATA = Path("fragment-sandbox.json")
 
 
@@ -81,6 +81,4 @@ async def open_runtime(
             page_size=fragment.page_size,
         )
         stack.push_async_callback(client.aclose)
-        yield Reconciler(
-            settings, client=client, store=store, adapters=adapters, progress=progress
-        )
+        yield Reconciler(settings, client=client, store=store, adapters=adapters, progress=progress)

@@ -22,7 +22,9 @@ TOKEN = "sbx-secret-7f3a9c"
 @pytest.fixture
 def sandbox() -> Iterator[SandboxServer]:
     """A test-mode sandbox Fragment with its rate limit lifted, on 127.0.0.1."""
-    with SandboxServer(SandboxConfig(token=TOKEN, test_mode=True, requests_per_minute=None)) as server:
+    with SandboxServer(
+        SandboxConfig(token=TOKEN, test_mode=True, requests_per_minute=None)
+    ) as server:
         yield server
 
 
@@ -89,7 +91,9 @@ class Workspace:
         self.config_path.write_text(yaml.safe_dump(config))
         return self.config_path
 
-    def cli(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         """Run the real command line in a child process, token in the environment."""
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("FRAGMENT_CONNECTOR")}
         full_env["FRAGMENT_CONNECTOR__FRAGMENT__TOKEN"] = TOKEN
@@ -118,7 +122,11 @@ class Workspace:
 
     def writes(self) -> list[dict[str, Any]]:
         """The write requests the sandbox received."""
-        return [r for r in self.sandbox.store.requests() if r["method"] in ("PUT", "PATCH", "POST") and "query" not in r["path"]]
+        return [
+            r
+            for r in self.sandbox.store.requests()
+            if r["method"] in ("PUT", "PATCH", "POST") and "query" not in r["path"]
+        ]
 
 
 @pytest.fixture

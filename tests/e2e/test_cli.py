@@ -20,10 +20,15 @@ from tests.conftest import Workspace, make_tickets
         ),
         ("sources: [{name: bo, adapter: zendeskk}]\n", "unknown adapter 'zendeskk'"),
         ("sources: []\n", "no sources configured"),
-        ("state: {url: 'not a url'}\nsources: [{name: bo, adapter: file, options: {path: x}}]\n", "state.url"),
+        (
+            "state: {url: 'not a url'}\nsources: [{name: bo, adapter: file, options: {path: x}}]\n",
+            "state.url",
+        ),
     ],
 )
-def test_invalid_config_exits_4_naming_the_problem(workspace: Workspace, config: str, message: str) -> None:
+def test_invalid_config_exits_4_naming_the_problem(
+    workspace: Workspace, config: str, message: str
+) -> None:
     """Unknown keys, wrong types, bad options or adapters: exit 4, a message, no traceback."""
     workspace.config_path.write_text(config)
     result = workspace.reconcile()
@@ -46,7 +51,10 @@ def test_missing_config_file_exits_4(workspace: Workspace) -> None:
 def test_config_before_or_after_the_subcommand(workspace: Workspace) -> None:
     """--config works before the subcommand too, and ./config.yaml is the default."""
     workspace.write_tickets(make_tickets(1))
-    assert workspace.cli("--config", str(workspace.config_path), "reconcile", "--dry-run").returncode == 2
+    assert (
+        workspace.cli("--config", str(workspace.config_path), "reconcile", "--dry-run").returncode
+        == 2
+    )
     assert workspace.cli("reconcile", "--dry-run").returncode == 2  # cwd holds config.yaml
 
 
@@ -61,7 +69,10 @@ def test_missing_token_is_a_config_error(workspace: Workspace) -> None:
     """Without a token for a real Fragment URL the command says how to set one, exit 4."""
     workspace.write_tickets(make_tickets(1))
     result = workspace.cli(
-        "reconcile", "--config", str(workspace.config_path), env={"FRAGMENT_CONNECTOR__FRAGMENT__TOKEN": ""}
+        "reconcile",
+        "--config",
+        str(workspace.config_path),
+        env={"FRAGMENT_CONNECTOR__FRAGMENT__TOKEN": ""},
     )
     assert result.returncode == 4
     assert "FRAGMENT_CONNECTOR__FRAGMENT__TOKEN" in result.stderr
@@ -82,7 +93,12 @@ def test_check_reports_each_part(workspace: Workspace) -> None:
 
 def test_demo_runs_on_embedded_defaults(tmp_path: Path, workspace: Workspace) -> None:
     """`demo` needs no config and no account, and shows every kind of action."""
-    result = workspace.cli("demo", "--workdir", str(tmp_path / "demo"), env={"FRAGMENT_CONNECTOR__FRAGMENT__TOKEN": "ignored"})
+    result = workspace.cli(
+        "demo",
+        "--workdir",
+        str(tmp_path / "demo"),
+        env={"FRAGMENT_CONNECTOR__FRAGMENT__TOKEN": "ignored"},
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "24 tickets, 0 open tasks → 24 to create" in out

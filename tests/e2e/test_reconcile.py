@@ -69,7 +69,13 @@ def test_churn_gives_exactly_the_expected_writes(workspace: Workspace) -> None:
     code, report = workspace.reconcile_json()
     assert code == 0
     assert report["counts"] == {
-        "create": 5, "update": 7, "reopen": 0, "close": 11, "unchanged": 82, "refused": 0, "failed": 0
+        "create": 5,
+        "update": 7,
+        "reopen": 0,
+        "close": 11,
+        "unchanged": 82,
+        "refused": 0,
+        "failed": 0,
     }
     reasons = {a["ticket_id"]: a["reason"] for a in report["sources"][0]["actions"]}
     assert reasons["T-0"] == "absent from snapshot"
@@ -89,11 +95,20 @@ def test_churn_gives_exactly_the_expected_writes(workspace: Workspace) -> None:
 def test_foreign_and_operator_tasks_are_left_as_they_are(workspace: Workspace) -> None:
     """Foreign tasks, an operator's STARTED task and an operator's DONE task keep their state."""
     store = workspace.sandbox.store
-    foreign = store.seed([
-        {"uid": str(uuid.uuid4()), "status": "TODO", "fields": {"title": "Hand-made"}},
-        {"uid": str(uuid.uuid4()), "status": "TODO",
-         "fields": {"title": "Same source, not ours", "fc_source": "backoffice", "fc_ticket_id": "T-1"}},
-    ])
+    foreign = store.seed(
+        [
+            {"uid": str(uuid.uuid4()), "status": "TODO", "fields": {"title": "Hand-made"}},
+            {
+                "uid": str(uuid.uuid4()),
+                "status": "TODO",
+                "fields": {
+                    "title": "Same source, not ours",
+                    "fc_source": "backoffice",
+                    "fc_ticket_id": "T-1",
+                },
+            },
+        ]
+    )
     workspace.write_tickets(make_tickets(5))
     assert workspace.reconcile().returncode == 0
     store.operator_edit(uid_of("T-1"), status="STARTED")
@@ -139,7 +154,9 @@ def test_returning_ticket_reopens_its_task(workspace: Workspace) -> None:
     workspace.write_tickets(make_tickets(30))
     code, report = workspace.reconcile_json()
     assert code == 0
-    assert [(a["kind"], a["ticket_id"]) for a in report["sources"][0]["actions"]] == [("reopen", "T-29")]
+    assert [(a["kind"], a["ticket_id"]) for a in report["sources"][0]["actions"]] == [
+        ("reopen", "T-29")
+    ]
     tasks = workspace.tasks()
     assert len(tasks) == 30
     assert all(t["status"] == "TODO" for t in tasks.values())
@@ -216,7 +233,13 @@ def test_unreadable_record_blocks_closes_but_not_the_rest(workspace: Workspace) 
     source = report["sources"][0]
     assert source["counts"]["create"] == 1
     assert source["counts"]["refused"] == 2
-    assert source["invalid_records"] == [{"position": "item 9", "ticket_id": None, "reason": "missing or unusable `id` (text or integer expected)"}]
+    assert source["invalid_records"] == [
+        {
+            "position": "item 9",
+            "ticket_id": None,
+            "reason": "missing or unusable `id` (text or integer expected)",
+        }
+    ]
     assert len(open_tasks(workspace)) == 11
 
 
@@ -239,10 +262,16 @@ def test_source_option_reconciles_one_source(workspace: Workspace) -> None:
     other = workspace.root / "other.json"
     other.write_text('[{"id": "O-1", "title": "Other"}]')
     workspace.write_tickets(make_tickets(2))
-    workspace.write_config(sources=[
-        {"name": "backoffice", "adapter": "file", "options": {"path": str(workspace.tickets_path)}},
-        {"name": "other", "adapter": "file", "options": {"path": str(other)}},
-    ])
+    workspace.write_config(
+        sources=[
+            {
+                "name": "backoffice",
+                "adapter": "file",
+                "options": {"path": str(workspace.tickets_path)},
+            },
+            {"name": "other", "adapter": "file", "options": {"path": str(other)}},
+        ]
+    )
     code, report = workspace.reconcile_json("--source", "other")
     assert code == 0
     assert [s["name"] for s in report["sources"]] == ["other"]
@@ -256,8 +285,19 @@ def test_bad_token_exits_1_without_leaking_it(workspace: Workspace) -> None:
     """A refused token exits 1 with a clear message, and the token appears in no output."""
     workspace.write_tickets(make_tickets(3))
     bad = "wrong-token-d41d8cd98f"
-    for args in (("reconcile",), ("reconcile", "--output", "json"), ("reconcile", "--dry-run"), ("check",), ("-vv", "reconcile")):
-        result = workspace.cli(*args, "--config", str(workspace.config_path), env={"FRAGMENT_CONNECTOR__FRAGMENT__TOKEN": bad})
+    for args in (
+        ("reconcile",),
+        ("reconcile", "--output", "json"),
+        ("reconcile", "--dry-run"),
+        ("check",),
+        ("-vv", "reconcile"),
+    ):
+        result = workspace.cli(
+            *args,
+            "--config",
+            str(workspace.config_path),
+            env={"FRAGMENT_CONNECTOR__FRAGMENT__TOKEN": bad},
+        )
         assert result.returncode == 1, (args, result.stdout, result.stderr)
         output = result.stdout + result.stderr
         assert "401" in output or "refused the token" in output

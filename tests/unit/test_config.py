@@ -56,11 +56,20 @@ def test_config_path_from_environment(tmp_path: Path, monkeypatch: pytest.Monkey
     ("text", "expected"),
     [
         ("fragment: {tokn: x}\n", "fragment.tokn: unknown key"),
-        ("sources: [{name: a, adapter: file, task: {feilds: {}}}]\n", "sources.0.task.feilds: unknown key"),
+        (
+            "sources: [{name: a, adapter: file, task: {feilds: {}}}]\n",
+            "sources.0.task.feilds: unknown key",
+        ),
         ("bogus: 1\n", "bogus: unknown key"),
         ("fragment: {batch_size: lots}\n", "fragment.batch_size: Input should be a valid integer"),
-        ("fragment: {batch_size: 500}\n", "fragment.batch_size: Input should be less than or equal to 100"),
-        ("schedule: {full_refresh: soon}\n", "schedule.full_refresh: Value error, expected a duration"),
+        (
+            "fragment: {batch_size: 500}\n",
+            "fragment.batch_size: Input should be less than or equal to 100",
+        ),
+        (
+            "schedule: {full_refresh: soon}\n",
+            "schedule.full_refresh: Value error, expected a duration",
+        ),
         ("sources: [{name: a, adapter: file}, {name: a, adapter: file}]\n", "repeated: a"),
         ("sources: [{name: 'bad name', adapter: file}]\n", "sources.0.name"),
         ("fragment: {base_url: 'ftp://x'}\n", "fragment.base_url"),

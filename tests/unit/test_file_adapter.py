@@ -20,12 +20,24 @@ async def read(path: Path, **options: Any) -> list[Ticket | InvalidRecord]:
 async def test_json_records_keep_types_and_split_own_keys(tmp_path: Path) -> None:
     """Own keys become ticket attributes; other keys become fields with their JSON type."""
     path = tmp_path / "t.json"
-    path.write_text(json.dumps([
-        {"id": 7, "title": "A", "url": "https://x/7", "amount": 12, "vip": True,
-         "due_at": "2026-01-02T03:04:05Z", "updated_at": "2026-01-01T00:00:00+01:00",
-         "assignee_email": "a@example.com", "status": "open"},
-        {"id": "T-2", "title": "B", "status": "Resolved"},
-    ]))
+    path.write_text(
+        json.dumps(
+            [
+                {
+                    "id": 7,
+                    "title": "A",
+                    "url": "https://x/7",
+                    "amount": 12,
+                    "vip": True,
+                    "due_at": "2026-01-02T03:04:05Z",
+                    "updated_at": "2026-01-01T00:00:00+01:00",
+                    "assignee_email": "a@example.com",
+                    "status": "open",
+                },
+                {"id": "T-2", "title": "B", "status": "Resolved"},
+            ]
+        )
+    )
     first, second = await read(path)
     assert isinstance(first, Ticket) and isinstance(second, Ticket)
     assert first.id == "7"
@@ -38,9 +50,14 @@ async def test_json_records_keep_types_and_split_own_keys(tmp_path: Path) -> Non
 async def test_jsonl_and_mapping(tmp_path: Path) -> None:
     """JSON Lines are read line by line; `mapping` renames source keys."""
     path = tmp_path / "t.jsonl"
-    path.write_text('{"ticket_no": "A1", "subject": "Hello"}\n\n{"ticket_no": "A2", "subject": "World"}\n')
+    path.write_text(
+        '{"ticket_no": "A1", "subject": "Hello"}\n\n{"ticket_no": "A2", "subject": "World"}\n'
+    )
     items = await read(path, mapping={"ticket_no": "id", "subject": "title"})
-    assert [(t.id, t.title) for t in items if isinstance(t, Ticket)] == [("A1", "Hello"), ("A2", "World")]
+    assert [(t.id, t.title) for t in items if isinstance(t, Ticket)] == [
+        ("A1", "Hello"),
+        ("A2", "World"),
+    ]
 
 
 async def test_csv_cells_are_text_and_empty_cells_absent(tmp_path: Path) -> None:
@@ -56,20 +73,30 @@ async def test_csv_cells_are_text_and_empty_cells_absent(tmp_path: Path) -> None
 async def test_bad_records_are_reported_with_their_position(tmp_path: Path) -> None:
     """A record without id, with a bad title or date, or unparsable, is reported, not fatal."""
     path = tmp_path / "t.jsonl"
-    path.write_text("\n".join([
-        '{"id": "ok", "title": "fine"}',
-        '{"title": "no id"}',
-        '{"id": "T-3", "title": ""}',
-        '{"id": "T-4", "title": "x", "due_at": "tomorrow"}',
-        '{"id": 1.5, "title": "float id"}',
-        "not json",
-        "[1, 2]",
-    ]))
+    path.write_text(
+        "\n".join(
+            [
+                '{"id": "ok", "title": "fine"}',
+                '{"title": "no id"}',
+                '{"id": "T-3", "title": ""}',
+                '{"id": "T-4", "title": "x", "due_at": "tomorrow"}',
+                '{"id": 1.5, "title": "float id"}',
+                "not json",
+                "[1, 2]",
+            ]
+        )
+    )
     items = await read(path)
     assert isinstance(items[0], Ticket)
     problems = [(i.position, i.ticket_id) for i in items[1:] if isinstance(i, InvalidRecord)]
-    assert problems == [("line 2", None), ("line 3", "T-3"), ("line 4", "T-4"), ("line 5", None),
-                        ("line 6", None), ("line 7", None)]
+    assert problems == [
+        ("line 2", None),
+        ("line 3", "T-3"),
+        ("line 4", "T-4"),
+        ("line 5", None),
+        ("line 6", None),
+        ("line 7", None),
+    ]
 
 
 async def test_missing_file_fails_the_source(tmp_path: Path) -> None:

@@ -27,7 +27,9 @@ Handler = Callable[[httpx.Request], httpx.Response]
 
 def client(handler: Handler, **kw: float) -> FragmentClient:
     options = {"requests_per_minute": 100_000.0, "retry_deadline": 5.0, **kw}
-    return FragmentClient("http://fragment.test/api/v1", "tok-123", transport=httpx.MockTransport(handler), **options)  # type: ignore[arg-type]
+    return FragmentClient(
+        "http://fragment.test/api/v1", "tok-123", transport=httpx.MockTransport(handler), **options
+    )  # type: ignore[arg-type]
 
 
 def task(uid: str, status: str = "TODO") -> dict[str, object]:
@@ -52,7 +54,9 @@ async def test_headers_and_account() -> None:
 
 async def test_429_is_retried_after_retry_after() -> None:
     """A 429 with Retry-After is retried once that delay has passed."""
-    answers = iter([httpx.Response(429, headers={"Retry-After": "0.3"}), httpx.Response(200, json={"id": 1})])
+    answers = iter(
+        [httpx.Response(429, headers={"Retry-After": "0.3"}), httpx.Response(200, json={"id": 1})]
+    )
     async with client(lambda r: next(answers)) as c:
         began = time.monotonic()
         await c.me()
@@ -63,7 +67,9 @@ async def test_429_is_retried_after_retry_after() -> None:
 
 async def test_retry_after_is_clamped_to_the_deadline() -> None:
     """A Retry-After longer than the deadline does not make the client wait past it."""
-    async with client(lambda r: httpx.Response(503, headers={"Retry-After": "30"}), retry_deadline=0.5) as c:
+    async with client(
+        lambda r: httpx.Response(503, headers={"Retry-After": "30"}), retry_deadline=0.5
+    ) as c:
         began = time.monotonic()
         with pytest.raises(FragmentServerError, match="503"):
             await c.me()
@@ -123,7 +129,9 @@ async def test_auth_errors_are_not_retried(status: int) -> None:
 
 async def test_422_names_the_bad_items() -> None:
     """A batch 422 is parsed into per-item messages by index."""
-    detail = [{"loc": ["body", "items", 3, "fields", "title"], "msg": "field required", "type": "missing"}]
+    detail = [
+        {"loc": ["body", "items", 3, "fields", "title"], "msg": "field required", "type": "missing"}
+    ]
     async with client(lambda r: httpx.Response(422, json={"detail": detail})) as c:
         with pytest.raises(FragmentValidationError) as caught:
             await c.put_batch([{"uid": "x"}])
@@ -205,6 +213,7 @@ async def test_expired_cursor_restarts_from_the_first_page() -> None:
 
 async def test_rejected_filter_falls_back_to_a_plain_listing() -> None:
     """A 422 on the first page drops the optional filters and filters on the client instead."""
+
     def handler(request: httpx.Request) -> httpx.Response:
         if "status" in request.url.params:
             return httpx.Response(422, json={"detail": "unknown parameter status"})

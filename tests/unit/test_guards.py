@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from connector.guards import GUARD_INCOMPLETE, GUARD_MASS_CLOSE, GuardPolicy, close_limit, guard_plan
+from connector.guards import (
+    GUARD_INCOMPLETE,
+    GUARD_MASS_CLOSE,
+    GuardPolicy,
+    close_limit,
+    guard_plan,
+)
 from connector.models import Action, ActionKind, Plan
 
 
@@ -25,12 +31,19 @@ def test_limit_is_the_larger_of_min_and_ratio() -> None:
 
 def test_closes_within_the_limit_pass() -> None:
     """A plan closing no more than the limit is refused nothing."""
-    assert guard_plan(plan_with(30), snapshot_complete=True, open_tasks_before=100, policy=GuardPolicy()) == ()
+    assert (
+        guard_plan(
+            plan_with(30), snapshot_complete=True, open_tasks_before=100, policy=GuardPolicy()
+        )
+        == ()
+    )
 
 
 def test_mass_close_refuses_every_close_but_not_creates() -> None:
     """Past the limit, all closes are refused (never a partial mass close); creates pass."""
-    refusals = guard_plan(plan_with(31), snapshot_complete=True, open_tasks_before=100, policy=GuardPolicy())
+    refusals = guard_plan(
+        plan_with(31), snapshot_complete=True, open_tasks_before=100, policy=GuardPolicy()
+    )
     assert len(refusals) == 31
     assert {r.guard for r in refusals} == {GUARD_MASS_CLOSE}
     assert all(r.action.kind is ActionKind.CLOSE for r in refusals)
@@ -39,18 +52,25 @@ def test_mass_close_refuses_every_close_but_not_creates() -> None:
 
 def test_empty_source_against_100_tasks_trips_the_guard() -> None:
     """An empty snapshot that would close 100 of 100 tasks is refused."""
-    refusals = guard_plan(plan_with(100, 0), snapshot_complete=True, open_tasks_before=100, policy=GuardPolicy())
+    refusals = guard_plan(
+        plan_with(100, 0), snapshot_complete=True, open_tasks_before=100, policy=GuardPolicy()
+    )
     assert len(refusals) == 100
 
 
 def test_allow_mass_close_lets_them_through() -> None:
     """--allow-mass-close disables the mass-close guard."""
     policy = GuardPolicy(allow_mass_close=True)
-    assert guard_plan(plan_with(100, 0), snapshot_complete=True, open_tasks_before=100, policy=policy) == ()
+    assert (
+        guard_plan(plan_with(100, 0), snapshot_complete=True, open_tasks_before=100, policy=policy)
+        == ()
+    )
 
 
 def test_incomplete_snapshot_gets_no_closes_even_when_allowed() -> None:
     """An incomplete snapshot refuses every close, whatever the mass-close override says."""
     policy = GuardPolicy(allow_mass_close=True)
-    refusals = guard_plan(plan_with(1), snapshot_complete=False, open_tasks_before=100, policy=policy)
+    refusals = guard_plan(
+        plan_with(1), snapshot_complete=False, open_tasks_before=100, policy=policy
+    )
     assert [r.guard for r in refusals] == [GUARD_INCOMPLETE]

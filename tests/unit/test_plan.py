@@ -87,7 +87,9 @@ def test_normalisation_hides_cosmetic_differences() -> None:
     due = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
     t = ticket(title="  Refund\r\nplease ", fields={"n": 3.0, "meta": {"b": 1, "a": 2}}, due_at=due)
     task = task_for(t, title="Refund\nplease", n=3, meta={"a": 2, "b": 1})
-    task = Task(uid=task.uid, status=task.status, fields=task.fields, due_at=due.replace(microsecond=123000))
+    task = Task(
+        uid=task.uid, status=task.status, fields=task.fields, due_at=due.replace(microsecond=123000)
+    )
     assert plan_source(SOURCE, [t], index(task), POLICY).actions == ()
 
 
@@ -112,11 +114,15 @@ def test_vanished_ticket_closes_its_task_as_done_marked_by_connector() -> None:
     assert action.kind is ActionKind.CLOSE
     assert action.reason == REASON_ABSENT
     assert action.ticket_id == "T-9"
-    assert action.payload == {"uid": gone.uid, "status": "DONE", "fields": {"fc_closed_by": "connector"}}
+    assert action.payload == {
+        "uid": gone.uid,
+        "status": "DONE",
+        "fields": {"fc_closed_by": "connector"},
+    }
 
 
 def test_ticket_reported_closed_closes_its_task() -> None:
-    """A ticket in the snapshot with is_open false closes its open task, reason 'closed in source'."""
+    """A ticket reported not open closes its open task, reason 'closed in source'."""
     t = ticket()
     (action,) = plan_source(SOURCE, [ticket(is_open=False)], index(task_for(t)), POLICY).actions
     assert (action.kind, action.reason) == (ActionKind.CLOSE, REASON_CLOSED)
@@ -225,13 +231,21 @@ def test_due_date_is_managed_when_the_ticket_has_one() -> None:
     moved = ticket(due_at=T0 + timedelta(days=2))
     (action,) = plan_source(SOURCE, [moved], index(task), POLICY).actions
     assert action.changes == {"due_at": ("2026-01-01T00:00:00.000Z", "2026-01-03T00:00:00.000Z")}
-    no_due = Task(uid=task.uid, status=task.status, fields=task.fields, due_at=T0 + timedelta(days=9))
+    no_due = Task(
+        uid=task.uid, status=task.status, fields=task.fields, due_at=T0 + timedelta(days=9)
+    )
     assert plan_source(SOURCE, [ticket()], index(no_due), POLICY).actions == ()
 
 
 # --- property: applying a plan and planning again yields an empty plan ---------------------------
 
-field_values = st.one_of(st.none(), st.integers(-5, 5), st.floats(-5, 5, allow_nan=False), st.text(max_size=5), st.booleans())
+field_values = st.one_of(
+    st.none(),
+    st.integers(-5, 5),
+    st.floats(-5, 5, allow_nan=False),
+    st.text(max_size=5),
+    st.booleans(),
+)
 tickets_strategy = st.lists(
     st.builds(
         Ticket,
@@ -268,21 +282,29 @@ def apply_to(tasks: dict[str, Task], plan_actions: Any) -> dict[str, Task]:
 
 
 @settings(max_examples=300, deadline=None)
-@given(before=tickets_strategy, after=tickets_strategy, operator=st.lists(st.sampled_from(range(12)), max_size=4))
-def test_planning_again_after_applying_is_empty(before: list[Ticket], after: list[Ticket], operator: list[int]) -> None:
+@given(
+    before=tickets_strategy,
+    after=tickets_strategy,
+    operator=st.lists(st.sampled_from(range(12)), max_size=4),
+)
+def test_planning_again_after_applying_is_empty(
+    before: list[Ticket], after: list[Ticket], operator: list[int]
+) -> None:
     """Whatever the tickets and operator actions, plan -> apply -> plan converges to nothing."""
     tasks = apply_to({}, plan_source(SOURCE, before, {}, POLICY).actions)
     for n in operator:  # operators start or close some tasks
         uid = task_uid(NS, SOURCE, f"T-{n}")
         if uid in tasks:
             t = tasks[uid]
-            tasks[uid] = Task(uid=uid, status=TaskStatus.DONE if n % 2 else TaskStatus.STARTED, fields=t.fields)
+            tasks[uid] = Task(
+                uid=uid, status=TaskStatus.DONE if n % 2 else TaskStatus.STARTED, fields=t.fields
+            )
     first = plan_source(SOURCE, after, tasks, POLICY)
     tasks = apply_to(tasks, first.actions)
     second = plan_source(SOURCE, after, tasks, POLICY)
     assert second.actions == ()
     open_ids = {t.id for t in after if t.is_open}
-    for uid, task in tasks.items():
+    for task in tasks.values():
         ticket_id = task.fields["fc_ticket_id"]
         if ticket_id not in open_ids:
             assert task.status is TaskStatus.DONE

@@ -37,7 +37,17 @@ def test_uid_is_stable_and_depends_on_instance_source_and_ticket() -> None:
     uid = task_uid(ns, "bo", "T-1")
     assert uid == task_uid(instance_namespace("acme"), "bo", "T-1")
     assert uuid.UUID(uid).version == 5
-    assert len({uid, task_uid(ns, "bo", "T-2"), task_uid(ns, "zd", "T-1"), task_uid(instance_namespace("x"), "bo", "T-1")}) == 4
+    assert (
+        len(
+            {
+                uid,
+                task_uid(ns, "bo", "T-2"),
+                task_uid(ns, "zd", "T-1"),
+                task_uid(instance_namespace("x"), "bo", "T-1"),
+            }
+        )
+        == 4
+    )
 
 
 def test_ownership_needs_markers_and_matching_uid() -> None:
