@@ -1,0 +1,138 @@
+"""Cycles against a misbehaving sandbox: retries converge, nothing is duplicated or lost."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from connector.config import load_settings
+from connector.cycle import CycleOptions, cycle_exit_code
+from connector.models import CycleReport
+from connector.runtime import open_runtime
+from connector.sandbox import FailRule, Faults
+from tests.conftest import TOKEN, Workspace, make_tickets
+
+
+@pytest.fixture(autouse=True)
+def token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FRAGMENT_CONNECTOR__FRAGMENT__TOKEN", TOKEN)
+
+
+async def cycle(ws: Workspace, **options: bool) -> CycleReport:
+    settings = load_settings(ws.config_path)
+    async with open_runtime(settings) as reconciler:
+        return await reconciler.run(CycleOptions(**options))
+
+
+def assert_exact(ws: Workspace, open_ids: set[str]) -> None:
+    """One task per ticket ever seen, open exactly for the open tickets."""
+    tasks = ws.tasks().values()
+    per_ticket = Counter(t["fields"]["fc_ticket_id"] for t in tasks)
+    assert max(per_ticket.values(), default=1) == 1
+    assert {t["fields"]["fc_ticket_id"] for t in tasks if t["status"] != "DONE"} == open_ids
+
+
+async def test_random_429_and_5xx_are_retried_to_an_exact_result(workspace: Workspace) -> None:
+    """With 30% 429s and 20% 5xx, one cycle still creates exactly one task per ticket."""
+    workspace.write_tickets(make_tickets(250))
+    workspace.sandbox.store.set_faults(Faults(p_429=0.3, p_5xx=0.2, retry_after_s=0))
+    report = await cycle(workspace)
+    assert cycle_exit_code(report) == 0
+    statuses: Counter[str] = Counter()
+    for key, count in report.requests.items():
+        statuses[key.rsplit(" ", 1)[1]] += count
+    assert statuses["429"] + statuses["500"] + statuses["502"] + statuses["503"] > 0
+    assert_exact(workspace, {f"T-{n}" for n in range(250)})
+
+
+async def test_lost_write_responses_do_not_duplicate(workspace: Workspace) -> None:
+    """A batch applied by Fragment whose answer is lost is sent again, harmlessly."""
+    workspace.write_tickets(make_tickets(150))
+    rules = (FailRule("PUT", "/tasks/batch", "lost", 2),)
+    workspace.sandbox.store.set_faults(Faults(fail_next=rules))
+    report = await cycle(workspace)
+    assert cycle_exit_code(report) == 0
+    assert_exact(workspace, {f"T-{n}" for n in range(150)})
+    puts = [r for r in workspace.sandbox.store.requests() if r["method"] == "PUT"]
+    assert len(puts) == 4  # two lost, each sent again
+
+    workspace.write_tickets(make_tickets(110))  # 40 closes, under the mass-close limit
+    workspace.sandbox.store.set_faults(
+        Faults(fail_next=(FailRule("PATCH", "/tasks/batch", "lost", 1),))
+    )
+    report = await cycle(workspace)
+    assert cycle_exit_code(report) == 0
+    assert_exact(workspace, {f"T-{n}" for n in range(110)})
+
+
+async def test_dropped_connections_are_retried(workspace: Workspace) -> None:
+    """Connections dropped before an answer are retried on listing, query and writes."""
+    workspace.write_tickets(make_tickets(120))
+    workspace.sandbox.store.set_faults(Faults(p_drop=0.3))
+    report = await cycle(workspace)
+    assert cycle_exit_code(report) == 0
+    assert_exact(workspace, {f"T-{n}" for n in range(120)})
+
+
+async def test_fragment_down_fails_the_cycle_and_the_next_one_converges(
+    workspace: Workspace,
+) -> None:
+    """Fragment failing past the retry deadline: exit 1, unsent actions reported, next cycle repairs."""
+    workspace.write_tickets(make_tickets(250))
+    workspace.write_config(
+        fragment={
+            "base_url": workspace.sandbox.base_url,
+            "requests_per_minute": 100000,
+            "burst": 100,
+            "retry_deadline": "1s",
+        }
+    )
+    workspace.sandbox.store.set_faults(
+        Faults(fail_next=(FailRule("PUT", "/tasks/batch", 503, 50),))
+    )
+    report = await cycle(workspace)
+    assert cycle_exit_code(report) == 1
+    (source,) = report.sources
+    assert not source.ok
+    assert source.error is not None and "503" in source.error
+    assert len(source.failures) == 250
+    assert workspace.tasks() == {}
+
+    workspace.sandbox.store.set_faults(Faults())
+    report = await cycle(workspace)
+    assert cycle_exit_code(report) == 0
+    assert_exact(workspace, {f"T-{n}" for n in range(250)})
+
+
+async def test_invisible_new_tasks_are_not_duplicated(workspace: Workspace) -> None:
+    """With Fragment hiding new tasks from listings for a while, a second cycle adds no duplicate."""
+    workspace.sandbox.store.update_config(visibility_delay_s=30)
+    workspace.write_tickets(make_tickets(20))
+    await cycle(workspace)
+    report = await cycle(workspace)
+    assert cycle_exit_code(report) == 0
+    assert_exact(workspace, {f"T-{n}" for n in range(20)})
+
+
+async def test_cycle_over_the_real_rate_limit_meets_no_429(workspace: Workspace) -> None:
+    """Paced at the server's own rate (600/min here) with the default burst, no 429 is met.
+
+    The client's burst (5) stays under the burst Fragment tolerates (the sandbox's 10), which is
+    the margin that absorbs network jitter when both sides run at the same rate.
+    """
+    workspace.sandbox.store.update_config(requests_per_minute=600, rate_burst=10)
+    workspace.write_config(
+        fragment={
+            "base_url": workspace.sandbox.base_url,
+            "requests_per_minute": 600,
+            "burst": 5,
+            "page_size": 10,
+            "batch_size": 10,
+        }
+    )
+    workspace.write_tickets(make_tickets(100))
+    report = await cycle(workspace)
+    assert cycle_exit_code(report) == 0
+    assert sum(report.requests.values()) >= 20
+    assert not any(key.endswith(" 429") for key in report.requests)
