@@ -81,7 +81,9 @@ class _RetryableStatus(Exception):
     def __init__(
         self, response: httpx.Response, retry_after: float | None, deadline: float
     ) -> None:
-        super().__init__(f"HTTP {response.status_code}")
+        # The message is what stamina's retry log shows.
+        request = response.request
+        super().__init__(f"{request.method} {request.url.path} answered {response.status_code}")
         self.response = response
         self.retry_after = retry_after
         self.deadline = deadline
@@ -317,12 +319,6 @@ class FragmentClient:
         self.stats.record(method, endpoint, str(response.status_code))
         if response.status_code in RETRY_STATUSES:
             retry_after = retry_after_seconds(response.headers.get("Retry-After"))
-            log.info(
-                "fragment.retrying",
-                endpoint=f"{method} {endpoint}",
-                status=response.status_code,
-                retry_after=retry_after,
-            )
             raise _RetryableStatus(response, retry_after, deadline)
         return response
 

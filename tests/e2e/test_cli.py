@@ -115,3 +115,54 @@ def test_version_and_help(workspace: Workspace) -> None:
     help_text = workspace.cli("--help").stdout
     for command in ("reconcile", "check", "demo", "sandbox"):
         assert command in help_text
+
+
+def test_embedded_sandbox_keeps_its_tasks_between_runs(workspace: Workspace) -> None:
+    """fragment.base_url: sandbox needs no token and remembers its tasks between runs."""
+    workspace.write_tickets(make_tickets(5))
+    workspace.write_config(fragment={"base_url": "sandbox"})
+    env = {"FRAGMENT_CONNECTOR__FRAGMENT__TOKEN": ""}
+    first = workspace.cli("reconcile", "--output", "json", env=env)
+    assert first.returncode == 0, first.stderr
+    assert (workspace.root / "fragment-sandbox.json").is_file()
+    second = workspace.cli("reconcile", "--dry-run", env=env)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "5 unchanged" in second.stdout
+
+
+def test_sandbox_command_serves_the_api(workspace: Workspace) -> None:
+    """`fragment-connector sandbox` serves the fake API until stopped."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "connector", "sandbox", "--port", str(port), "--token", "tok"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={k: v for k, v in os.environ.items() if not k.startswith("FRAGMENT_CONNECTOR")},
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                answer = httpx.get(
+                    f"http://127.0.0.1:{port}/api/v1/accounts/me",
+                    headers={"Authorization": "Bearer tok", "User-Agent": "test"},
+                )
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "the sandbox did not start"
+                time.sleep(0.1)
+        assert answer.status_code == 200
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=15)
