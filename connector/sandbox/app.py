@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from connector.sandbox.store import (
     ACCOUNT,
@@ -170,14 +170,29 @@ class _Api:
             "user_agent": user_agent,
             "auth_ok": auth_ok,
         }
+        logged = False
+
+        def settle(outcome: int | str) -> None:
+            # Logged before the client can see the outcome, so a test reading the log right
+            # after a response (or a dropped connection) always finds this request in it.
+            nonlocal logged
+            if not logged:
+                logged = True
+                entry["status"] = outcome
+                self._store.log_request(entry, route)
+
+        async def send_settled(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                settle(message["status"])
+            await send(message)
+
         outcome: int | str = "error"
         try:
             outcome = await self._serve(
-                entry, resolved, token if auth_ok else None, scope, receive, send
+                entry, resolved, token if auth_ok else None, scope, receive, send_settled, settle
             )
         finally:
-            entry["status"] = outcome
-            self._store.log_request(entry, route)
+            settle(outcome)
 
     async def _serve(
         self,
@@ -187,6 +202,7 @@ class _Api:
         scope: Scope,
         receive: Receive,
         send: Send,
+        settle: Callable[[int | str], None],
     ) -> int | str:
         store = self._store
         method: str = entry["method"]
@@ -233,6 +249,7 @@ class _Api:
                 if decision.latency_s:
                     await asyncio.sleep(decision.latency_s)
                 if decision.drop:
+                    settle("drop")
                     await drop_connection(receive, send)
                     return "drop"
                 if decision.status is not None:
@@ -248,6 +265,7 @@ class _Api:
                     return await _reply(send, decision.status, _detail("injected fault"), headers)
             status, payload = _call(handler, store, body, uid, entry["query"])
             if decision is not None and decision.lose_response:
+                settle("lost")
                 await drop_connection(receive, send)
                 return "lost"
             return await _reply(send, status, payload)
