@@ -1,23 +1,27 @@
 """One reconciliation cycle: every source's snapshot and tasks, planned, guarded and applied.
 
-For each source, in order: read the snapshot through its adapter; list the source's open tasks
-in Fragment; resolve the tickets with no open task (the index, then `POST /tasks/query` for the
-uids it does not know, so an operator's DONE task is never re-created); plan; guard; apply (unless
-dry-run); remember what Fragment showed in the index. A source that fails gets no writes at all
-and the others go on. The same code serves `reconcile`, the daemon and the demo.
+A full cycle, for each source in turn: read the snapshot through its adapter; list the source's
+open tasks in Fragment; resolve the tickets with no open task (the index, then
+`POST /tasks/query` for the uids it does not know, so an operator's DONE task is never
+re-created); plan; guard; apply (unless dry-run); remember what Fragment showed in the index.
+An incremental cycle asks the adapter for the tickets changed since its cursor, fetches just
+their tasks by uid, and plans without closing by absence; its cursor is stored only once its
+changes were applied. A source that fails gets no writes and the others go on. The same code
+serves `reconcile`, the daemon and the demo.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import structlog
 
-from adapters.base import SourceAdapter
+from adapters.base import SourceAdapter, SupportsChanges
 from connector.apply import apply_actions
 from connector.config import Settings, SourceSection
 from connector.errors import (
@@ -28,6 +32,7 @@ from connector.errors import (
     ConnectorError,
     FragmentAuthError,
     FragmentValidationError,
+    SourceError,
     classify,
     most_severe,
 )
@@ -38,15 +43,20 @@ from connector.models import (
     OPEN_STATUSES,
     ActionKind,
     CycleReport,
+    InvalidRecord,
     SourceReport,
     Task,
     TaskStatus,
+    Ticket,
 )
 from connector.plan import PlanPolicy, plan_source
-from connector.snapshot import Snapshot, read_snapshot
+from connector.snapshot import read_snapshot, ticket_problem
 from connector.state import StateStore
 
 log = structlog.get_logger(__name__)
+
+FULL = "full"
+INCREMENTAL = "incremental"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +81,17 @@ class _Known:
         return {uid: task for uid, (task, _) in self.tasks.items()}
 
 
+@dataclass
+class _Inputs:
+    """What a cycle planned from: tickets, the tasks known for them, and what was unreadable."""
+
+    tickets: Sequence[Ticket]
+    known: _Known
+    invalid: Sequence[InvalidRecord] = ()
+    complete: bool = True
+    open_before: int = 0
+
+
 class Reconciler:
     """Runs cycles for the configured sources against one Fragment client and one state store."""
 
@@ -82,12 +103,14 @@ class Reconciler:
         store: StateStore,
         adapters: Mapping[str, SourceAdapter],
         progress: Callable[[str], None] | None = None,
+        should_stop: Callable[[], bool] = lambda: False,
     ) -> None:
         self.settings = settings
-        self.progress = progress or (lambda message: None)
         self.client = client
         self.store = store
         self.adapters = adapters
+        self.progress = progress or (lambda message: None)
+        self.should_stop = should_stop
         self.namespace = instance_namespace(settings.connector.instance)
         self.markers: Markers = settings.connector.markers.to_markers()
 
@@ -99,8 +122,11 @@ class Reconciler:
             reopen=source.reopen,
         )
 
+    def _owned(self, source: str, task: Task) -> str | None:
+        return owned_ticket_id(task, source=source, namespace=self.namespace, markers=self.markers)
+
     async def run(self, options: CycleOptions) -> CycleReport:
-        """One cycle over every selected source."""
+        """One full cycle over every selected source."""
         run_id = uuid.uuid4().hex[:12]
         started = datetime.now(UTC)
         before = self.client.stats.counts.copy()
@@ -111,104 +137,195 @@ class Reconciler:
         with structlog.contextvars.bound_contextvars(run_id=run_id):
             for source in sources:
                 reports.append(await self.reconcile_source(source, options))
-        requests = self.client.stats.counts - before
         return CycleReport(
             run_id=run_id,
             dry_run=options.dry_run,
             sources=tuple(reports),
             started_at=started,
             finished_at=datetime.now(UTC),
-            requests=dict(requests),
+            requests=dict(self.client.stats.counts - before),
         )
 
-    async def reconcile_source(self, source: SourceSection, options: CycleOptions) -> SourceReport:
-        """Reconcile one source; every failure ends up in the report, none escapes."""
+    async def reconcile_source(
+        self, source: SourceSection, options: CycleOptions, *, kind: str = FULL
+    ) -> SourceReport:
+        """One cycle (full or incremental) of one source; failures end up in the report.
+
+        Only a refused Fragment token escapes: no other source can succeed either.
+        """
         began = time.monotonic()
         requests_before = self.client.stats.total
         try:
-            report = await self._reconcile(source, options)
+            if kind == FULL:
+                inputs = await self._full_inputs(source)
+            else:
+                inputs = await self._incremental_inputs(source)
+            report = await self._plan_and_apply(source, inputs, options, kind=kind)
         except ConnectorError as exc:
             label = classify(exc)[1]
-            log.error("cycle.source_failed", source=source.name, error=str(exc), outcome=label)
+            log.error(
+                "cycle.source_failed", source=source.name, kind=kind, error=str(exc), outcome=label
+            )
             report = SourceReport(name=source.name, ok=False, error=str(exc), error_label=label)
             if isinstance(exc, FragmentAuthError):
                 raise
-        counts = report_counts(report)
+        report = dataclasses.replace(
+            report,
+            kind=kind,
+            duration_s=round(time.monotonic() - began, 3),
+            requests=self.client.stats.total - requests_before,
+        )
         log.info(
             "cycle.source",
             source=source.name,
+            kind=kind,
             ok=report.ok,
             dry_run=options.dry_run,
-            duration_s=round(time.monotonic() - began, 3),
-            requests=self.client.stats.total - requests_before,
+            duration_s=report.duration_s,
+            requests=report.requests,
             tickets=report.tickets,
             open_tasks=report.open_tasks,
             invalid_records=len(report.invalid_records),
             failed=len(report.failures),
-            **counts,
+            **report_counts(report),
         )
         return report
 
-    async def _reconcile(self, source: SourceSection, options: CycleOptions) -> SourceReport:
-        adapter = self.adapters[source.name]
+    async def _full_inputs(self, source: SourceSection) -> _Inputs:
         name = source.name
         snapshot = await read_snapshot(
-            name, adapter, progress=lambda n: self.progress(f"{name}: {n:,} tickets read")
+            name,
+            self.adapters[name],
+            progress=lambda n: self.progress(f"{name}: {n:,} tickets read"),
         )
         known = _Known()
-        listed = 0
         async for page in self.client.iter_tasks(
-            statuses=OPEN_STATUSES, fields={self.markers.source: source.name}
+            statuses=OPEN_STATUSES, fields={self.markers.source: name}
         ):
-            listed += len(page)
-            self.progress(f"{name}: {listed:,} open tasks listed")
             for task in page:
-                ticket_id = owned_ticket_id(
-                    task, source=source.name, namespace=self.namespace, markers=self.markers
-                )
+                ticket_id = self._owned(name, task)
                 if ticket_id is not None:
                     known.add(task, ticket_id)
+            self.progress(f"{name}: {len(known.tasks):,} open tasks listed")
         open_before = len(known.tasks)
-        looked_up = await self._resolve_unlisted(source.name, snapshot, known)
+        await self._resolve(name, [t for t in snapshot.tickets if t.is_open], known)
+        return _Inputs(
+            tickets=snapshot.tickets,
+            known=known,
+            invalid=snapshot.invalid,
+            complete=snapshot.complete,
+            open_before=open_before,
+        )
 
+    async def _incremental_inputs(self, source: SourceSection) -> _Inputs:
+        name = source.name
+        adapter = self.adapters[name]
+        if not isinstance(adapter, SupportsChanges):
+            raise SourceError(f"adapter {source.adapter!r} cannot poll for changes")
+        cursor = self.store.get_cursor(name)
+        try:
+            changes = await adapter.changes_since(cursor)
+        except SourceError:
+            raise
+        except Exception as exc:
+            log.exception("source.adapter_crashed", source=name)
+            raise SourceError(f"adapter {type(adapter).__name__} failed: {exc!r}") from exc
+        latest: dict[str, Ticket] = {}
+        invalid: list[InvalidRecord] = []
+        for position, ticket in enumerate(changes.tickets, start=1):
+            problem = ticket_problem(ticket)
+            if problem is None:
+                latest[ticket.id] = ticket  # a ticket changed twice: its last state counts
+            else:
+                invalid.append(
+                    InvalidRecord(f"change {position}", problem, getattr(ticket, "id", None))
+                )
+        known = _Known()
+        await self._resolve(name, list(latest.values()), known)
+        return _Inputs(
+            tickets=list(latest.values()),
+            known=known,
+            invalid=invalid,
+            open_before=self.store.count_open(name),
+        )
+
+    async def _resolve(self, source: str, tickets: Sequence[Ticket], known: _Known) -> None:
+        """Find the tasks of tickets missing from `known`: DONE, not yet listed, or absent.
+
+        The index answers for tasks it saw DONE; Fragment is asked about every other uid, so a
+        lost index costs requests, never a duplicate or a reopened operator decision.
+        """
+        wanted = {
+            uid: t.id
+            for t in tickets
+            if (uid := task_uid(self.namespace, source, t.id)) not in known.tasks
+        }
+        if not wanted:
+            return
+        entries = self.store.lookup(wanted)
+        for entry in entries.values():
+            if entry.status is TaskStatus.DONE and entry.source == source:
+                known.add(entry.as_task(self.markers), entry.ticket_id)
+        unknown = [uid for uid in wanted if uid not in known.tasks]
+        if not unknown:
+            return
+        try:
+            found = await self.client.query_uids(unknown)
+        except FragmentValidationError as exc:
+            # POST /tasks/query is optional in the contract; without it a task an operator
+            # closed may be re-created, which is logged so the operator knows.
+            log.warning("fragment.query_unavailable", source=source, error=str(exc))
+            return
+        for task in found:
+            ticket_id = self._owned(source, task)
+            if ticket_id is not None:
+                known.add(task, ticket_id)
+        gone = [uid for uid in unknown if uid not in known.tasks and uid in entries]
+        if gone:
+            self.store.forget(gone)
+
+    async def _plan_and_apply(
+        self, source: SourceSection, inputs: _Inputs, options: CycleOptions, *, kind: str
+    ) -> SourceReport:
+        name = source.name
         plan = plan_source(
-            source.name,
-            snapshot.tickets,
-            known.as_mapping(),
+            name,
+            inputs.tickets,
+            inputs.known.as_mapping(),
             self._policy(source),
-            kept_ticket_ids=snapshot.kept_ticket_ids,
+            kept_ticket_ids={r.ticket_id for r in inputs.invalid if r.ticket_id is not None},
+            close_absent=kind == FULL,
         )
         refusals = guard_plan(
             plan,
-            snapshot_complete=snapshot.complete,
-            open_tasks_before=open_before,
+            snapshot_complete=inputs.complete,
+            open_tasks_before=inputs.open_before,
             policy=GuardPolicy(
                 close_ratio=self.settings.guards.close_ratio,
                 close_min=self.settings.guards.close_min,
                 allow_mass_close=options.allow_mass_close,
             ),
         )
-        for refusal in refusals[:1]:
+        if refusals:
             log.error(
                 "guard.refused",
-                source=source.name,
-                guard=refusal.guard,
+                source=name,
+                guard=refusals[0].guard,
                 refused=len(refusals),
-                reason=refusal.reason,
+                reason=refusals[0].reason,
             )
         report = SourceReport(
-            name=source.name,
+            name=name,
             ok=True,
             plan=plan,
             refusals=refusals,
-            invalid_records=tuple(snapshot.invalid),
-            tickets=len(snapshot.tickets),
-            open_tasks=open_before,
+            invalid_records=tuple(inputs.invalid),
+            tickets=len(inputs.tickets),
+            open_tasks=inputs.open_before,
         )
         if options.dry_run:
             return report
 
-        seen = [*known.tasks.values(), *looked_up]
         planned = report.planned
         done = 0
 
@@ -218,77 +335,33 @@ class Reconciler:
             self.progress(f"{name}: {done:,}/{len(planned):,} actions applied")
 
         result = await apply_actions(
-            self.client, planned, batch_size=self.settings.fragment.batch_size, progress=applied
+            self.client,
+            planned,
+            batch_size=self.settings.fragment.batch_size,
+            should_stop=self.should_stop,
+            progress=applied,
         )
-        for action, returned in result.applied:
-            if returned is not None:
-                seen.append((returned, action.ticket_id))
-        self.store.remember(source.name, seen, self.markers)
-        if result.fatal is not None and isinstance(result.fatal, FragmentAuthError):
+        seen = list(inputs.known.tasks.values())
+        seen += [(task, action.ticket_id) for action, task in result.applied if task is not None]
+        self.store.remember(name, seen, self.markers)
+        if isinstance(result.fatal, FragmentAuthError):
             raise result.fatal
         for failure in result.failures:
             log.warning(
                 "apply.failed",
-                source=source.name,
+                source=name,
                 kind=failure.action.kind.value,
                 ticket_id=failure.action.ticket_id,
                 error=failure.error,
             )
-        return SourceReport(
-            name=source.name,
+        return dataclasses.replace(
+            report,
             ok=result.fatal is None,
             error=str(result.fatal) if result.fatal else None,
             error_label=classify(result.fatal)[1] if result.fatal else None,
-            plan=plan,
-            refusals=refusals,
             failures=tuple(result.failures),
-            invalid_records=tuple(snapshot.invalid),
             applied=True,
-            tickets=len(snapshot.tickets),
-            open_tasks=open_before,
         )
-
-    async def _resolve_unlisted(
-        self, source: str, snapshot: Snapshot, known: _Known
-    ) -> list[tuple[Task, str]]:
-        """Find the tasks of open tickets missing from the open listing: DONE, or not yet there.
-
-        The index answers for tasks it saw DONE; Fragment is asked about every other uid, so a
-        lost index costs requests, never a duplicate or a reopened operator decision.
-        """
-        wanted = {
-            task_uid(self.namespace, source, t.id): t.id
-            for t in snapshot.tickets
-            if t.is_open and task_uid(self.namespace, source, t.id) not in known.tasks
-        }
-        if not wanted:
-            return []
-        entries = self.store.lookup(wanted)
-        for entry in entries.values():
-            if entry.status is TaskStatus.DONE and entry.source == source:
-                known.add(entry.as_task(self.markers), entry.ticket_id)
-        unknown = [uid for uid in wanted if uid not in known.tasks]
-        if not unknown:
-            return []
-        try:
-            found = await self.client.query_uids(unknown)
-        except FragmentValidationError as exc:
-            # POST /tasks/query is optional in the contract; without it a task an operator
-            # closed may be re-created, which is logged so the operator knows.
-            log.warning("fragment.query_unavailable", source=source, error=str(exc))
-            return []
-        looked_up = []
-        for task in found:
-            ticket_id = owned_ticket_id(
-                task, source=source, namespace=self.namespace, markers=self.markers
-            )
-            if ticket_id is not None:
-                known.add(task, ticket_id)
-                looked_up.append((task, ticket_id))
-        missing = [uid for uid in unknown if uid not in known.tasks and uid in entries]
-        if missing:
-            self.store.forget(missing)
-        return looked_up
 
 
 def report_counts(report: SourceReport) -> dict[str, int]:
@@ -311,6 +384,17 @@ def source_exit_code(report: SourceReport, *, dry_run: bool) -> int:
     if dry_run and report.planned:
         codes.append(EXIT_PENDING)
     return most_severe(codes)
+
+
+def source_outcome(report: SourceReport) -> str:
+    """One label for how a source's cycle ended: ok, refused, partial or an error label."""
+    if not report.ok:
+        return report.error_label or "error"
+    if report.failures:
+        return "partial"
+    if report.refusals:
+        return "refused"
+    return "ok"
 
 
 def cycle_exit_code(report: CycleReport) -> int:

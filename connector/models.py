@@ -163,6 +163,9 @@ class SourceReport:
     applied: bool = False
     tickets: int = 0
     open_tasks: int = 0
+    kind: str = "full"
+    duration_s: float = 0.0
+    requests: int = 0
 
     @property
     def planned(self) -> tuple[Action, ...]:

@@ -1,17 +1,20 @@
-"""The connector's local memory: the task index, kept in SQLite by default (any SQLAlchemy URL).
+"""The connector's local memory: task index, incremental cursors and run history (SQL database).
 
 Listing only open tasks is what keeps a cycle cheap, but then a task an operator closed is
 invisible, and a blind `PUT` would reopen it. The index remembers, per uid, the status and who
 closed it, from every listing and every write, so such a ticket is recognised without a request.
 It is a cache, never the truth: with the file lost, the cycle asks Fragment about the uids it
-does not know (`POST /tasks/query`) and rebuilds it as it goes.
+does not know (`POST /tasks/query`) and rebuilds it as it goes. The same store keeps each
+source's incremental cursor (written only once its changes were applied) and a short history of
+runs for `fragment-connector status`; losing those is harmless too.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +43,47 @@ task_index = sa.Table(
     sa.Column("done_at", sa.String(32)),
     sa.Column("updated_at", sa.String(32)),
 )
+
+
+cursors = sa.Table(
+    "fc_cursors",
+    metadata,
+    sa.Column("source", sa.String(64), primary_key=True),
+    sa.Column("cursor", sa.Text, nullable=False),
+    sa.Column("updated_at", sa.String(32), nullable=False),
+)
+
+runs = sa.Table(
+    "fc_runs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(32), nullable=False),
+    sa.Column("source", sa.String(64), nullable=False, index=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("started_at", sa.String(32), nullable=False),
+    sa.Column("finished_at", sa.String(32), nullable=False),
+    sa.Column("outcome", sa.String(48), nullable=False),
+    sa.Column("counts", sa.Text, nullable=False),
+    sa.Column("requests", sa.Integer, nullable=False),
+    sa.Column("error", sa.Text),
+)
+
+HISTORY_PER_SOURCE = 50
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """One past cycle of one source."""
+
+    run_id: str
+    source: str
+    kind: str
+    started_at: datetime
+    finished_at: datetime
+    outcome: str
+    counts: dict[str, int]
+    requests: int
+    error: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +184,94 @@ class StateStore:
                     conn.execute(statement, rows[start : start + _CHUNK])
         except SQLAlchemyError as exc:
             raise StateError(f"cannot write the task index: {exc}") from None
+
+    def count_open(self, source: str) -> int:
+        """How many of a source's tasks the index last saw open."""
+        query = sa.select(sa.func.count()).where(
+            task_index.c.source == source, task_index.c.status != TaskStatus.DONE.value
+        )
+        try:
+            with self._engine.connect() as conn:
+                return int(conn.execute(query).scalar_one())
+        except SQLAlchemyError as exc:
+            raise StateError(f"cannot read the task index: {exc}") from None
+
+    def get_cursor(self, source: str) -> str | None:
+        """The incremental cursor stored for a source, if any."""
+        try:
+            with self._engine.connect() as conn:
+                row = conn.execute(sa.select(cursors.c.cursor).where(cursors.c.source == source))
+                value = row.scalar_one_or_none()
+        except SQLAlchemyError as exc:
+            raise StateError(f"cannot read the cursor of {source!r}: {exc}") from None
+        return value if isinstance(value, str) else None
+
+    def set_cursor(self, source: str, cursor: str | None) -> None:
+        """Store (or, with None, drop) a source's incremental cursor."""
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(sa.delete(cursors).where(cursors.c.source == source))
+                if cursor is not None:
+                    now = datetime.now(UTC).isoformat()
+                    conn.execute(
+                        sa.insert(cursors),
+                        [{"source": source, "cursor": cursor, "updated_at": now}],
+                    )
+        except SQLAlchemyError as exc:
+            raise StateError(f"cannot write the cursor of {source!r}: {exc}") from None
+
+    def record_run(self, record: RunRecord) -> None:
+        """Add a run to the history, keeping the last HISTORY_PER_SOURCE of each source."""
+        row = {
+            "run_id": record.run_id,
+            "source": record.source,
+            "kind": record.kind,
+            "started_at": record.started_at.isoformat(),
+            "finished_at": record.finished_at.isoformat(),
+            "outcome": record.outcome,
+            "counts": json.dumps(record.counts, sort_keys=True),
+            "requests": record.requests,
+            "error": record.error,
+        }
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(sa.insert(runs), [row])
+                old = conn.execute(
+                    sa.select(runs.c.id)
+                    .where(runs.c.source == record.source)
+                    .order_by(runs.c.id.desc())
+                    .offset(HISTORY_PER_SOURCE)
+                )
+                ids = [r.id for r in old]
+                if ids:
+                    conn.execute(sa.delete(runs).where(runs.c.id.in_(ids)))
+        except SQLAlchemyError as exc:
+            raise StateError(f"cannot write the run history: {exc}") from None
+
+    def recent_runs(self, limit: int = 20, *, source: str | None = None) -> list[RunRecord]:
+        """The most recent runs, newest first."""
+        query = sa.select(runs).order_by(runs.c.id.desc()).limit(limit)
+        if source is not None:
+            query = query.where(runs.c.source == source)
+        try:
+            with self._engine.connect() as conn:
+                rows = list(conn.execute(query))
+        except SQLAlchemyError as exc:
+            raise StateError(f"cannot read the run history: {exc}") from None
+        return [
+            RunRecord(
+                run_id=r.run_id,
+                source=r.source,
+                kind=r.kind,
+                started_at=datetime.fromisoformat(r.started_at),
+                finished_at=datetime.fromisoformat(r.finished_at),
+                outcome=r.outcome,
+                counts=json.loads(r.counts),
+                requests=r.requests,
+                error=r.error,
+            )
+            for r in rows
+        ]
 
     def forget(self, uids: Iterable[str]) -> None:
         """Drop index entries (a task that Fragment no longer knows)."""
