@@ -15,7 +15,7 @@ import csv
 import io
 import json
 from collections.abc import AsyncIterator, Iterator, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -26,6 +26,7 @@ from adapters.base import (
     AdapterConfigError,
     AdapterDataError,
     AdapterUnavailable,
+    ChangeSet,
     InvalidRecord,
     Ticket,
 )
@@ -52,6 +53,11 @@ class FileOptions(AdapterConfig):
         description="`status` values (case-insensitive) that mean the ticket is not open.",
     )
     encoding: str = "utf-8"
+    incremental_overlap: timedelta = Field(
+        timedelta(minutes=1),
+        description="How far each incremental poll reaches back before the last one's newest "
+        "`updated_at`, so that late writes or equal timestamps are not lost.",
+    )
 
 
 def _format_of(options: FileOptions) -> str:
@@ -111,6 +117,20 @@ def _records(text: str, fmt: str) -> Iterator[Record]:
                 {k: (v if v != "" else None) for k, v in row.items()},
                 None,
             )
+
+
+def _cursor(mtime_ns: int, newest: datetime | None) -> str:
+    return f"{mtime_ns}|{newest.isoformat() if newest else ''}"
+
+
+def _parse_cursor(cursor: str | None) -> tuple[int | None, datetime | None]:
+    if not cursor:
+        return None, None
+    mtime, _, newest = cursor.partition("|")
+    try:
+        return int(mtime), parse_timestamp(newest)
+    except ValueError:
+        raise AdapterDataError(f"not a file adapter cursor: {cursor[:40]!r}") from None
 
 
 def _ticket_id(value: object) -> str | None:
@@ -199,6 +219,45 @@ class FileAdapter:
         except ValueError as exc:
             return InvalidRecord(position, str(exc), ticket_id)
         return ticket
+
+    async def changes_since(self, cursor: str | None) -> ChangeSet:
+        """Records changed since the cursor (all of them when `updated_at` is missing).
+
+        Nothing when the file is untouched; else the records whose `updated_at` is at or after
+        the newest one seen minus `incremental_overlap`. The cursor is
+        `<file mtime ns>|<newest updated_at seen>`. Without a cursor, nothing is returned: the
+        full refresh has covered the past, and polling starts from the file as it is.
+        """
+        mtime_ns, newest = _parse_cursor(cursor)
+        current_mtime = await self._mtime_ns()
+        if cursor is not None and current_mtime == mtime_ns:
+            return ChangeSet(tickets=(), cursor=cursor)
+        # The first poll only learns where the data's own clock stands: comparing its
+        # `updated_at` with ours would lose changes to clock skew.
+        first = cursor is None
+        since = newest - self.options.incremental_overlap if newest else None
+        changed: list[Ticket] = []
+        latest = newest
+        async for item in self.list_open():
+            if not isinstance(item, Ticket):
+                continue  # a bad record is reported by the next full refresh
+            stamp = item.updated_at
+            if not first and (stamp is None or since is None or stamp >= since):
+                changed.append(item)
+            if stamp is not None and (latest is None or stamp > latest):
+                latest = stamp
+        return ChangeSet(tickets=tuple(changed), cursor=_cursor(current_mtime, latest))
+
+    async def _mtime_ns(self) -> int:
+        try:
+            stat = await asyncio.to_thread(self.options.path.stat)
+        except FileNotFoundError:
+            raise AdapterUnavailable(f"ticket file not found: {self.options.path}") from None
+        except OSError as exc:
+            raise AdapterUnavailable(
+                f"cannot read ticket file {self.options.path}: {exc}"
+            ) from None
+        return stat.st_mtime_ns
 
     async def list_open(self) -> AsyncIterator[Ticket | InvalidRecord]:
         """Every record of the file: open tickets, closed ones (to close at once), bad records."""

@@ -8,6 +8,8 @@ refusals 3, pending dry-run changes 2. No command prints a traceback unless aske
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,6 +27,7 @@ from connector.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, ConnectorError, 
 from connector.logging import REDACTOR, configure_logging
 from connector.render import write_json, write_text
 from connector.runtime import build_adapters, fragment_token, open_runtime
+from connector.state import StateStore
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -158,6 +161,64 @@ def check(state: CliState) -> int:
 
     click.echo(f"ok      config: {len(adapters)} source(s)")
     return asyncio.run(run())
+
+
+@cli.command()
+@config_option
+@click.pass_obj
+def run(state: CliState) -> int:
+    """Run as a daemon: cycles on schedule, /healthz /readyz /metrics, drains on SIGTERM."""
+    from connector.scheduler import run_daemon
+
+    settings = state.settings()
+    if state.verbose == 0:
+        configure_logging("INFO")
+    return asyncio.run(run_daemon(settings))
+
+
+@cli.command()
+@config_option
+@click.option("--limit", default=20, show_default=True, help="How many recent runs to show.")
+@click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.pass_obj
+def status(state: CliState, limit: int, output: str) -> int:
+    """Show the recent runs and incremental cursors kept in the state store."""
+    settings = state.settings()
+    store = StateStore(settings.state.url)
+    try:
+        runs = store.recent_runs(limit)
+        cursors = {s.name: store.get_cursor(s.name) for s in settings.sources}
+    finally:
+        store.close()
+    if output == "json":
+        document = {
+            "version": 1,
+            "runs": [
+                {
+                    **dataclasses.asdict(r),
+                    "started_at": r.started_at.isoformat(),
+                    "finished_at": r.finished_at.isoformat(),
+                }
+                for r in runs
+            ],
+            "cursors": cursors,
+        }
+        click.echo(json.dumps(document))
+        return EXIT_OK
+    if not runs:
+        click.echo("no runs recorded yet (the daemon records them: `fragment-connector run`)")
+    for r in runs:
+        counts = ", ".join(f"{k} {v}" for k, v in r.counts.items() if v and k != "unchanged")
+        took = (r.finished_at - r.started_at).total_seconds()
+        line = (
+            f"{r.started_at:%Y-%m-%d %H:%M:%S} {r.source:<16} {r.kind:<11} {r.outcome:<22} "
+            f"{took:6.1f}s {r.requests:4d} req  {counts or 'no changes'}"
+        )
+        click.echo(line + (f"  error: {r.error}" if r.error else ""))
+    for name, cursor in cursors.items():
+        if cursor is not None:
+            click.echo(f"cursor {name}: {cursor}")
+    return EXIT_OK
 
 
 @cli.command()

@@ -119,6 +119,8 @@ class ScheduleSection(Section):
 
     full_refresh: Duration = timedelta(minutes=5)
     incremental: Duration | None = None
+    jitter: Duration | None = timedelta(seconds=10)
+    grace_period: Duration = timedelta(seconds=20)
 
 
 class GuardsSection(Section):

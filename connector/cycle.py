@@ -90,6 +90,7 @@ class _Inputs:
     invalid: Sequence[InvalidRecord] = ()
     complete: bool = True
     open_before: int = 0
+    next_cursor: str | None = None
 
 
 class Reconciler:
@@ -161,6 +162,10 @@ class Reconciler:
             else:
                 inputs = await self._incremental_inputs(source)
             report = await self._plan_and_apply(source, inputs, options, kind=kind)
+            if kind == INCREMENTAL and report.applied and report.ok and not report.failures:
+                # Only now: a crash before this line makes the next poll apply them again,
+                # which is harmless; the other order could lose them.
+                self.store.set_cursor(source.name, inputs.next_cursor)
         except ConnectorError as exc:
             label = classify(exc)[1]
             log.error(
@@ -247,6 +252,7 @@ class Reconciler:
             known=known,
             invalid=invalid,
             open_before=self.store.count_open(name),
+            next_cursor=changes.cursor,
         )
 
     async def _resolve(self, source: str, tickets: Sequence[Ticket], known: _Known) -> None:

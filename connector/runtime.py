@@ -16,7 +16,7 @@ from adapters.base import SourceAdapter
 from connector.config import Settings
 from connector.cycle import Reconciler
 from connector.errors import ConfigError
-from connector.fragment import FragmentClient
+from connector.fragment import FragmentClient, RequestListener
 from connector.logging import REDACTOR
 from connector.registry import build_adapter, discover
 from connector.sandbox import SandboxConfig, SandboxServer
@@ -54,6 +54,8 @@ async def open_runtime(
     *,
     only_source: str | None = None,
     progress: Callable[[str], None] | None = None,
+    listener: RequestListener | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> AsyncIterator[Reconciler]:
     """A Reconciler wired to Fragment (or the embedded sandbox), the state store and adapters."""
     adapters = build_adapters(settings, only_source)
@@ -79,6 +81,14 @@ async def open_runtime(
             timeout=fragment.timeout.total_seconds(),
             retry_deadline=fragment.retry_deadline.total_seconds(),
             page_size=fragment.page_size,
+            listener=listener,
         )
         stack.push_async_callback(client.aclose)
-        yield Reconciler(settings, client=client, store=store, adapters=adapters, progress=progress)
+        yield Reconciler(
+            settings,
+            client=client,
+            store=store,
+            adapters=adapters,
+            progress=progress,
+            should_stop=should_stop,
+        )

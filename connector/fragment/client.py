@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import httpx
 import stamina
@@ -73,6 +73,16 @@ class RequestStats:
     def writes(self) -> int:
         """Requests that could change tasks."""
         return self.total - self.reads
+
+
+class RequestListener(Protocol):
+    """Told of every request attempt and retry (the daemon's metrics implement it)."""
+
+    def record_request(self, method: str, endpoint: str, outcome: str) -> None:
+        """One attempt ended with `outcome` (a status code or an error name)."""
+
+    def record_retry(self) -> None:
+        """One attempt is about to be retried."""
 
 
 class _RetryableStatus(Exception):
@@ -224,6 +234,7 @@ class FragmentClient:
         retry_deadline: float = 120.0,
         page_size: int = 100,
         max_attempts: int = 10,
+        listener: RequestListener | None = None,
     ) -> None:
         self._http = httpx.AsyncClient(
             base_url=base_url.rstrip("/") + "/",
@@ -241,6 +252,7 @@ class FragmentClient:
         self._page_size = page_size
         self._max_attempts = max_attempts
         self._plain_listing = False
+        self._listener = listener
 
     async def __aenter__(self) -> FragmentClient:
         return self
@@ -277,6 +289,8 @@ class FragmentClient:
                 with attempt:
                     if attempt.num > 1:
                         self.stats.retries += 1
+                        if self._listener is not None:
+                            self._listener.record_retry()
                     response = await self._attempt(
                         method, path, endpoint, params, content, headers, deadline
                     )
@@ -314,13 +328,18 @@ class FragmentClient:
             )
             await response.aread()
         except httpx.TransportError as exc:
-            self.stats.record(method, endpoint, type(exc).__name__)
+            self._record(method, endpoint, type(exc).__name__)
             raise _RetryableTransport(exc) from exc
-        self.stats.record(method, endpoint, str(response.status_code))
+        self._record(method, endpoint, str(response.status_code))
         if response.status_code in RETRY_STATUSES:
             retry_after = retry_after_seconds(response.headers.get("Retry-After"))
             raise _RetryableStatus(response, retry_after, deadline)
         return response
+
+    def _record(self, method: str, endpoint: str, outcome: str) -> None:
+        self.stats.record(method, endpoint, outcome)
+        if self._listener is not None:
+            self._listener.record_request(method, endpoint, outcome)
 
     async def me(self) -> Mapping[str, JSONValue]:
         """The account the token belongs to (`GET /accounts/me`)."""

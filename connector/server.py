@@ -1,0 +1,112 @@
+"""The daemon's HTTP endpoint: `/healthz`, `/readyz` and `/metrics`.
+
+A small Starlette app served by uvicorn on the daemon's own event loop. It only reads the
+daemon's state through the `Probe` protocol, so it can be tested without a scheduler. Signals
+are left to the daemon (uvicorn's own handlers would re-raise them after shutdown).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class Probe(Protocol):
+    """What the endpoints need to know about the daemon."""
+
+    def alive(self) -> tuple[bool, str]:
+        """Whether the process and its scheduler work, and a word on why not."""
+        ...
+
+    def readiness(self) -> tuple[bool, dict[str, str]]:
+        """Whether every source is served, with a reason per source that is not."""
+        ...
+
+    def metrics(self) -> bytes:
+        """The Prometheus exposition."""
+        ...
+
+
+def create_app(probe: Probe) -> Starlette:
+    """The ASGI app of the three endpoints."""
+
+    async def healthz(request: Request) -> Response:
+        ok, reason = probe.alive()
+        return JSONResponse(
+            {"status": "ok" if ok else "down", "reason": reason}, 200 if ok else 503
+        )
+
+    async def readyz(request: Request) -> Response:
+        ready, reasons = probe.readiness()
+        body = {"status": "ready" if ready else "unready", "reasons": reasons}
+        return JSONResponse(body, 200 if ready else 503)
+
+    async def metrics(request: Request) -> Response:
+        return Response(probe.metrics(), media_type=PROMETHEUS_CONTENT_TYPE)
+
+    return Starlette(
+        routes=[
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            Route("/metrics", metrics),
+        ]
+    )
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn without its signal handlers: the daemon drains on SIGTERM itself."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class HttpServer:
+    """The endpoints on `host:port` (port 0 picks a free one, see `.port`)."""
+
+    def __init__(self, probe: Probe, *, host: str, port: int) -> None:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        # IPPROTO_TCP makes asyncio set TCP_NODELAY (no 40 ms Nagle stalls on keep-alive).
+        self._socket = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            self._socket.bind((host, port))
+        except OSError as exc:
+            self._socket.close()
+            raise OSError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+        self._socket.listen(64)
+        self.port: int = self._socket.getsockname()[1]
+        config = uvicorn.Config(
+            create_app(probe),
+            log_level="warning",
+            access_log=False,
+            log_config=None,
+            lifespan="off",
+            ws="none",
+            timeout_graceful_shutdown=2,
+        )
+        self._server = _QuietServer(config)
+
+    async def serve(self) -> None:
+        """Serve until `stop()`."""
+        await self._server.serve(sockets=[self._socket])
+
+    def stop(self) -> None:
+        """Ask the server to finish its requests and return from `serve()`."""
+        self._server.should_exit = True
+
+    @property
+    def started(self) -> bool:
+        """Whether it accepts connections."""
+        started: Any = self._server.started
+        return bool(started)
