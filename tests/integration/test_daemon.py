@@ -53,8 +53,8 @@ async def running(
             yield daemon, http, reports
 
 
-async def wait_for(condition: Callable[[], bool], timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
+async def wait_for(condition: Callable[[], bool], within: float = 15) -> None:
+    deadline = time.monotonic() + within
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
         await asyncio.sleep(0.05)
@@ -68,11 +68,11 @@ async def test_first_cycle_at_start_then_on_the_interval(workspace: Workspace) -
     """A full cycle runs at start, then again every full_refresh."""
     workspace.write_tickets(make_tickets(3))
     async with running(settings_for(workspace, full_refresh="1s")) as (_, _http, reports):
-        await wait_for(lambda: len(reports) >= 1, timeout=3)
+        await wait_for(lambda: len(reports) >= 1, within=3)
         first = time.monotonic()
         assert open_ids(workspace) == {"T-0", "T-1", "T-2"}
         workspace.write_tickets(make_tickets(4))
-        await wait_for(lambda: len(reports) >= 3, timeout=5)
+        await wait_for(lambda: len(reports) >= 3, within=5)
         assert time.monotonic() - first >= 1.5
     assert open_ids(workspace) == {"T-0", "T-1", "T-2", "T-3"}
     assert all(r.kind == FULL for r in reports)
@@ -97,7 +97,7 @@ async def test_overrunning_cycle_is_never_run_twice(workspace: Workspace) -> Non
                 active -= 1
 
         daemon.reconciler.reconcile_source = counting  # type: ignore[method-assign]
-        await wait_for(lambda: len(reports) >= 3, timeout=20)
+        await wait_for(lambda: len(reports) >= 3, within=20)
     assert most == 1
     assert workspace.sandbox.store.stats()["max_concurrent_writers"].get("backoffice", 0) <= 1
 
@@ -190,10 +190,8 @@ async def test_metrics_move_with_the_work(workspace: Workspace) -> None:
         'fragment_connector_cycles_total{kind="full",outcome="refused",source="backoffice"}' in text
     )
     assert 'fragment_connector_guard_trips_total{guard="mass_close",source="backoffice"}' in text
-    assert (
-        'fragment_connector_fragment_requests_total{endpoint="/tasks/batch",method="PUT",status="200"} 1.0'
-        in text
-    )
+    put = 'fragment_connector_fragment_requests_total{endpoint="/tasks/batch",method="PUT",status="200"}'
+    assert f"{put} 1.0" in text
     assert "fragment_connector_cycle_duration_seconds_bucket" in text
     assert (
         'fragment_connector_last_success_timestamp_seconds{kind="full",source="backoffice"}' in text
