@@ -190,8 +190,8 @@ async def test_metrics_move_with_the_work(workspace: Workspace) -> None:
         'fragment_connector_cycles_total{kind="full",outcome="refused",source="backoffice"}' in text
     )
     assert 'fragment_connector_guard_trips_total{guard="mass_close",source="backoffice"}' in text
-    put = 'fragment_connector_fragment_requests_total{endpoint="/tasks/batch",method="PUT",status="200"}'
-    assert f"{put} 1.0" in text
+    put = '{endpoint="/tasks/batch",method="PUT",status="200"}'
+    assert f"fragment_connector_fragment_requests_total{put} 1.0" in text
     assert "fragment_connector_cycle_duration_seconds_bucket" in text
     assert (
         'fragment_connector_last_success_timestamp_seconds{kind="full",source="backoffice"}' in text
