@@ -222,6 +222,43 @@ def status(state: CliState, limit: int, output: str) -> int:
 
 
 @cli.command()
+@click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--schema", is_flag=True, help="Also print each adapter's options schema.")
+def adapters(output: str, schema: bool) -> int:
+    """List the installed adapters (built-in and plug-ins), their versions and options."""
+    from connector.registry import discover
+
+    installed = discover()
+    if output == "json":
+        document = {
+            "version": 1,
+            "adapters": [
+                {
+                    "name": name,
+                    "distribution": info.distribution,
+                    "version": info.version,
+                    "usable": info.adapter is not None,
+                    "error": info.error,
+                    "options_schema": info.config_schema(),
+                }
+                for name, info in installed.items()
+            ],
+        }
+        click.echo(json.dumps(document))
+        return EXIT_OK
+    for name, info in installed.items():
+        where = f"{info.distribution} {info.version}"
+        if info.adapter is None:
+            click.echo(f"BROKEN  {name:<12} {where}: {info.error}")
+            continue
+        options = ", ".join(info.config_schema().get("properties", {})) or "none"
+        click.echo(f"ok      {name:<12} {where}  options: {options}")
+        if schema:
+            click.echo(json.dumps(info.config_schema(), indent=2))
+    return EXIT_OK
+
+
+@cli.command()
 @click.option(
     "--workdir",
     type=click.Path(path_type=Path, file_okay=False),

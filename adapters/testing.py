@@ -1,0 +1,349 @@
+"""The conformance kit: the checks every adapter, built-in or third-party, must pass.
+
+An adapter writer subclasses `AdapterConformance` in their own pytest module, names the adapter
+class, and provides three fixtures: `backoffice` (their fake back-office, started with data that
+spans several pages, implementing `KitBackoffice`), `options` (the adapter's options pointing at
+it) and `bad_options` (the same with wrong credentials). Every check then runs against their
+adapter over real sockets::
+
+    class TestHelpdesk(AdapterConformance):
+        adapter_class = HelpdeskAdapter
+
+        @pytest.fixture
+        def backoffice(self): ...
+
+Checks: the snapshot is complete across pages and its ids unique and stable; every ticket maps
+to a valid task; `check()` passes, and raises `AdapterAuthError` on bad credentials with no secret
+in any message; a rate-limited answer is waited out, a failing page fails the listing instead of
+shortening it; and for adapters with `changes_since`, changes and closes are seen, cursors move
+forward and can be resumed. Each failure message says what the adapter did wrong.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, ClassVar, Protocol, TypeVar
+
+import pytest
+from pydantic import BaseModel, SecretStr
+
+from adapters.base import (
+    AdapterAuthError,
+    ChangeSet,
+    InvalidRecord,
+    SourceAdapter,
+    SourceError,
+    SupportsChanges,
+    Ticket,
+)
+from connector.snapshot import ticket_problem
+
+T = TypeVar("T")
+
+__all__ = ["AdapterConformance", "KitBackoffice"]
+
+
+class KitBackoffice(Protocol):
+    """What the kit needs from an adapter writer's fake back-office."""
+
+    def open_ids(self) -> set[str]:
+        """The ids of the tickets that are open right now: what a snapshot must return."""
+        ...
+
+    def listing_requests(self) -> int:
+        """How many listing requests it has answered (the kit checks that paging happened)."""
+        ...
+
+    def rate_limit_next(self, count: int) -> None:
+        """Answer the next `count` requests with the vendor's rate-limit response (short wait)."""
+        ...
+
+    def fail_page(self, page: int) -> None:
+        """Make every request for the listing's `page`-th page (1-based) fail with a 5xx."""
+        ...
+
+    def change(self, ticket_id: str) -> None:
+        """Edit an open ticket (a new title), as of the back-office's clock."""
+        ...
+
+    def close(self, ticket_id: str) -> None:
+        """Close a ticket, as of the back-office's clock."""
+        ...
+
+    def advance(self, seconds: float) -> None:
+        """Move the back-office's clock forward."""
+        ...
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+def _secrets(options: BaseModel | dict[str, Any]) -> list[str]:
+    """Every secret value in an options model (SecretStr fields, at any depth)."""
+    found: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, SecretStr):
+            found.append(value.get_secret_value())
+        elif isinstance(value, BaseModel):
+            for name in type(value).model_fields:
+                walk(getattr(value, name))
+        elif isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list | tuple):
+            for item in value:
+                walk(item)
+
+    walk(options)
+    return [s for s in found if len(s) >= 4]
+
+
+class AdapterConformance:
+    """Subclass, set `adapter_class`, provide `backoffice`, `options`, `bad_options` fixtures."""
+
+    adapter_class: ClassVar[type[Any]]
+    #: False for a back-office without pages (a file): the paging checks are skipped.
+    paginated: ClassVar[bool] = True
+    #: False for a back-office without credentials or rate limits (a file).
+    remote: ClassVar[bool] = True
+
+    @pytest.fixture
+    def bad_options(self, options: Any) -> Any:
+        """Override: the options with wrong credentials (not needed when remote = False)."""
+        if self.remote:
+            pytest.fail("define a `bad_options` fixture: the options with wrong credentials")
+        return options
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    def make(self, options: Any) -> SourceAdapter:
+        """An adapter from raw options, validated by its Config model as the core does."""
+        config = self.adapter_class.Config.model_validate(options)
+        adapter: SourceAdapter = self.adapter_class(config)
+        return adapter
+
+    async def _listing(self, options: Any) -> list[Ticket | InvalidRecord]:
+        adapter = self.make(options)
+        try:
+            return [item async for item in adapter.list_open()]
+        finally:
+            await adapter.aclose()
+
+    def listing(self, options: Any) -> list[Ticket | InvalidRecord]:
+        """Everything `list_open` yields."""
+        return _run(self._listing(options))
+
+    def open_ticket_ids(self, options: Any) -> list[str]:
+        """The ids of the open tickets a snapshot yields, in order."""
+        return [t.id for t in self.listing(options) if isinstance(t, Ticket) and t.is_open]
+
+    async def _with_adapter(
+        self, options: Any, use: Callable[[SourceAdapter], Coroutine[Any, Any, T]]
+    ) -> T:
+        adapter = self.make(options)
+        try:
+            return await use(adapter)
+        finally:
+            await adapter.aclose()
+
+    # --- snapshot --------------------------------------------------------------------------
+
+    def test_snapshot_is_complete_across_pages(
+        self, backoffice: KitBackoffice, options: Any
+    ) -> None:
+        """A snapshot yields exactly the open tickets, fetched over several pages."""
+        before = backoffice.listing_requests()
+        ids = self.open_ticket_ids(options)
+        pages = backoffice.listing_requests() - before
+        expected = backoffice.open_ids()
+        assert pages >= 2 or not self.paginated, (
+            f"the listing took {pages} request(s): give the fake back-office more tickets than "
+            "one page holds, so the kit can check pagination"
+        )
+        missing = sorted(expected - set(ids))
+        extra = sorted(set(ids) - expected)
+        assert not missing, (
+            f"the snapshot lost {len(missing)} open tickets, e.g. {missing[:5]} (a page skipped?)"
+        )
+        assert not extra, (
+            f"the snapshot holds {len(extra)} tickets that are not open, e.g. {extra[:5]}"
+        )
+
+    def test_ids_are_unique_and_stable(self, backoffice: KitBackoffice, options: Any) -> None:
+        """No id appears twice in a snapshot, and two snapshots give the same ids."""
+        first = self.open_ticket_ids(options)
+        repeated = sorted(i for i, n in Counter(first).items() if n > 1)
+        assert not repeated, (
+            f"ticket ids repeated within one snapshot: {repeated[:5]} (overlapping pages?)"
+        )
+        second = self.open_ticket_ids(options)
+        assert sorted(first) == sorted(second), "two snapshots of unchanged data gave different ids"
+
+    def test_tickets_map_to_valid_tasks(self, backoffice: KitBackoffice, options: Any) -> None:
+        """Every ticket is one Fragment accepts: text id, non-empty title, JSON fields."""
+        items = self.listing(options)
+        assert items, "the snapshot is empty: seed the fake back-office with open tickets"
+        for item in items:
+            if isinstance(item, InvalidRecord):
+                pytest.fail(f"a record of the kit's data was reported invalid: {item}")
+            problem = ticket_problem(item)
+            assert problem is None, f"ticket {getattr(item, 'id', '?')!r}: {problem}"
+
+    def test_rate_limit_is_waited_out(self, backoffice: KitBackoffice, options: Any) -> None:
+        """A rate-limited answer is retried after the advertised wait, and nothing is lost."""
+        if not self.remote:
+            pytest.skip("not a remote back-office (remote = False)")
+        backoffice.rate_limit_next(1)
+        try:
+            ids = self.open_ticket_ids(options)
+        except SourceError as exc:
+            pytest.fail(f"one rate-limited answer made the listing fail instead of waiting: {exc}")
+        assert set(ids) == backoffice.open_ids(), (
+            "after a rate-limited answer the snapshot was incomplete"
+        )
+
+    def test_failing_page_fails_the_listing(self, backoffice: KitBackoffice, options: Any) -> None:
+        """A page that keeps failing makes the listing raise SourceError, never a short list."""
+        if not self.paginated:
+            pytest.skip("no pages (paginated = False)")
+        backoffice.fail_page(2)
+        try:
+            ids = self.open_ticket_ids(options)
+        except SourceError:
+            return
+        except Exception as exc:
+            pytest.fail(f"a failing page raised {type(exc).__name__}, not a SourceError: {exc}")
+        pytest.fail(
+            f"page 2 kept failing, yet list_open returned {len(ids)} tickets as if complete: "
+            "a short snapshot would close the tasks of the missing tickets"
+        )
+
+    # --- check and credentials -------------------------------------------------------------
+
+    def test_check_passes_with_good_options(self, backoffice: KitBackoffice, options: Any) -> None:
+        """`check()` returns quietly when the back-office is reachable and the credentials work."""
+        _run(self._with_adapter(options, lambda adapter: adapter.check()))
+
+    def test_bad_credentials_raise_auth_error(
+        self, backoffice: KitBackoffice, bad_options: Any
+    ) -> None:
+        """`check()` and `list_open()` raise AdapterAuthError on bad credentials."""
+        if not self.remote:
+            pytest.skip("no credentials (remote = False)")
+
+        async def attempt(adapter: SourceAdapter) -> None:
+            await adapter.check()
+
+        for what, run in (
+            ("check()", lambda: _run(self._with_adapter(bad_options, attempt))),
+            ("list_open()", lambda: self.listing(bad_options)),
+        ):
+            try:
+                run()
+            except AdapterAuthError:
+                continue
+            except Exception as exc:
+                pytest.fail(
+                    f"{what} with bad credentials raised {type(exc).__name__}, "
+                    f"not AdapterAuthError: {exc}"
+                )
+            pytest.fail(f"{what} with bad credentials raised nothing")
+
+    def test_no_secret_in_errors(
+        self, backoffice: KitBackoffice, options: Any, bad_options: Any
+    ) -> None:
+        """No error message, and no repr of the options, contains a secret value."""
+        if not self.remote:
+            pytest.skip("no credentials (remote = False)")
+        secrets = _secrets(self.adapter_class.Config.model_validate(options))
+        secrets += _secrets(self.adapter_class.Config.model_validate(bad_options))
+        assert secrets, "the options hold no SecretStr: declare credentials as SecretStr"
+        messages = [repr(self.adapter_class.Config.model_validate(options))]
+        for opts in (bad_options,):
+            try:
+                self.listing(opts)
+            except Exception as exc:
+                messages.append(f"{exc!r} {exc}")
+        backoffice.fail_page(1)
+        try:
+            self.listing(options)
+        except Exception as exc:
+            messages.append(f"{exc!r} {exc}")
+        for message in messages:
+            for secret in secrets:
+                assert secret not in message, (
+                    f"a secret value appears in an error message: {message[:200]!r}"
+                )
+
+    # --- changes_since ---------------------------------------------------------------------
+
+    def _changes(self, adapter: SourceAdapter, cursor: str | None) -> ChangeSet:
+        if not isinstance(adapter, SupportsChanges):
+            pytest.skip("the adapter has no changes_since")
+        return _run(adapter.changes_since(cursor))
+
+    @pytest.fixture
+    def changes_adapter(self, options: Any) -> Iterator[SourceAdapter]:
+        """One adapter instance for a sequence of polls."""
+        adapter = self.make(options)
+        if not isinstance(adapter, SupportsChanges):
+            pytest.skip("the adapter has no changes_since (incremental polling is optional)")
+        yield adapter
+        _run(adapter.aclose())
+
+    def _ids(self, changes: ChangeSet) -> dict[str, bool]:
+        return {t.id: t.is_open for t in changes.tickets}
+
+    def test_changes_are_seen_and_cursors_move_forward(
+        self, backoffice: KitBackoffice, changes_adapter: SourceAdapter
+    ) -> None:
+        """A change and a close after a cursor are returned; an hour later they are not again."""
+        start = self._changes(changes_adapter, None)
+        assert start.cursor is not None, "changes_since(None) must return a cursor to start from"
+        some = sorted(backoffice.open_ids())
+        changed, closed = some[0], some[1]
+        backoffice.advance(1)
+        backoffice.change(changed)
+        backoffice.close(closed)
+        first = self._changes(changes_adapter, start.cursor)
+        seen = self._ids(first)
+        assert seen.get(changed) is True, f"the edited ticket {changed!r} was not returned as open"
+        assert seen.get(closed) is False, f"the closed ticket {closed!r} was not returned as closed"
+        assert first.cursor is not None, "changes_since returned no cursor to resume from"
+
+        # Two hours and two polls later, the first changes are far behind any overlap window.
+        cursor = first.cursor
+        for step in range(2):
+            backoffice.advance(3600)
+            later = sorted(backoffice.open_ids())[-1 - step]
+            backoffice.change(later)
+            polled = self._changes(changes_adapter, cursor)
+            assert later in self._ids(polled), f"a change after the cursor ({later!r}) was missed"
+            assert polled.cursor is not None, "changes_since returned no cursor to resume from"
+            cursor = polled.cursor
+        again = sorted({changed, closed} & set(self._ids(polled)))
+        assert not again, (
+            f"changes made two hours before the cursor came back ({again}): the cursor does not "
+            "move forward"
+        )
+
+    def test_cursors_can_be_resumed(self, backoffice: KitBackoffice, options: Any) -> None:
+        """A new adapter resuming from a stored cursor sees the changes made after it."""
+        first = self.make(options)
+        start = self._changes(first, None)
+        _run(first.aclose())
+        backoffice.advance(1)
+        target = sorted(backoffice.open_ids())[0]
+        backoffice.change(target)
+        resumed = self.make(options)
+        try:
+            changes = self._changes(resumed, start.cursor)
+        finally:
+            _run(resumed.aclose())
+        assert target in self._ids(changes), (
+            "resuming from a stored cursor missed a change made after it"
+        )
