@@ -51,7 +51,9 @@ class SourceAdapter(Protocol):
     """A back-office whose open tickets become Fragment tasks."""
 
     name: ClassVar[str]
-    Config: ClassVar[type[BaseModel]]
+    # A pydantic model (AdapterConfig) validating `sources[].options`; typed loosely so that a
+    # plug-in's own model class satisfies the protocol (class attributes are invariant).
+    Config: ClassVar[type[Any]]
 
     def __init__(self, config: Any, /) -> None: ...
 

@@ -36,7 +36,8 @@ class AdapterInfo:
         """The JSON schema of the adapter's `options`."""
         if self.adapter is None:
             return {}
-        return self.adapter.Config.model_json_schema()
+        schema: dict[str, Any] = self.adapter.Config.model_json_schema()
+        return schema
 
 
 def _contract_problem(obj: object) -> str | None:
