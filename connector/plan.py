@@ -9,8 +9,9 @@ the dry-run all see the same plan.
 
 from __future__ import annotations
 
+import functools
 import uuid
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -18,7 +19,6 @@ from connector.identity import (
     CLOSED_BY_CONNECTOR,
     Markers,
     closed_by_connector,
-    owned_ticket_id,
     task_uid,
 )
 from connector.models import (
@@ -43,7 +43,7 @@ REASON_REOPENED = "ticket reopened"
 REASON_ACTIVITY = "ticket changed after an operator closed the task"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class PlanPolicy:
     """The settings a plan depends on."""
 
@@ -52,20 +52,27 @@ class PlanPolicy:
     static_fields: Fields = field(default_factory=dict)
     reopen: ReopenPolicy = "never"
 
+    @functools.cached_property
+    def normalised_static_fields(self) -> dict[str, JSONValue]:
+        """The static fields, normalised once rather than for every ticket."""
+        return {str(k): normalise(v) for k, v in self.static_fields.items()}
 
-def desired_task(source: str, ticket: Ticket, policy: PlanPolicy) -> DesiredTask:
+
+def desired_task(
+    source: str, ticket: Ticket, policy: PlanPolicy, *, uid: str | None = None
+) -> DesiredTask:
     """The managed content of a ticket's task: title, url, custom and static fields, markers."""
     markers = policy.markers
-    fields: dict[str, JSONValue] = {}
-    fields.update(normalise(dict(policy.static_fields)))
-    fields.update(normalise(dict(ticket.fields)))
+    fields: dict[str, JSONValue] = dict(policy.normalised_static_fields)
+    for key, value in ticket.fields.items():
+        fields[key] = normalise(value)
     fields["title"] = normalise(ticket.title)
     fields["url"] = normalise(ticket.url)
     fields[markers.source] = source
     fields[markers.ticket_id] = ticket.id
     fields[markers.closed_by] = None
     return DesiredTask(
-        uid=task_uid(policy.namespace, source, ticket.id),
+        uid=uid or task_uid(policy.namespace, source, ticket.id),
         source=source,
         ticket_id=ticket.id,
         fields=fields,
@@ -179,7 +186,7 @@ def _changed_after_close(desired: DesiredTask, task: Task) -> bool:
 
 def plan_source(
     source: str,
-    tickets: Iterable[Ticket],
+    tickets: Sequence[Ticket],
     tasks: Mapping[str, Task],
     policy: PlanPolicy,
     *,
@@ -192,19 +199,24 @@ def plan_source(
     With `close_absent` false (an incremental delta), absence from `tickets` closes nothing.
     Tasks that do not carry this source's markers and uid are ignored, whatever the caller passes.
     """
+    namespace, markers = policy.namespace, policy.markers
+    # Each uid is hashed once: the ownership check of a task reuses its ticket's uid.
+    uids = {ticket.id: task_uid(namespace, source, ticket.id) for ticket in tickets}
     owned: dict[str, tuple[str, Task]] = {}
     for uid, task in tasks.items():
-        ticket_id = owned_ticket_id(
-            task, source=source, namespace=policy.namespace, markers=policy.markers
-        )
-        if ticket_id is not None and uid == task.uid:
+        fields = task.fields
+        ticket_id = fields.get(markers.ticket_id)
+        if fields.get(markers.source) != source or not isinstance(ticket_id, str) or not ticket_id:
+            continue
+        expected = uids.get(ticket_id) or task_uid(namespace, source, ticket_id)
+        if expected == uid == task.uid:
             owned[uid] = (ticket_id, task)
 
     actions: list[Action] = []
     unchanged = 0
     seen: set[str] = set()
     for ticket in tickets:
-        desired = desired_task(source, ticket, policy)
+        desired = desired_task(source, ticket, policy, uid=uids[ticket.id])
         seen.add(desired.uid)
         entry = owned.get(desired.uid)
         current = entry[1] if entry else None

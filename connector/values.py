@@ -45,9 +45,17 @@ def parse_timestamp(value: object) -> datetime | None:
 
 def normalise(value: Any) -> JSONValue:
     """A JSON value in canonical form: trimmed strings, `\\n` line ends, integral floats as ints."""
+    kind = type(value)
+    # Exact-type checks first: this runs for every field of every ticket of every cycle.
+    if kind is str:
+        if "\r" in value:
+            value = value.replace("\r\n", "\n").replace("\r", "\n")
+        return value.strip()
+    if kind is int or kind is bool or value is None:
+        return value
     if isinstance(value, str):
-        return value.replace("\r\n", "\n").replace("\r", "\n").strip()
-    if isinstance(value, bool) or value is None or isinstance(value, int):
+        return normalise(str(value))
+    if isinstance(value, bool | int):
         return value
     if isinstance(value, float):
         if math.isfinite(value) and value.is_integer():
@@ -67,8 +75,16 @@ def canonical(value: JSONValue) -> str:
     return json.dumps(normalise(value), sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
+_SCALARS = (str, int, float, bool)
+
+
 def same(left: JSONValue, right: JSONValue) -> bool:
     """Whether two values are equal once normalised; a missing value equals null."""
     if left is None or right is None:
         return left is None and right is None
+    kind = type(left)
+    # Fast path for the common case (Fragment echoes what was sent): same scalar type, equal.
+    # Containers always go the canonical way, since [1] == [True] in Python.
+    if kind is type(right) and kind in _SCALARS and left == right:
+        return True
     return canonical(left) == canonical(right)

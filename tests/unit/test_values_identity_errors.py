@@ -84,3 +84,10 @@ def test_most_severe_exit_code_wins() -> None:
     assert errors.most_severe([2, 3]) == 3
     assert errors.most_severe([0, 2]) == 2
     assert errors.most_severe([]) == 0
+
+
+def test_task_uid_is_uuid5() -> None:
+    """The hand-written uuid5 gives exactly uuid.uuid5's answer."""
+    ns = instance_namespace("acme")
+    for source, ticket_id in [("bo", "T-1"), ("zendesk", "123456"), ("é", "ü/ß 1")]:
+        assert task_uid(ns, source, ticket_id) == str(uuid.uuid5(ns, f"{source}:{ticket_id}"))

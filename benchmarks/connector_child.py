@@ -1,0 +1,80 @@
+"""The connector side of the benchmark, in its own process so its memory and CPU are its own.
+
+Reads one command per line on stdin (`cycle` or `quit`), runs one full reconciliation cycle with
+the same `Reconciler` the daemon uses (one process, state kept across cycles, as in production),
+and prints one JSON line per cycle: wall time, CPU time, plan time, requests by kind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+from connector import plan as plan_module
+from connector.config import load_settings
+from connector.logging import configure_logging
+from connector.cycle import CycleOptions, report_counts
+from connector.runtime import open_runtime
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def main(config: Path) -> None:
+    configure_logging("WARNING")  # stdout carries the results; logs go to stderr
+    settings = load_settings(config)
+    planning = 0.0
+    original = plan_module.plan_source
+
+    def timed_plan(*args, **kwargs):  # type: ignore[no-untyped-def]
+        nonlocal planning
+        began = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            planning += time.perf_counter() - began
+
+    import connector.cycle as cycle_module
+
+    cycle_module.plan_source = timed_plan  # type: ignore[assignment]
+    async with open_runtime(settings) as reconciler:
+        for line in sys.stdin:
+            if line.strip() != "cycle":
+                break
+            planning = 0.0
+            before = reconciler.client.stats.counts.copy()
+            cpu, wall = cpu_seconds(), time.perf_counter()
+            report = await reconciler.run(CycleOptions())
+            wall = time.perf_counter() - wall
+            cpu = cpu_seconds() - cpu
+            counts = reconciler.client.stats.counts - before
+            reads = sum(n for k, n in counts.items() if k.startswith(("GET ", "POST /tasks/query")))
+            source = report.sources[0]
+            print(
+                json.dumps(
+                    {
+                        "ok": source.ok,
+                        "error": source.error,
+                        "wall_s": wall,
+                        "cpu_s": cpu,
+                        "plan_s": planning,
+                        "reads": reads,
+                        "writes": sum(counts.values()) - reads,
+                        "actions": len(source.planned),
+                        "kinds": report_counts(source),
+                        "failed": len(source.failures),
+                        "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                    }
+                ),
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    asyncio.run(main(Path(sys.argv[1])))
