@@ -16,8 +16,8 @@ from pathlib import Path
 
 from connector import plan as plan_module
 from connector.config import load_settings
-from connector.logging import configure_logging
 from connector.cycle import CycleOptions, report_counts
+from connector.logging import configure_logging
 from connector.runtime import open_runtime
 
 

@@ -12,7 +12,9 @@ import httpx
 from connector.identity import instance_namespace, task_uid
 
 
-def run_cycle(base_url: str, token: str, tickets: list[dict[str, object]], *, source: str, instance: str) -> int:
+def run_cycle(
+    base_url: str, token: str, tickets: list[dict[str, object]], *, source: str, instance: str
+) -> int:
     """One naive cycle; returns the number of requests it made."""
     namespace = instance_namespace(instance)
     headers = {"Authorization": f"Bearer {token}", "User-Agent": "naive-benchmark/1"}
@@ -24,7 +26,12 @@ def run_cycle(base_url: str, token: str, tickets: list[dict[str, object]], *, so
             uid = task_uid(namespace, source, ticket_id)
             wanted.add(uid)
             fields = {k: v for k, v in ticket.items() if k not in ("id", "title", "url", "status")}
-            fields.update(title=ticket["title"], url=ticket.get("url"), fc_source=source, fc_ticket_id=ticket_id)
+            fields.update(
+                title=ticket["title"],
+                url=ticket.get("url"),
+                fc_source=source,
+                fc_ticket_id=ticket_id,
+            )
             fields = {k: v for k, v in fields.items() if v is not None}
             answer = http.get(f"tasks/{uid}")
             requests += 1

@@ -116,7 +116,12 @@ def operators_act(sandbox: SandboxServer, backoffice: Backoffice, ratio: float) 
 def write_config(workdir: Path, base_url: str, tickets: Path) -> Path:
     config = {
         "connector": {"instance": INSTANCE},
-        "fragment": {"base_url": base_url, "token": TOKEN, "requests_per_minute": 1e9, "burst": 1000},
+        "fragment": {
+            "base_url": base_url,
+            "token": TOKEN,
+            "requests_per_minute": 1e9,
+            "burst": 1000,
+        },
         "guards": {"close_ratio": 0.5},
         "state": {"url": f"sqlite:///{workdir / 'state.db'}"},
         "sources": [{"name": SOURCE, "adapter": "file", "options": {"path": str(tickets)}}],
@@ -128,8 +133,12 @@ def write_config(workdir: Path, base_url: str, tickets: Path) -> Path:
 
 def minimum(actions: dict[str, int]) -> int:
     """Fewest requests for a cycle's changes: one read, full batches of each write method."""
-    return 1 + math.ceil(actions.get("create", 0) / 100) + math.ceil(
-        (actions.get("update", 0) + actions.get("close", 0) + actions.get("reopen", 0)) / 100
+    return (
+        1
+        + math.ceil(actions.get("create", 0) / 100)
+        + math.ceil(
+            (actions.get("update", 0) + actions.get("close", 0) + actions.get("reopen", 0)) / 100
+        )
     )
 
 
@@ -145,7 +154,11 @@ def bench_size(size: int, churn_cycles: int, naive_max: int, workdir: Path) -> l
         env = {k: v for k, v in os.environ.items() if not k.startswith("FRAGMENT_CONNECTOR")}
         child = subprocess.Popen(
             [sys.executable, str(ROOT / "benchmarks" / "connector_child.py"), str(cfg)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=workdir,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=workdir,
         )
         assert child.stdin and child.stdout
         phases = ["initial", "no-op"] + [f"churn {n + 1}" for n in range(churn_cycles)]
@@ -157,20 +170,38 @@ def bench_size(size: int, churn_cycles: int, naive_max: int, workdir: Path) -> l
             child.stdin.write("cycle\n")
             child.stdin.flush()
             result = json.loads(child.stdout.readline())
-            counts = {r["method"] + " " + r["route"]: r["count"] for r in sandbox.store.request_counts()}
+            counts = {
+                r["method"] + " " + r["route"]: r["count"] for r in sandbox.store.request_counts()
+            }
             writes = sum(n for k, n in counts.items() if k.split()[0] in ("PUT", "PATCH"))
             reads = sum(counts.values()) - writes
             actions = result.get("kinds", {})
             rows.append(
-                Row(size, phase, reads, writes, minimum(actions) if actions else 0,
-                    result["wall_s"], result["cpu_s"], result["plan_s"], result["rss_mb"],
-                    extra={"actions": result["actions"], "failed": result["failed"], "ok": result["ok"]})
+                Row(
+                    size,
+                    phase,
+                    reads,
+                    writes,
+                    minimum(actions) if actions else 0,
+                    result["wall_s"],
+                    result["cpu_s"],
+                    result["plan_s"],
+                    result["rss_mb"],
+                    extra={
+                        "actions": result["actions"],
+                        "failed": result["failed"],
+                        "ok": result["ok"],
+                    },
+                )
             )
-            print(f"  {size:>7} {phase:<9} reads {reads:>5} writes {writes:>4} "
-                  f"wall {result['wall_s']:6.2f}s plan {result['plan_s']:5.2f}s", file=sys.stderr)
+            print(
+                f"  {size:>7} {phase:<9} reads {reads:>5} writes {writes:>4} "
+                f"wall {result['wall_s']:6.2f}s plan {result['plan_s']:5.2f}s",
+                file=sys.stderr,
+            )
         child.stdin.write("quit\n")
         child.stdin.close()
-        _, status, usage = os.wait4(child.pid, 0)
+        _, _status, usage = os.wait4(child.pid, 0)
         peak = usage.ru_maxrss / 1024
         for row in rows:
             row.rss_mb = peak
@@ -191,21 +222,33 @@ def naive_run(sandbox: SandboxServer, size: int, churn_cycles: int, phases: list
         if phase.startswith("churn"):
             backoffice.churn(0.01)
             operators_act(sandbox, backoffice, 0.001)
-        counts.append(naive_cycle(sandbox.base_url, TOKEN, list(backoffice.tickets.values()),
-                                  source=SOURCE, instance=INSTANCE))
+        counts.append(
+            naive_cycle(
+                sandbox.base_url,
+                TOKEN,
+                list(backoffice.tickets.values()),
+                source=SOURCE,
+                instance=INSTANCE,
+            )
+        )
     return counts
 
 
 def print_table(rows: list[Row]) -> None:
-    head = (f"{'tickets':>8} {'cycle':<9} {'reads':>6} {'writes':>6} {'total':>6} {'minimum':>7} "
-            f"{'naive':>7} {'naive/ours':>10} {'wall s':>7} {'cpu s':>6} {'plan s':>6} {'peak RSS MB':>11}")
+    head = (
+        f"{'tickets':>8} {'cycle':<9} {'reads':>6} {'writes':>6} {'total':>6} {'minimum':>7} "
+        f"{'naive':>7} {'naive/ours':>10} {'wall s':>7} {'cpu s':>6} {'plan s':>6} "
+        f"{'peak RSS MB':>11}"
+    )
     print(head)
     print("-" * len(head))
     for r in rows:
         naive = f"{r.naive:>7}" if r.naive is not None else f"{'-':>7}"
         ratio = f"{r.naive / max(r.total, 1):>10.0f}" if r.naive is not None else f"{'-':>10}"
-        print(f"{r.size:>8} {r.phase:<9} {r.reads:>6} {r.writes:>6} {r.total:>6} {r.minimum:>7} "
-              f"{naive} {ratio} {r.wall_s:>7.2f} {r.cpu_s:>6.2f} {r.plan_s:>6.2f} {r.rss_mb:>11.0f}")
+        print(
+            f"{r.size:>8} {r.phase:<9} {r.reads:>6} {r.writes:>6} {r.total:>6} {r.minimum:>7} "
+            f"{naive} {ratio} {r.wall_s:>7.2f} {r.cpu_s:>6.2f} {r.plan_s:>6.2f} {r.rss_mb:>11.0f}"
+        )
 
 
 def chart(rows: list[Row], out: Path) -> None:
@@ -221,20 +264,46 @@ def chart(rows: list[Row], out: Path) -> None:
         return sum(values) / len(values) if values else float("nan")
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
-    left.plot(sizes, [mean([r.total for r in steady[s]]) for s in sizes], "o-", label="fragment-connector")
-    naive = [(s, mean([r.naive for r in steady[s] if r.naive is not None])) for s in sizes
-             if any(r.naive is not None for r in steady[s])]
+    left.plot(
+        sizes, [mean([r.total for r in steady[s]]) for s in sizes], "o-", label="fragment-connector"
+    )
+    naive = [
+        (s, mean([r.naive for r in steady[s] if r.naive is not None]))
+        for s in sizes
+        if any(r.naive is not None for r in steady[s])
+    ]
     if naive:
         left.plot([s for s, _ in naive], [v for _, v in naive], "s-", label="naive client")
-    left.plot(sizes, [mean([r.minimum for r in steady[s]]) for s in sizes], "k:", label="theoretical minimum")
+    left.plot(
+        sizes,
+        [mean([r.minimum for r in steady[s]]) for s in sizes],
+        "k:",
+        label="theoretical minimum",
+    )
     left.axhline(BUDGET, color="red", linestyle="--", label="5-minute budget (300)")
-    left.set(xscale="log", yscale="log", xlabel="open tickets", ylabel="requests per 1%-churn cycle",
-             title="Requests per cycle")
+    left.set(
+        xscale="log",
+        yscale="log",
+        xlabel="open tickets",
+        ylabel="requests per 1%-churn cycle",
+        title="Requests per cycle",
+    )
     left.legend()
-    right.plot(sizes, [mean([r.wall_s for r in steady[s]]) for s in sizes], "o-", label="churn cycle")
-    right.plot(sizes, [mean([r.wall_s for r in rows if r.size == s and r.phase == "no-op"]) for s in sizes],
-               "^-", label="no-op cycle")
-    right.set(xscale="log", xlabel="open tickets", ylabel="seconds (loopback)", title="Wall time per cycle")
+    right.plot(
+        sizes, [mean([r.wall_s for r in steady[s]]) for s in sizes], "o-", label="churn cycle"
+    )
+    right.plot(
+        sizes,
+        [mean([r.wall_s for r in rows if r.size == s and r.phase == "no-op"]) for s in sizes],
+        "^-",
+        label="no-op cycle",
+    )
+    right.set(
+        xscale="log",
+        xlabel="open tickets",
+        ylabel="seconds (loopback)",
+        title="Wall time per cycle",
+    )
     right.legend()
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -245,7 +314,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
     parser.add_argument("--churn-cycles", type=int, default=3)
-    parser.add_argument("--naive-max", type=int, default=10000, help="largest size the naive client runs")
+    parser.add_argument(
+        "--naive-max", type=int, default=10000, help="largest size the naive client runs"
+    )
     parser.add_argument("--workdir", type=Path, default=ROOT / "benchmarks" / "out" / "work")
     args = parser.parse_args()
     rows: list[Row] = []

@@ -100,6 +100,8 @@ class FragmentSection(Section):
     burst: int = Field(5, ge=1)
     timeout: Duration = timedelta(seconds=30)
     retry_deadline: Duration = timedelta(seconds=120)
+    full_listing_every: Duration = timedelta(hours=1)
+    listing_overlap: Duration = timedelta(minutes=5)
 
     @field_validator("base_url")
     @classmethod

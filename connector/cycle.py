@@ -13,6 +13,7 @@ serves `reconcile`, the daemon and the demo.
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -52,6 +53,7 @@ from connector.models import (
 from connector.plan import PlanPolicy, plan_source
 from connector.snapshot import read_snapshot, ticket_problem
 from connector.state import StateStore
+from connector.values import parse_timestamp
 
 log = structlog.get_logger(__name__)
 
@@ -81,6 +83,52 @@ class _Known:
         return {uid: task for uid, (task, _) in self.tasks.items()}
 
 
+@dataclass(frozen=True)
+class Watermark:
+    """How far Fragment has been read for a source: the newest `updated_at` seen in a listing,
+    and when the last full listing of its open tasks was."""
+
+    seen: datetime | None = None
+    full_at: datetime | None = None
+
+    @classmethod
+    def parse(cls, text: str | None) -> Watermark:
+        """From its stored form (absent or unreadable: nothing read yet)."""
+        try:
+            data = json.loads(text) if text else {}
+        except ValueError:
+            data = {}
+        return cls(parse_timestamp(data.get("seen")), parse_timestamp(data.get("full_at")))
+
+    def dump(self) -> str:
+        """The stored form."""
+        return json.dumps(
+            {
+                "seen": self.seen.isoformat() if self.seen else None,
+                "full_at": self.full_at.isoformat() if self.full_at else None,
+            }
+        )
+
+    def full_listing_due(self, settings: Settings) -> bool:
+        """Whether this cycle must list every open task rather than what changed."""
+        if self.seen is None or self.full_at is None:
+            return True
+        return datetime.now(UTC) - self.full_at >= settings.fragment.full_listing_every
+
+    def after(self, listed: Sequence[tuple[Task, str]]) -> Watermark:
+        """Moved forward past the tasks of a listing."""
+        stamps = [t.updated_at for t, _ in listed if t.updated_at is not None]
+        newest = max([*stamps, *([self.seen] if self.seen else [])], default=None)
+        return dataclasses.replace(self, seen=newest)
+
+    def after_full_listing(self, listed: Sequence[tuple[Task, str]]) -> Watermark:
+        """After a full listing that started now."""
+        moved = self.after(listed)
+        return dataclasses.replace(
+            moved, seen=moved.seen or datetime.now(UTC), full_at=datetime.now(UTC)
+        )
+
+
 @dataclass
 class _Inputs:
     """What a cycle planned from: tickets, the tasks known for them, and what was unreadable."""
@@ -91,6 +139,7 @@ class _Inputs:
     complete: bool = True
     open_before: int = 0
     next_cursor: str | None = None
+    watermark: Watermark | None = None
 
 
 class Reconciler:
@@ -158,7 +207,7 @@ class Reconciler:
         requests_before = self.client.stats.total
         try:
             if kind == FULL:
-                inputs = await self._full_inputs(source)
+                inputs = await self._full_inputs(source, dry_run=options.dry_run)
             else:
                 inputs = await self._incremental_inputs(source)
             report = await self._plan_and_apply(source, inputs, options, kind=kind)
@@ -166,6 +215,8 @@ class Reconciler:
                 # Only now: a crash before this line makes the next poll apply them again,
                 # which is harmless; the other order could lose them.
                 self.store.set_cursor(source.name, inputs.next_cursor)
+            if inputs.watermark is not None and report.ok:
+                self.store.set_cursor(f"fragment:{source.name}", inputs.watermark.dump())
         except ConnectorError as exc:
             label = classify(exc)[1]
             log.error(
@@ -196,7 +247,7 @@ class Reconciler:
         )
         return report
 
-    async def _full_inputs(self, source: SourceSection) -> _Inputs:
+    async def _full_inputs(self, source: SourceSection, *, dry_run: bool) -> _Inputs:
         name = source.name
         snapshot = await read_snapshot(
             name,
@@ -204,23 +255,63 @@ class Reconciler:
             progress=lambda n: self.progress(f"{name}: {n:,} tickets read"),
         )
         known = _Known()
-        async for page in self.client.iter_tasks(
-            statuses=OPEN_STATUSES, fields={self.markers.source: name}
-        ):
-            for task in page:
-                ticket_id = self._owned(name, task)
-                if ticket_id is not None:
-                    known.add(task, ticket_id)
-            self.progress(f"{name}: {len(known.tasks):,} open tasks listed")
+        watermark = self._watermark(name)
+        if dry_run or watermark.full_listing_due(self.settings):
+            # A full listing of the open tasks: the truth, and the mirror's periodic repair.
+            # A dry-run always takes it, so that it writes nothing, not even the mirror.
+            listed = await self._list(name, known, statuses=OPEN_STATUSES)
+            if not dry_run:
+                self.store.remember(name, listed, self.markers)
+                unseen = self.store.mark_unseen(name, set(known.tasks))
+                watermark = watermark.after_full_listing(listed)
+                log.info("fragment.full_listing", source=name, open=len(listed), unseen=unseen)
+        else:
+            # Only what changed in Fragment since the last listing (any status), then the mirror.
+            assert watermark.seen is not None  # full_listing_due() is true without one
+            since = watermark.seen - self.settings.fragment.listing_overlap
+            changed = await self._list(name, _Known(), statuses=(), updated_at_after=since)
+            self.store.remember(name, changed, self.markers)
+            known.tasks = self.store.open_tasks(name)
+            watermark = watermark.after(changed)
         open_before = len(known.tasks)
-        await self._resolve(name, [t for t in snapshot.tickets if t.is_open], known)
+        await self._resolve(
+            name, [t for t in snapshot.tickets if t.is_open], known, dry_run=dry_run
+        )
         return _Inputs(
             tickets=snapshot.tickets,
             known=known,
             invalid=snapshot.invalid,
             complete=snapshot.complete,
             open_before=open_before,
+            watermark=None if dry_run else watermark,
         )
+
+    async def _list(
+        self,
+        source: str,
+        known: _Known,
+        *,
+        statuses: Sequence[TaskStatus],
+        updated_at_after: datetime | None = None,
+    ) -> list[tuple[Task, str]]:
+        """The source's tasks as Fragment lists them (added to `known` when open)."""
+        listed: list[tuple[Task, str]] = []
+        async for page in self.client.iter_tasks(
+            statuses=statuses,
+            fields={self.markers.source: source},
+            updated_at_after=updated_at_after,
+        ):
+            for task in page:
+                ticket_id = self._owned(source, task)
+                if ticket_id is not None:
+                    listed.append((task, ticket_id))
+                    if task.is_open:
+                        known.add(task, ticket_id)
+            self.progress(f"{source}: {len(listed):,} tasks listed")
+        return listed
+
+    def _watermark(self, source: str) -> Watermark:
+        return Watermark.parse(self.store.get_cursor(f"fragment:{source}"))
 
     async def _incremental_inputs(self, source: SourceSection) -> _Inputs:
         name = source.name
@@ -255,7 +346,9 @@ class Reconciler:
             next_cursor=changes.cursor,
         )
 
-    async def _resolve(self, source: str, tickets: Sequence[Ticket], known: _Known) -> None:
+    async def _resolve(
+        self, source: str, tickets: Sequence[Ticket], known: _Known, *, dry_run: bool = False
+    ) -> None:
         """Find the tasks of tickets missing from `known`: DONE, not yet listed, or absent.
 
         The index answers for tasks it saw DONE; Fragment is asked about every other uid, so a
@@ -282,10 +375,15 @@ class Reconciler:
             # closed may be re-created, which is logged so the operator knows.
             log.warning("fragment.query_unavailable", source=source, error=str(exc))
             return
+        resolved = []
         for task in found:
             ticket_id = self._owned(source, task)
             if ticket_id is not None:
                 known.add(task, ticket_id)
+                resolved.append((task, ticket_id))
+        if dry_run:
+            return
+        self.store.remember(source, resolved, self.markers)
         gone = [uid for uid in unknown if uid not in known.tasks and uid in entries]
         if gone:
             self.store.forget(gone)
@@ -347,9 +445,8 @@ class Reconciler:
             should_stop=self.should_stop,
             progress=applied,
         )
-        seen = list(inputs.known.tasks.values())
-        seen += [(task, action.ticket_id) for action, task in result.applied if task is not None]
-        self.store.remember(name, seen, self.markers)
+        written = [(task, action.ticket_id) for action, task in result.applied if task is not None]
+        self.store.remember(name, written, self.markers)
         if isinstance(result.fatal, FragmentAuthError):
             raise result.fatal
         for failure in result.failures:

@@ -42,7 +42,21 @@ task_index = sa.Table(
     sa.Column("closed_by_connector", sa.Boolean, nullable=False, default=False),
     sa.Column("done_at", sa.String(32)),
     sa.Column("updated_at", sa.String(32)),
+    # Fragment's view of the task's fields (canonical JSON) and due date: the mirror that lets a
+    # cycle read only what changed in Fragment since the last one.
+    sa.Column("fields", sa.Text),
+    sa.Column("due_at", sa.String(32)),
 )
+
+meta = sa.Table(
+    "fc_meta",
+    metadata,
+    sa.Column("key", sa.String(32), primary_key=True),
+    sa.Column("value", sa.String(64), nullable=False),
+)
+
+# Bumped when a table changes shape; an older store is dropped and rebuilt (it is a cache).
+SCHEMA_VERSION = "2"
 
 
 cursors = sa.Table(
@@ -69,6 +83,8 @@ runs = sa.Table(
 )
 
 HISTORY_PER_SOURCE = 50
+UNSEEN = "UNSEEN"  # status of a mirror entry Fragment no longer lists as open
+_OPEN_VALUES = (TaskStatus.TODO.value, TaskStatus.STARTED.value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +109,7 @@ class IndexEntry:
     uid: str
     source: str
     ticket_id: str
-    status: TaskStatus
+    status: TaskStatus | None  # None: Fragment stopped listing it as open, state unknown
     closed_by_connector: bool
     done_at: datetime | None
 
@@ -102,7 +118,8 @@ class IndexEntry:
         fields: dict[str, str] = {markers.source: self.source, markers.ticket_id: self.ticket_id}
         if self.closed_by_connector:
             fields[markers.closed_by] = "connector"
-        return Task(uid=self.uid, status=self.status, fields=fields, done_at=self.done_at)
+        status = self.status or TaskStatus.DONE
+        return Task(uid=self.uid, status=status, fields=fields, done_at=self.done_at)
 
 
 def _chunks(items: list[str]) -> Iterator[list[str]]:
@@ -122,12 +139,25 @@ class StateStore:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         try:
             self._engine = sa.create_engine(parsed)
-            metadata.create_all(self._engine)
+            self._migrate()
         except (SQLAlchemyError, ImportError, OSError) as exc:
             raise StateError(f"cannot open the state store: {exc}") from None
         self._insert: Any = (
             postgresql.insert if self._engine.dialect.name == "postgresql" else sqlite.insert
         )
+
+    def _migrate(self) -> None:
+        metadata.create_all(self._engine)
+        with self._engine.begin() as conn:
+            version = conn.execute(
+                sa.select(meta.c.value).where(meta.c.key == "schema")
+            ).scalar_one_or_none()
+        if version == SCHEMA_VERSION:
+            return
+        metadata.drop_all(self._engine)
+        metadata.create_all(self._engine)
+        with self._engine.begin() as conn:
+            conn.execute(sa.insert(meta), [{"key": "schema", "value": SCHEMA_VERSION}])
 
     def close(self) -> None:
         """Release the database connections."""
@@ -146,7 +176,7 @@ class StateStore:
                             uid=row.uid,
                             source=row.source,
                             ticket_id=row.ticket_id,
-                            status=TaskStatus(row.status),
+                            status=None if row.status == UNSEEN else TaskStatus(row.status),
                             closed_by_connector=bool(row.closed_by_connector),
                             done_at=parse_timestamp(row.done_at),
                         )
@@ -165,6 +195,8 @@ class StateStore:
                 "closed_by_connector": closed_by_connector(task, markers),
                 "done_at": task.done_at.isoformat() if task.done_at else None,
                 "updated_at": task.updated_at.isoformat() if task.updated_at else None,
+                "fields": json.dumps(task.fields, sort_keys=True, separators=(",", ":")),
+                "due_at": task.due_at.isoformat() if task.due_at else None,
             }
             for task, ticket_id in tasks
         ]
@@ -175,7 +207,14 @@ class StateStore:
             index_elements=[task_index.c.uid],
             set_={
                 name: statement.excluded[name]
-                for name in ("status", "closed_by_connector", "done_at", "updated_at")
+                for name in (
+                    "status",
+                    "closed_by_connector",
+                    "done_at",
+                    "updated_at",
+                    "fields",
+                    "due_at",
+                )
             },
         )
         try:
@@ -185,10 +224,59 @@ class StateStore:
         except SQLAlchemyError as exc:
             raise StateError(f"cannot write the task index: {exc}") from None
 
+    def open_tasks(self, source: str) -> dict[str, tuple[Task, str]]:
+        """The source's tasks the mirror last saw open: uid -> (task, ticket id)."""
+        columns = task_index.c
+        query = sa.select(
+            columns.uid,
+            columns.ticket_id,
+            columns.status,
+            columns.fields,
+            columns.due_at,
+            columns.updated_at,
+        ).where(columns.source == source, columns.status.in_(_OPEN_VALUES))
+        found: dict[str, tuple[Task, str]] = {}
+        try:
+            with self._engine.connect() as conn:
+                for row in conn.execute(query):
+                    if row.fields is None:
+                        continue
+                    task = Task(
+                        uid=row.uid,
+                        status=TaskStatus(row.status),
+                        fields=json.loads(row.fields),
+                        due_at=parse_timestamp(row.due_at),
+                        updated_at=parse_timestamp(row.updated_at),
+                    )
+                    found[row.uid] = (task, row.ticket_id)
+        except SQLAlchemyError as exc:
+            raise StateError(f"cannot read the task index: {exc}") from None
+        return found
+
+    def mark_unseen(self, source: str, seen: set[str]) -> int:
+        """After a full listing of open tasks: those the mirror had open but Fragment did not
+        list are no longer known to be open (closed or deleted there); returns how many."""
+        columns = task_index.c
+        query = sa.select(columns.uid).where(
+            columns.source == source, columns.status.in_(_OPEN_VALUES)
+        )
+        try:
+            with self._engine.begin() as conn:
+                stale = [row.uid for row in conn.execute(query) if row.uid not in seen]
+                for chunk in _chunks(stale):
+                    conn.execute(
+                        sa.update(task_index)
+                        .where(columns.uid.in_(chunk))
+                        .values(status=UNSEEN, fields=None)
+                    )
+        except SQLAlchemyError as exc:
+            raise StateError(f"cannot write the task index: {exc}") from None
+        return len(stale)
+
     def count_open(self, source: str) -> int:
         """How many of a source's tasks the index last saw open."""
         query = sa.select(sa.func.count()).where(
-            task_index.c.source == source, task_index.c.status != TaskStatus.DONE.value
+            task_index.c.source == source, task_index.c.status.in_(_OPEN_VALUES)
         )
         try:
             with self._engine.connect() as conn:
