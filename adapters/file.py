@@ -92,7 +92,7 @@ def _records(text: str, fmt: str) -> Iterator[Record]:
                 )
             )
     elif fmt == "jsonl":
-        for number, line in enumerate(text.splitlines(), start=1):
+        for number, line in enumerate(io.StringIO(text), start=1):
             if not line.strip():
                 continue
             try:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from typing import Any, ClassVar, Protocol, TypeVar
 
 import pytest
@@ -126,20 +126,30 @@ class AdapterConformance:
         adapter: SourceAdapter = self.adapter_class(config)
         return adapter
 
-    async def _listing(self, options: Any) -> list[Ticket | InvalidRecord]:
+    async def _listing(self, options: Any, limit: int) -> list[Ticket | InvalidRecord]:
         adapter = self.make(options)
+        items: list[Ticket | InvalidRecord] = []
         try:
-            return [item async for item in adapter.list_open()]
+            async for item in adapter.list_open():
+                items.append(item)
+                if len(items) > limit:
+                    pytest.fail(
+                        f"list_open yielded more than {limit} records and was still going: a "
+                        "pagination loop (a repeated page token or cursor?)"
+                    )
         finally:
             await adapter.aclose()
+        return items
 
-    def listing(self, options: Any) -> list[Ticket | InvalidRecord]:
-        """Everything `list_open` yields."""
-        return _run(self._listing(options))
+    def listing(self, options: Any, *, limit: int = 100_000) -> list[Ticket | InvalidRecord]:
+        """Everything `list_open` yields (a listing past `limit` records fails the test)."""
+        return _run(self._listing(options, limit))
 
-    def open_ticket_ids(self, options: Any) -> list[str]:
+    def open_ticket_ids(self, options: Any, backoffice: KitBackoffice) -> list[str]:
         """The ids of the open tickets a snapshot yields, in order."""
-        return [t.id for t in self.listing(options) if isinstance(t, Ticket) and t.is_open]
+        limit = 10 * len(backoffice.open_ids()) + 100
+        items = self.listing(options, limit=limit)
+        return [t.id for t in items if isinstance(t, Ticket) and t.is_open]
 
     async def _with_adapter(
         self, options: Any, use: Callable[[SourceAdapter], Coroutine[Any, Any, T]]
@@ -157,13 +167,9 @@ class AdapterConformance:
     ) -> None:
         """A snapshot yields exactly the open tickets, fetched over several pages."""
         before = backoffice.listing_requests()
-        ids = self.open_ticket_ids(options)
+        ids = self.open_ticket_ids(options, backoffice)
         pages = backoffice.listing_requests() - before
         expected = backoffice.open_ids()
-        assert pages >= 2 or not self.paginated, (
-            f"the listing took {pages} request(s): give the fake back-office more tickets than "
-            "one page holds, so the kit can check pagination"
-        )
         missing = sorted(expected - set(ids))
         extra = sorted(set(ids) - expected)
         assert not missing, (
@@ -172,20 +178,24 @@ class AdapterConformance:
         assert not extra, (
             f"the snapshot holds {len(extra)} tickets that are not open, e.g. {extra[:5]}"
         )
+        assert pages >= 2 or not self.paginated, (
+            f"the listing took {pages} request(s): give the fake back-office more tickets than "
+            "one page holds, so the kit can check pagination"
+        )
 
     def test_ids_are_unique_and_stable(self, backoffice: KitBackoffice, options: Any) -> None:
         """No id appears twice in a snapshot, and two snapshots give the same ids."""
-        first = self.open_ticket_ids(options)
+        first = self.open_ticket_ids(options, backoffice)
         repeated = sorted(i for i, n in Counter(first).items() if n > 1)
         assert not repeated, (
             f"ticket ids repeated within one snapshot: {repeated[:5]} (overlapping pages?)"
         )
-        second = self.open_ticket_ids(options)
+        second = self.open_ticket_ids(options, backoffice)
         assert sorted(first) == sorted(second), "two snapshots of unchanged data gave different ids"
 
     def test_tickets_map_to_valid_tasks(self, backoffice: KitBackoffice, options: Any) -> None:
         """Every ticket is one Fragment accepts: text id, non-empty title, JSON fields."""
-        items = self.listing(options)
+        items = self.listing(options, limit=10 * len(backoffice.open_ids()) + 100)
         assert items, "the snapshot is empty: seed the fake back-office with open tickets"
         for item in items:
             if isinstance(item, InvalidRecord):
@@ -199,7 +209,7 @@ class AdapterConformance:
             pytest.skip("not a remote back-office (remote = False)")
         backoffice.rate_limit_next(1)
         try:
-            ids = self.open_ticket_ids(options)
+            ids = self.open_ticket_ids(options, backoffice)
         except SourceError as exc:
             pytest.fail(f"one rate-limited answer made the listing fail instead of waiting: {exc}")
         assert set(ids) == backoffice.open_ids(), (
@@ -212,7 +222,7 @@ class AdapterConformance:
             pytest.skip("no pages (paginated = False)")
         backoffice.fail_page(2)
         try:
-            ids = self.open_ticket_ids(options)
+            ids = self.open_ticket_ids(options, backoffice)
         except SourceError:
             return
         except Exception as exc:
@@ -281,69 +291,86 @@ class AdapterConformance:
 
     # --- changes_since ---------------------------------------------------------------------
 
-    def _changes(self, adapter: SourceAdapter, cursor: str | None) -> ChangeSet:
-        if not isinstance(adapter, SupportsChanges):
-            pytest.skip("the adapter has no changes_since")
-        return _run(adapter.changes_since(cursor))
-
-    @pytest.fixture
-    def changes_adapter(self, options: Any) -> Iterator[SourceAdapter]:
-        """One adapter instance for a sequence of polls."""
+    def _polls(
+        self, options: Any, scenario: Callable[[SupportsChanges], Coroutine[Any, Any, None]]
+    ) -> None:
+        """Run a sequence of polls on one adapter, in one event loop (its client lives there)."""
         adapter = self.make(options)
         if not isinstance(adapter, SupportsChanges):
             pytest.skip("the adapter has no changes_since (incremental polling is optional)")
-        yield adapter
-        _run(adapter.aclose())
 
-    def _ids(self, changes: ChangeSet) -> dict[str, bool]:
+        async def run() -> None:
+            try:
+                await scenario(adapter)
+            finally:
+                await adapter.aclose()
+
+        _run(run())
+
+    @staticmethod
+    def _ids(changes: ChangeSet) -> dict[str, bool]:
         return {t.id: t.is_open for t in changes.tickets}
 
     def test_changes_are_seen_and_cursors_move_forward(
-        self, backoffice: KitBackoffice, changes_adapter: SourceAdapter
+        self, backoffice: KitBackoffice, options: Any
     ) -> None:
-        """A change and a close after a cursor are returned; an hour later they are not again."""
-        start = self._changes(changes_adapter, None)
-        assert start.cursor is not None, "changes_since(None) must return a cursor to start from"
-        some = sorted(backoffice.open_ids())
-        changed, closed = some[0], some[1]
-        backoffice.advance(1)
-        backoffice.change(changed)
-        backoffice.close(closed)
-        first = self._changes(changes_adapter, start.cursor)
-        seen = self._ids(first)
-        assert seen.get(changed) is True, f"the edited ticket {changed!r} was not returned as open"
-        assert seen.get(closed) is False, f"the closed ticket {closed!r} was not returned as closed"
-        assert first.cursor is not None, "changes_since returned no cursor to resume from"
+        """A change and a close after a cursor are returned; two hours later, not again."""
 
-        # Two hours and two polls later, the first changes are far behind any overlap window.
-        cursor = first.cursor
-        for step in range(2):
-            backoffice.advance(3600)
-            later = sorted(backoffice.open_ids())[-1 - step]
-            backoffice.change(later)
-            polled = self._changes(changes_adapter, cursor)
-            assert later in self._ids(polled), f"a change after the cursor ({later!r}) was missed"
-            assert polled.cursor is not None, "changes_since returned no cursor to resume from"
-            cursor = polled.cursor
-        again = sorted({changed, closed} & set(self._ids(polled)))
-        assert not again, (
-            f"changes made two hours before the cursor came back ({again}): the cursor does not "
-            "move forward"
-        )
+        async def scenario(adapter: SupportsChanges) -> None:
+            start = await adapter.changes_since(None)
+            assert start.cursor is not None, (
+                "changes_since(None) must return a cursor to start from"
+            )
+            some = sorted(backoffice.open_ids())
+            changed, closed = some[0], some[1]
+            backoffice.advance(1)
+            backoffice.change(changed)
+            backoffice.close(closed)
+            first = await adapter.changes_since(start.cursor)
+            seen = self._ids(first)
+            assert seen.get(changed) is True, (
+                f"the edited ticket {changed!r} was not returned as open"
+            )
+            assert seen.get(closed) is False, (
+                f"the closed ticket {closed!r} was not returned as closed"
+            )
+            assert first.cursor is not None, "changes_since returned no cursor to resume from"
+            # Two hours and two polls later, the first changes are far behind any overlap window.
+            cursor, polled = first.cursor, first
+            for step in range(2):
+                backoffice.advance(3600)
+                later = sorted(backoffice.open_ids())[-1 - step]
+                backoffice.change(later)
+                polled = await adapter.changes_since(cursor)
+                assert later in self._ids(polled), (
+                    f"a change after the cursor ({later!r}) was missed"
+                )
+                assert polled.cursor is not None, "changes_since returned no cursor to resume from"
+                cursor = polled.cursor
+            again = sorted({changed, closed} & set(self._ids(polled)))
+            assert not again, (
+                f"changes made two hours before the cursor came back ({again}): the cursor does "
+                "not move forward"
+            )
+
+        self._polls(options, scenario)
 
     def test_cursors_can_be_resumed(self, backoffice: KitBackoffice, options: Any) -> None:
         """A new adapter resuming from a stored cursor sees the changes made after it."""
-        first = self.make(options)
-        start = self._changes(first, None)
-        _run(first.aclose())
+        stored: list[str | None] = []
+
+        async def first(adapter: SupportsChanges) -> None:
+            stored.append((await adapter.changes_since(None)).cursor)
+
+        self._polls(options, first)
         backoffice.advance(1)
         target = sorted(backoffice.open_ids())[0]
         backoffice.change(target)
-        resumed = self.make(options)
-        try:
-            changes = self._changes(resumed, start.cursor)
-        finally:
-            _run(resumed.aclose())
-        assert target in self._ids(changes), (
-            "resuming from a stored cursor missed a change made after it"
-        )
+
+        async def resumed(adapter: SupportsChanges) -> None:
+            changes = await adapter.changes_since(stored[0])
+            assert target in self._ids(changes), (
+                "resuming from a stored cursor missed a change made after it"
+            )
+
+        self._polls(options, resumed)

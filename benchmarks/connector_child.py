@@ -45,8 +45,11 @@ async def main(config: Path) -> None:
     cycle_module.plan_source = timed_plan  # type: ignore[assignment]
     async with open_runtime(settings) as reconciler:
         for line in sys.stdin:
-            if line.strip() != "cycle":
+            command = line.strip()
+            if command not in ("cycle", "cycle-full"):
                 break
+            if command == "cycle-full":  # as when `fragment.full_listing_every` has passed
+                reconciler.store.set_cursor("fragment:backoffice", None)
             planning = 0.0
             before = reconciler.client.stats.counts.copy()
             cpu, wall = cpu_seconds(), time.perf_counter()

@@ -101,7 +101,7 @@ class FragmentSection(Section):
     timeout: Duration = timedelta(seconds=30)
     retry_deadline: Duration = timedelta(seconds=120)
     full_listing_every: Duration = timedelta(hours=1)
-    listing_overlap: Duration = timedelta(minutes=5)
+    listing_overlap: Duration = timedelta(minutes=2)
 
     @field_validator("base_url")
     @classmethod

@@ -11,6 +11,7 @@ runs for `fragment-connector status`; losing those is harmless too.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -186,8 +187,9 @@ class StateStore:
 
     def remember(self, source: str, tasks: Iterable[tuple[Task, str]], markers: Markers) -> None:
         """Record (task, ticket id) pairs as Fragment last showed them."""
-        rows = [
-            {
+
+        def row(task: Task, ticket_id: str) -> dict[str, Any]:
+            return {
                 "uid": task.uid,
                 "source": source,
                 "ticket_id": ticket_id,
@@ -198,10 +200,7 @@ class StateStore:
                 "fields": json.dumps(task.fields, sort_keys=True, separators=(",", ":")),
                 "due_at": task.due_at.isoformat() if task.due_at else None,
             }
-            for task, ticket_id in tasks
-        ]
-        if not rows:
-            return
+
         statement = self._insert(task_index)
         statement = statement.on_conflict_do_update(
             index_elements=[task_index.c.uid],
@@ -217,10 +216,13 @@ class StateStore:
                 )
             },
         )
+        pending = iter(tasks)
         try:
             with self._engine.begin() as conn:
-                for start in range(0, len(rows), _CHUNK):
-                    conn.execute(statement, rows[start : start + _CHUNK])
+                # Rows are built a chunk at a time: 100k of them at once would double the memory
+                # a large backlog already takes.
+                while chunk := [row(t, i) for t, i in itertools.islice(pending, _CHUNK)]:
+                    conn.execute(statement, chunk)
         except SQLAlchemyError as exc:
             raise StateError(f"cannot write the task index: {exc}") from None
 

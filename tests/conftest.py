@@ -16,6 +16,8 @@ import yaml
 
 from connector.sandbox import SandboxConfig, SandboxServer
 
+pytest_plugins = ["pytester"]
+
 TOKEN = "sbx-secret-7f3a9c"
 
 

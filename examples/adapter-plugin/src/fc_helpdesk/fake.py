@@ -113,7 +113,9 @@ class HelpdeskBackoffice:
         )
 
     async def me(self, request: Request) -> JSONResponse:
-        return self._refuse(request) or JSONResponse({"agent": "kit", "role": "admin"})
+        return self._refuse(request) or JSONResponse(
+            {"agent": "kit", "role": "admin", "server_time": self.now.isoformat()}
+        )
 
     async def list_tickets(self, request: Request) -> JSONResponse:
         refused = self._refuse(request)

@@ -1,0 +1,86 @@
+"""Deliberately broken variants of the example Helpdesk adapter: each must fail the kit."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from fc_helpdesk import HelpdeskAdapter
+
+from adapters.base import AdapterUnavailable, ChangeSet, InvalidRecord, Ticket
+from adapters.http import get_json
+
+
+class DuplicateIds(HelpdeskAdapter):
+    """Yields its first ticket twice (overlapping pages)."""
+
+    async def list_open(self) -> AsyncIterator[Ticket | InvalidRecord]:
+        first = None
+        async for item in super().list_open():
+            first = first or item
+            yield item
+        if first is not None:
+            yield first
+
+
+class LostPage(HelpdeskAdapter):
+    """Stops after the first page, as if it misread the page signal."""
+
+    async def list_open(self) -> AsyncIterator[Ticket | InvalidRecord]:
+        body = await get_json(
+            self.client,
+            "tickets",
+            params={"status": ["open", "pending"], "per_page": self.options.per_page},
+        )
+        for n, record in enumerate(body["tickets"]):
+            yield self.mapper.map(record, f"ticket {n}")
+
+
+class RepeatedPageToken(HelpdeskAdapter):
+    """Hand-rolled paging that asks for the same page again and again."""
+
+    async def list_open(self) -> AsyncIterator[Ticket | InvalidRecord]:
+        while True:  # the bug: the page parameter never advances
+            body = await get_json(
+                self.client, "tickets", params={"page": 1, "per_page": self.options.per_page}
+            )
+            for n, record in enumerate(body["tickets"]):
+                yield self.mapper.map(record, f"ticket {n}")
+            if body.get("next_page") is None:
+                return
+
+
+class NonMonotonicCursor(HelpdeskAdapter):
+    """Returns the cursor it was given: every poll starts from the beginning again."""
+
+    async def changes_since(self, cursor: str | None) -> ChangeSet:
+        changes = await super().changes_since(cursor)
+        return ChangeSet(tickets=changes.tickets, cursor=cursor or changes.cursor)
+
+
+class WrongAuthError(HelpdeskAdapter):
+    """Reports refused credentials as an outage."""
+
+    async def check(self) -> None:
+        try:
+            await super().check()
+        except Exception as exc:
+            raise AdapterUnavailable(f"helpdesk is down: {exc}") from None
+
+    async def list_open(self) -> AsyncIterator[Ticket | InvalidRecord]:
+        try:
+            async for item in super().list_open():
+                yield item
+        except Exception as exc:
+            raise AdapterUnavailable(f"helpdesk is down: {exc}") from None
+
+
+class SecretInError(HelpdeskAdapter):
+    """Puts its token in an error message."""
+
+    async def list_open(self) -> AsyncIterator[Ticket | InvalidRecord]:
+        token = self.options.token.get_secret_value()
+        try:
+            async for item in super().list_open():
+                yield item
+        except Exception as exc:
+            raise type(exc)(f"listing with token {token} failed: {exc}") from None
