@@ -178,6 +178,56 @@ def run(state: CliState) -> int:
 
 @cli.command()
 @config_option
+@click.argument("source")
+@click.argument("ticket_id")
+@click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.pass_obj
+def explain(state: CliState, source: str, ticket_id: str, output: str) -> int:
+    """Why a ticket's task is as it is, and what the next cycle would do with it."""
+    settings = state.settings()
+    section = settings.source(source)
+
+    async def run() -> dict[str, Any]:
+        async with open_runtime(settings, only_source=source) as reconciler:
+            return await reconciler.explain(section, ticket_id)
+
+    found = asyncio.run(run())
+    if output == "json":
+        click.echo(json.dumps(found, default=str))
+        return EXIT_OK
+    ticket = found["ticket"]
+    if ticket:
+        state_word = "open" if ticket["is_open"] else "closed"
+        where = f"{state_word} in the back-office, title {ticket['title']!r}"
+    else:
+        where = "not in the back-office's snapshot (solved, deleted, or never existed)"
+    click.echo(f"ticket   {source}/{ticket_id}: {where}")
+    for record in found["invalid_records"]:
+        click.echo(f"         unreadable at {record['position']}: {record['reason']}")
+    click.echo(f"uid      {found['uid']}")
+    task = found["task"]
+    if task is None:
+        click.echo("task     none in Fragment")
+    else:
+        closed_by = task["fields"].get(settings.connector.markers.closed_by)
+        by = f" (closed by {closed_by})" if closed_by else ""
+        mine = "" if task["owned"] else " — NOT the connector's (markers do not match)"
+        click.echo(f"task     {task['status']}{by}, updated {task['updated_at']}{mine}")
+    index = found["index"]
+    if index is not None:
+        click.echo(
+            f"index    last seen {index['status']}, missing from {index['misses']} snapshot(s)"
+        )
+    if not found["snapshot_complete"]:
+        click.echo("snapshot incomplete this cycle (unreadable records): no closes for this source")
+    click.echo(f"next     {found['next_cycle']}")
+    for key, (old, new) in found["changes"].items():
+        click.echo(f"         {key}: {old!r} → {new!r}")
+    return EXIT_OK
+
+
+@cli.command()
+@config_option
 @click.option("--limit", default=20, show_default=True, help="How many recent runs to show.")
 @click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.pass_obj

@@ -130,6 +130,7 @@ class GuardsSection(Section):
 
     close_ratio: float = Field(0.3, ge=0, le=1)
     close_min: int = Field(20, ge=0)
+    close_after_misses: int = Field(1, ge=1)
 
 
 class StateSection(Section):

@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import structlog
 
@@ -140,6 +141,7 @@ class _Inputs:
     open_before: int = 0
     next_cursor: str | None = None
     watermark: Watermark | None = None
+    misses: Mapping[str, int] = field(default_factory=dict)
 
 
 class Reconciler:
@@ -170,6 +172,7 @@ class Reconciler:
             markers=self.markers,
             static_fields=source.task.fields,
             reopen=source.reopen,
+            close_after_misses=self.settings.guards.close_after_misses,
         )
 
     def _owned(self, source: str, task: Task) -> str | None:
@@ -184,7 +187,10 @@ class Reconciler:
         if options.only_source is not None:
             sources = [self.settings.source(options.only_source)]
         reports = []
+        orphaned: dict[str, int] = {}
         with structlog.contextvars.bound_contextvars(run_id=run_id):
+            if options.only_source is None:
+                orphaned = self.orphaned_sources()
             for source in sources:
                 reports.append(await self.reconcile_source(source, options))
         return CycleReport(
@@ -194,7 +200,92 @@ class Reconciler:
             started_at=started,
             finished_at=datetime.now(UTC),
             requests=dict(self.client.stats.counts - before),
+            orphaned=orphaned,
         )
+
+    async def explain(self, source: SourceSection, ticket_id: str) -> dict[str, Any]:
+        """Why a ticket's task is as it is, and what the next full cycle would do with it."""
+        name = source.name
+        uid = task_uid(self.namespace, name, ticket_id)
+        snapshot = await read_snapshot(name, self.adapters[name])
+        ticket = next((t for t in snapshot.tickets if t.id == ticket_id), None)
+        invalid = [r for r in snapshot.invalid if r.ticket_id == ticket_id]
+        task = await self.client.get_task(uid)
+        owned = task is not None and self._owned(name, task) == ticket_id
+        entry = self.store.lookup([uid]).get(uid)
+        misses = self.store.misses(name).get(uid, 0)
+        plan = plan_source(
+            name,
+            [ticket] if ticket else [],
+            {uid: task} if task is not None and owned else {},
+            self._policy(source),
+            kept_ticket_ids={ticket_id} if invalid else (),
+            misses={uid: misses} if misses else None,
+        )
+        action = plan.actions[0] if plan.actions else None
+        if action is not None and action.kind is ActionKind.CLOSE and not snapshot.complete:
+            decision = "nothing: the snapshot is incomplete this cycle, so no task is closed"
+        elif action is not None:
+            decision = f"{action.kind.value}: {action.reason}"
+            if action.kind is ActionKind.CLOSE:
+                decision += " (subject to the mass-close guard of the whole cycle)"
+        elif task is not None and not owned:
+            decision = (
+                "nothing: a task with this uid exists but does not carry this source's markers"
+            )
+        elif task is not None and not task.is_open and ticket and ticket.is_open:
+            decision = "nothing: an operator closed the task; their decision stands"
+        elif uid in plan.misses:
+            decision = (
+                f"nothing yet: missing from {plan.misses[uid]} snapshot(s), closes after "
+                f"{self.settings.guards.close_after_misses}"
+            )
+        else:
+            decision = "nothing: the task already matches the ticket"
+        return {
+            "source": name,
+            "ticket_id": ticket_id,
+            "uid": uid,
+            "ticket": None if ticket is None else dataclasses.asdict(ticket),
+            "invalid_records": [dataclasses.asdict(r) for r in invalid],
+            "snapshot_complete": snapshot.complete,
+            "task": None
+            if task is None
+            else {
+                "status": task.status.value,
+                "fields": dict(task.fields),
+                "updated_at": task.updated_at,
+                "owned": owned,
+            },
+            "index": None
+            if entry is None
+            else {
+                "status": entry.status.value if entry.status else "unknown",
+                "closed_by_connector": entry.closed_by_connector,
+                "misses": misses,
+            },
+            "next_cycle": decision,
+            "changes": {k: [old, new] for k, (old, new) in action.changes.items()}
+            if action
+            else {},
+        }
+
+    def orphaned_sources(self) -> dict[str, int]:
+        """Sources the index holds open tasks of but the config no longer names; warned about.
+
+        Their tasks are left exactly as they are: removing a source from the config must never
+        read as "all its tickets were solved".
+        """
+        configured = {s.name for s in self.settings.sources}
+        orphaned = {n: c for n, c in self.store.sources().items() if n not in configured and c}
+        for name, count in orphaned.items():
+            log.warning(
+                "source.orphaned",
+                source=name,
+                open_tasks=count,
+                action="left as they are; add the source back, or close them in Fragment",
+            )
+        return orphaned
 
     async def reconcile_source(
         self, source: SourceSection, options: CycleOptions, *, kind: str = FULL
@@ -217,6 +308,12 @@ class Reconciler:
                 self.store.set_cursor(source.name, inputs.next_cursor)
             if inputs.watermark is not None and report.ok:
                 self.store.set_cursor(f"fragment:{source.name}", inputs.watermark.dump())
+            plan = report.plan
+            # Miss counts move only on complete snapshots: absence from a partial one proves
+            # nothing.
+            counted = kind == FULL and report.applied and inputs.complete
+            if counted and plan is not None and (plan.misses or inputs.misses):
+                self.store.set_misses(source.name, plan.misses)
         except ConnectorError as exc:
             label = classify(exc)[1]
             log.error(
@@ -277,6 +374,7 @@ class Reconciler:
         await self._resolve(
             name, [t for t in snapshot.tickets if t.is_open], known, dry_run=dry_run
         )
+        misses = self.store.misses(name) if self.settings.guards.close_after_misses > 1 else {}
         return _Inputs(
             tickets=snapshot.tickets,
             known=known,
@@ -284,6 +382,7 @@ class Reconciler:
             complete=snapshot.complete,
             open_before=open_before,
             watermark=None if dry_run else watermark,
+            misses=misses,
         )
 
     async def _list(
@@ -399,6 +498,7 @@ class Reconciler:
             self._policy(source),
             kept_ticket_ids={r.ticket_id for r in inputs.invalid if r.ticket_id is not None},
             close_absent=kind == FULL,
+            misses=inputs.misses,
         )
         refusals = guard_plan(
             plan,

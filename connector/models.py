@@ -125,6 +125,7 @@ class Plan:
     source: str
     actions: tuple[Action, ...] = ()
     unchanged: int = 0
+    misses: Mapping[str, int] = field(default_factory=dict)
 
     def of_kind(self, kind: ActionKind) -> tuple[Action, ...]:
         """The actions of one kind, in plan order."""
@@ -186,3 +187,4 @@ class CycleReport:
     started_at: datetime
     finished_at: datetime
     requests: Mapping[str, int] = field(default_factory=dict)
+    orphaned: Mapping[str, int] = field(default_factory=dict)

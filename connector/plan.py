@@ -51,6 +51,7 @@ class PlanPolicy:
     markers: Markers = field(default_factory=Markers)
     static_fields: Fields = field(default_factory=dict)
     reopen: ReopenPolicy = "never"
+    close_after_misses: int = 1
 
     @functools.cached_property
     def normalised_static_fields(self) -> dict[str, JSONValue]:
@@ -192,16 +193,21 @@ def plan_source(
     *,
     kept_ticket_ids: Collection[str] = (),
     close_absent: bool = True,
+    misses: Mapping[str, int] | None = None,
 ) -> Plan:
     """Plan the writes that make `tasks` (uid -> task) match `tickets` for one source.
 
     `kept_ticket_ids` are tickets seen but unreadable this cycle: their tasks are left as they are.
     With `close_absent` false (an incremental delta), absence from `tickets` closes nothing.
+    `misses` counts the consecutive earlier snapshots each task's ticket was missing from; a task
+    is closed once that reaches `policy.close_after_misses` (the plan's `misses` carries on the
+    counts of those not closed yet).
     Tasks that do not carry this source's markers and uid are ignored, whatever the caller passes.
     """
     namespace, markers = policy.namespace, policy.markers
     # Each uid is hashed once: the ownership check of a task reuses its ticket's uid.
     uids = {ticket.id: task_uid(namespace, source, ticket.id) for ticket in tickets}
+    misses = misses or {}
     owned: dict[str, tuple[str, Task]] = {}
     for uid, task in tasks.items():
         fields = task.fields
@@ -238,14 +244,25 @@ def plan_source(
 
     kept = {task_uid(policy.namespace, source, ticket_id) for ticket_id in kept_ticket_ids}
     closes = []
+    still_missing: dict[str, int] = {}
     for uid, (ticket_id, task) in owned.items():
         if uid in seen or not task.is_open:
             continue
         if uid in kept or not close_absent:
             unchanged += 1
             continue
-        closes.append(
-            close_action(source, ticket_id, task, reason=REASON_ABSENT, markers=policy.markers)
-        )
+        count = misses.get(uid, 0) + 1
+        if count < policy.close_after_misses:
+            # Not yet: a ticket missing from one snapshot may be a back-office hiccup.
+            still_missing[uid] = count
+            unchanged += 1
+            continue
+        reason = REASON_ABSENT if count == 1 else f"{REASON_ABSENT} {count} times in a row"
+        closes.append(close_action(source, ticket_id, task, reason=reason, markers=policy.markers))
     closes.sort(key=lambda a: a.ticket_id)
-    return Plan(source=source, actions=(*actions, *closes), unchanged=unchanged)
+    return Plan(
+        source=source,
+        actions=(*actions, *closes),
+        unchanged=unchanged,
+        misses=still_missing,
+    )

@@ -77,6 +77,7 @@ def report_json(report: CycleReport) -> dict[str, Any]:
         "exit_code": cycle_exit_code(report),
         "counts": _total_counts(report),
         "requests": {"total": total, "reads": reads, "writes": total - reads},
+        "orphaned_sources": dict(report.orphaned),
         "sources": [
             {
                 "name": s.name,
@@ -173,6 +174,14 @@ def write_text(report: CycleReport, out: IO[str]) -> None:
     )
     for source in report.sources:
         _source_text(source, console)
+    for name, count in report.orphaned.items():
+        console.print(
+            Text(
+                f"note: source {name!r} is no longer in the config; its {count} open tasks are "
+                "left as they are",
+                "yellow",
+            )
+        )
     total = _total_counts(report)
     summary = ", ".join(f"{total[k]} {k}" for k in _KINDS)
     requests = sum(report.requests.values())

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,6 +47,8 @@ task_index = sa.Table(
     # cycle read only what changed in Fragment since the last one.
     sa.Column("fields", sa.Text),
     sa.Column("due_at", sa.String(32)),
+    # Consecutive complete snapshots the task's ticket was missing from (guards.close_after_misses).
+    sa.Column("misses", sa.Integer, nullable=False, default=0),
 )
 
 meta = sa.Table(
@@ -57,7 +59,7 @@ meta = sa.Table(
 )
 
 # Bumped when a table changes shape; an older store is dropped and rebuilt (it is a cache).
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
 
 
 cursors = sa.Table(
@@ -274,6 +276,49 @@ class StateStore:
         except SQLAlchemyError as exc:
             raise StateError(f"cannot write the task index: {exc}") from None
         return len(stale)
+
+    def misses(self, source: str) -> dict[str, int]:
+        """The tasks whose ticket was missing from the last snapshot(s): uid -> count."""
+        columns = task_index.c
+        query = sa.select(columns.uid, columns.misses).where(
+            columns.source == source, columns.misses > 0
+        )
+        try:
+            with self._engine.connect() as conn:
+                return {row.uid: row.misses for row in conn.execute(query)}
+        except SQLAlchemyError as exc:
+            raise StateError(f"cannot read the task index: {exc}") from None
+
+    def set_misses(self, source: str, counts: Mapping[str, int]) -> None:
+        """After a complete snapshot: these counts, and zero for every other task of the source."""
+        columns = task_index.c
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(
+                    sa.update(task_index)
+                    .where(columns.source == source, columns.misses > 0)
+                    .values(misses=0)
+                )
+                for uid, count in counts.items():
+                    conn.execute(
+                        sa.update(task_index).where(columns.uid == uid).values(misses=count)
+                    )
+        except SQLAlchemyError as exc:
+            raise StateError(f"cannot write the task index: {exc}") from None
+
+    def sources(self) -> dict[str, int]:
+        """Every source the index holds tasks of, with how many it last saw open."""
+        columns = task_index.c
+        query = (
+            sa.select(columns.source, sa.func.count())
+            .where(columns.status.in_(_OPEN_VALUES))
+            .group_by(columns.source)
+        )
+        try:
+            with self._engine.connect() as conn:
+                return {row[0]: int(row[1]) for row in conn.execute(query)}
+        except SQLAlchemyError as exc:
+            raise StateError(f"cannot read the task index: {exc}") from None
 
     def count_open(self, source: str) -> int:
         """How many of a source's tasks the index last saw open."""
