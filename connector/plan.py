@@ -35,6 +35,7 @@ from connector.models import (
 from connector.values import format_timestamp, normalise, same
 
 ReopenPolicy = Literal["never", "on_activity"]
+_SCALARS = frozenset({str, int, float, bool, type(None)})
 
 REASON_NEW = "new ticket"
 REASON_ABSENT = "absent from snapshot"
@@ -86,8 +87,12 @@ def desired_task(
 def field_changes(desired: DesiredTask, task: Task) -> dict[str, tuple[JSONValue, JSONValue]]:
     """The managed values that differ between a task and what it should hold, as (old, new)."""
     changes: dict[str, tuple[JSONValue, JSONValue]] = {}
+    fields = task.fields
     for key, value in desired.fields.items():
-        current = task.fields.get(key)
+        current = fields.get(key)
+        # Inline fast path (most values come back exactly as sent); `same` has the full rules.
+        if current == value and type(current) is type(value) and type(value) in _SCALARS:
+            continue
         if not same(current, value):
             changes[key] = (current, value)
     if desired.due_at is not None:
