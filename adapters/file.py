@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import csv
-import io
 import json
 from collections.abc import AsyncIterator, Iterator, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TextIO
 
 from pydantic import Field
 
@@ -30,7 +29,7 @@ from adapters.base import (
     InvalidRecord,
     Ticket,
 )
-from connector.values import parse_timestamp
+from connector.values import compact, parse_timestamp
 
 OWN_KEYS = frozenset({"id", "title", "url", "due_at", "assignee_email", "updated_at", "status"})
 Record = tuple[str, Mapping[str, Any] | None, str | None]
@@ -71,10 +70,11 @@ def _format_of(options: FileOptions) -> str:
     return "json"
 
 
-def _records(text: str, fmt: str) -> Iterator[Record]:
+def _records(stream: TextIO, fmt: str) -> Iterator[Record]:
+    # JSON Lines and CSV are read line by line: a 100k-ticket file never sits in memory whole.
     if fmt == "json":
         try:
-            data = json.loads(text)
+            data = json.loads(stream.read())
         except json.JSONDecodeError as exc:
             raise AdapterDataError(f"not valid JSON: {exc.msg} at line {exc.lineno}") from None
         if isinstance(data, dict) and isinstance(data.get("tickets"), list):
@@ -92,7 +92,7 @@ def _records(text: str, fmt: str) -> Iterator[Record]:
                 )
             )
     elif fmt == "jsonl":
-        for number, line in enumerate(io.StringIO(text), start=1):
+        for number, line in enumerate(stream, start=1):
             if not line.strip():
                 continue
             try:
@@ -105,7 +105,7 @@ def _records(text: str, fmt: str) -> Iterator[Record]:
             else:
                 yield f"line {number}", None, f"expected an object, got {type(item).__name__}"
     else:
-        reader = csv.DictReader(io.StringIO(text, newline=""))
+        reader = csv.DictReader(stream)
         if reader.fieldnames is None:
             return
         for row in reader:
@@ -210,7 +210,7 @@ class FileAdapter:
                 id=ticket_id,
                 title=title,
                 url=_optional_text(data, "url"),
-                fields={k: v for k, v in data.items() if k not in OWN_KEYS},
+                fields=compact({k: v for k, v in data.items() if k not in OWN_KEYS}),
                 updated_at=_timestamp(data, "updated_at"),
                 is_open=is_open,
                 due_at=_timestamp(data, "due_at"),
@@ -261,9 +261,27 @@ class FileAdapter:
 
     async def list_open(self) -> AsyncIterator[Ticket | InvalidRecord]:
         """Every record of the file: open tickets, closed ones (to close at once), bad records."""
-        text = await self._read()
-        for position, record, problem in _records(text, _format_of(self.options)):
-            if record is None:
-                yield InvalidRecord(position, problem or "unreadable record")
-                continue
-            yield self.to_ticket(record, position)
+        path = self.options.path
+        try:
+            stream = path.open(encoding=self.options.encoding, newline="")
+        except FileNotFoundError:
+            raise AdapterUnavailable(f"ticket file not found: {path}") from None
+        except IsADirectoryError:
+            raise AdapterConfigError(f"ticket file is a directory: {path}") from None
+        except OSError as exc:
+            raise AdapterUnavailable(f"cannot read ticket file {path}: {exc}") from None
+        with stream:
+            try:
+                for count, (position, record, problem) in enumerate(
+                    _records(stream, _format_of(self.options)), start=1
+                ):
+                    if record is None:
+                        yield InvalidRecord(position, problem or "unreadable record")
+                    else:
+                        yield self.to_ticket(record, position)
+                    if count % 1000 == 0:
+                        await asyncio.sleep(0)  # a long file must not starve the event loop
+            except UnicodeDecodeError as exc:
+                raise AdapterDataError(
+                    f"ticket file {path} is not {self.options.encoding}: {exc}"
+                ) from None

@@ -823,18 +823,24 @@ async def paginate(
     max_pages: int = 100_000,
     method: str = "GET",
     body: Any = None,
+    total: Callable[[Any], Any] | None = None,
 ) -> AsyncIterator[Any]:
     """Yield the records of every page in order, or raise: never a silently short listing.
 
     A page request identical to one already sent, or a page whose records equal the previous
     page's (a server ignoring the page parameter), raises AdapterDataError("pagination loop");
     going past `max_pages` raises AdapterDataError too. `body` is sent as JSON (e.g. with
-    `method="POST"` searches).
+    `method="POST"` searches). With `total` (reading the API's record count from a page body),
+    a count that changes while paging, or a listing that ends with another number of records,
+    raises AdapterDataError: offset and page-number paging over data that changes meanwhile
+    silently skips records, and a skipped open ticket would have its task closed.
     """
     page: PageRequest | None = paginator.first(url, params, body)
     sent: set[tuple[str, bytes]] = set()
     previous: Sequence[Any] = ()
     number = 0
+    promised: int | None = None
+    delivered = 0
     while page is not None:
         number += 1
         url_only, query = _query_in_params(page.url, page.params)
@@ -858,7 +864,23 @@ async def paginate(
                 f"pagination loop: {where} ({page.label}) repeated the records of page "
                 f"{number - 1}; does the server ignore the page parameter?"
             )
+        if total is not None:
+            count = _read(total, data, "the total")
+            if not isinstance(count, int) or isinstance(count, bool):
+                raise AdapterDataError(f"{where}: the total is not an integer")
+            if promised is not None and count != promised:
+                raise AdapterDataError(
+                    f"the listing changed while it was paged (total {promised} on page 1, "
+                    f"{count} on {where}): records may have been skipped; try again"
+                )
+            promised = count
+        delivered += len(items)
         for item in items:
             yield item
         previous = items
         page = paginator.next(page, response, data, len(items))
+    if promised is not None and delivered != promised:
+        raise AdapterDataError(
+            f"the listing announced {promised} records and delivered {delivered}: records "
+            "were skipped or repeated while paging"
+        )

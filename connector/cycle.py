@@ -116,18 +116,17 @@ class Watermark:
             return True
         return datetime.now(UTC) - self.full_at >= settings.fragment.full_listing_every
 
-    def after(self, listed: Sequence[tuple[Task, str]]) -> Watermark:
-        """Moved forward past the tasks of a listing."""
-        stamps = [t.updated_at for t, _ in listed if t.updated_at is not None]
-        newest = max([*stamps, *([self.seen] if self.seen else [])], default=None)
+    def after(self, newest: datetime | None) -> Watermark:
+        """Moved forward to the newest `updated_at` of a listing (never backwards)."""
+        if newest is None or (self.seen is not None and newest <= self.seen):
+            return self
         return dataclasses.replace(self, seen=newest)
 
-    def after_full_listing(self, listed: Sequence[tuple[Task, str]]) -> Watermark:
+    def after_full_listing(self, newest: datetime | None) -> Watermark:
         """After a full listing that started now."""
-        moved = self.after(listed)
-        return dataclasses.replace(
-            moved, seen=moved.seen or datetime.now(UTC), full_at=datetime.now(UTC)
-        )
+        moved = self.after(newest)
+        now = datetime.now(UTC)
+        return dataclasses.replace(moved, seen=moved.seen or now, full_at=now)
 
 
 @dataclass
@@ -356,20 +355,23 @@ class Reconciler:
         if dry_run or watermark.full_listing_due(self.settings):
             # A full listing of the open tasks: the truth, and the mirror's periodic repair.
             # A dry-run always takes it, so that it writes nothing, not even the mirror.
-            listed = await self._list(name, known, statuses=OPEN_STATUSES)
+            newest, count = await self._list(
+                name, known, statuses=OPEN_STATUSES, remember=not dry_run
+            )
             if not dry_run:
-                self.store.remember(name, listed, self.markers)
                 unseen = self.store.mark_unseen(name, set(known.tasks))
-                watermark = watermark.after_full_listing(listed)
-                log.info("fragment.full_listing", source=name, open=len(listed), unseen=unseen)
+                watermark = watermark.after_full_listing(newest)
+                log.info("fragment.full_listing", source=name, open=count, unseen=unseen)
         else:
-            # Only what changed in Fragment since the last listing (any status), then the mirror.
+            # Only what changed in Fragment since the last listing (any status), remembered page
+            # by page (after a large write it can hold most of the backlog), then the mirror.
             assert watermark.seen is not None  # full_listing_due() is true without one
             since = watermark.seen - self.settings.fragment.listing_overlap
-            changed = await self._list(name, _Known(), statuses=(), updated_at_after=since)
-            self.store.remember(name, changed, self.markers)
+            newest, _ = await self._list(
+                name, None, statuses=(), updated_at_after=since, remember=True
+            )
+            watermark = watermark.after(newest)
             known.tasks = self.store.open_tasks(name)
-            watermark = watermark.after(changed)
         open_before = len(known.tasks)
         await self._resolve(
             name, [t for t in snapshot.tickets if t.is_open], known, dry_run=dry_run
@@ -388,26 +390,38 @@ class Reconciler:
     async def _list(
         self,
         source: str,
-        known: _Known,
+        known: _Known | None,
         *,
         statuses: Sequence[TaskStatus],
         updated_at_after: datetime | None = None,
-    ) -> list[tuple[Task, str]]:
-        """The source's tasks as Fragment lists them (added to `known` when open)."""
-        listed: list[tuple[Task, str]] = []
+        remember: bool,
+    ) -> tuple[datetime | None, int]:
+        """List the source's tasks: open ones into `known`, every page into the mirror.
+
+        Returns the newest `updated_at` seen and how many tasks were listed.
+        """
+        newest: datetime | None = None
+        count = 0
         async for page in self.client.iter_tasks(
             statuses=statuses,
             fields={self.markers.source: source},
             updated_at_after=updated_at_after,
         ):
+            owned = []
             for task in page:
                 ticket_id = self._owned(source, task)
-                if ticket_id is not None:
-                    listed.append((task, ticket_id))
-                    if task.is_open:
-                        known.add(task, ticket_id)
-            self.progress(f"{source}: {len(listed):,} tasks listed")
-        return listed
+                if ticket_id is None:
+                    continue
+                owned.append((task, ticket_id))
+                if known is not None and task.is_open:
+                    known.add(task, ticket_id)
+                if task.updated_at is not None and (newest is None or task.updated_at > newest):
+                    newest = task.updated_at
+            if remember:
+                self.store.remember(source, owned, self.markers)
+            count += len(owned)
+            self.progress(f"{source}: {count:,} tasks listed")
+        return newest, count
 
     def _watermark(self, source: str) -> Watermark:
         return Watermark.parse(self.store.get_cursor(f"fragment:{source}"))

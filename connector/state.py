@@ -27,7 +27,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from connector.errors import ConfigError, StateError
 from connector.identity import Markers, closed_by_connector
 from connector.models import Task, TaskStatus
-from connector.values import parse_timestamp
+from connector.values import compact, parse_timestamp
 
 _CHUNK = 500
 
@@ -248,7 +248,7 @@ class StateStore:
                     task = Task(
                         uid=row.uid,
                         status=TaskStatus(row.status),
-                        fields=json.loads(row.fields),
+                        fields=compact(json.loads(row.fields)),
                         due_at=parse_timestamp(row.due_at),
                         updated_at=parse_timestamp(row.updated_at),
                     )

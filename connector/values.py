@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from datetime import UTC, datetime
 from typing import Any
 
@@ -88,3 +89,19 @@ def same(left: JSONValue, right: JSONValue) -> bool:
     if kind is type(right) and kind in _SCALARS and left == right:
         return True
     return canonical(left) == canonical(right)
+
+
+_SHORT = 24
+
+
+def compact(fields: dict[str, Any]) -> dict[str, Any]:
+    """The same dict with its keys and short text values interned.
+
+    A 100k-ticket backlog repeats the same few keys ("title", "fc_source"...) and values ("FR",
+    "normal") 100k times; each JSON document decoded separately would keep its own copies.
+    """
+    intern = sys.intern
+    return {
+        intern(k): intern(v) if type(v) is str and len(v) <= _SHORT else v
+        for k, v in fields.items()
+    }

@@ -35,7 +35,7 @@ from connector.errors import (
 )
 from connector.fragment.pacing import TokenBucket
 from connector.models import JSONValue, Task, TaskStatus
-from connector.values import format_timestamp, parse_timestamp
+from connector.values import compact, format_timestamp, parse_timestamp
 
 log = structlog.get_logger(__name__)
 
@@ -200,7 +200,7 @@ def parse_task(data: object) -> Task:
     return Task(
         uid=uid,
         status=status,
-        fields=fields,
+        fields=compact(fields),
         due_at=parse_timestamp(data.get("due_at")),
         updated_at=parse_timestamp(data.get("updated_at")),
         done_at=parse_timestamp(data.get("done_at")),

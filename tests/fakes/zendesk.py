@@ -1,8 +1,8 @@
 """A fake Zendesk Support account: the endpoints the `zendesk` adapter uses, as Zendesk answers.
 
-    GET /api/v2/users/me[.json]              the agent behind the credentials
-    GET /api/v2/search/export[.json]         ?query=&filter[type]=ticket&page[size]=&page[after]=
-    GET /api/v2/incremental/tickets/cursor[.json]   ?start_time= | ?cursor=  [&per_page=&exclude_deleted=]
+    GET /api/v2/users/me[.json]                     the agent behind the credentials
+    GET /api/v2/search/export[.json]                ?query=&filter[type]=&page[size]=&page[after]=
+    GET /api/v2/incremental/tickets/cursor[.json]   ?start_time= | ?cursor=  [&per_page=]
 
 Follows developer.zendesk.com (Search > Export Search Results; Incremental Exports and "Using
 the Incremental Export API"; Rate limits) and the recordings in
@@ -184,7 +184,7 @@ class ZendeskFake(FakeServer):
     def _refuse(self, request: Request, *, me: bool = False) -> Response | None:
         """The answer to give instead of the endpoint's, if any (no account, 429, 401)."""
         if not self.exists:
-            page = "<html><head><title>Oops! This help center no longer exists</title></head></html>"
+            page = "<html><head><title>Oops! This help center no longer exists</title></head>"
             return HTMLResponse(page, 404, headers={"date": self.clock.http_date()})
         if self.take_rate_limit():
             headers = {**self._headers(remaining=0), "retry-after": "1", "ratelimit-reset": "1"}
@@ -397,11 +397,9 @@ def _search_predicate(query: str) -> Callable[[dict[str, Any]], bool]:
     for term in query.split():
         if term == "type:ticket":
             continue
-        for symbol, compare in _COMPARISONS.items():
-            name, found, value = term.partition(symbol)
-            if found:
-                break
-        if not found or name != "status" or value not in rank:
+        symbol = next((s for s in _COMPARISONS if s in term), None)
+        name, _, value = term.partition(symbol or " ")
+        if symbol is None or name != "status" or value not in rank:
             raise ValueError(f"the fake does not understand the search term {term!r}")
-        tests.append((compare, rank[value]))
+        tests.append((_COMPARISONS[symbol], rank[value]))
     return lambda t: t["status"] in rank and all(c(rank[t["status"]], b) for c, b in tests)

@@ -830,3 +830,29 @@ def test_a_policy_needs_attempts_and_a_deadline() -> None:
         RetryPolicy(attempts=0)
     with pytest.raises(ValueError, match="deadline"):
         RetryPolicy(deadline=0)
+
+
+async def test_total_catches_offset_drift(server: Backoffice) -> None:
+    """With `total`, a record closed while an offset listing is paged fails the listing."""
+    records = [{"id": n} for n in range(10)]
+
+    def listing(request: Any, n: int) -> JSONResponse:
+        offset = int(request.query_params["offset"])
+        limit = int(request.query_params["limit"])
+        page = records[offset : offset + limit]
+        body = {"data": page, "total": len(records)}
+        if offset == 0:
+            del records[0]  # closed after page 1 was served: every later offset shifts by one
+        return JSONResponse(body)
+
+    server.on("/drift", listing)
+    async with make_client(server.url) as client:
+        with pytest.raises(AdapterDataError, match="changed while it was paged"):
+            async for _ in paginate(
+                client,
+                "/drift",
+                Offset(limit=4),
+                records=lambda b: b["data"],
+                total=lambda b: b["total"],
+            ):
+                pass
