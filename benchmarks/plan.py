@@ -12,9 +12,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from connector.identity import instance_namespace  # noqa: E402
-from connector.models import Task, TaskStatus, Ticket  # noqa: E402
-from connector.plan import PlanPolicy, desired_task, plan_source  # noqa: E402
+from connector.identity import instance_namespace
+from connector.models import Task, TaskStatus, Ticket
+from connector.plan import PlanPolicy, desired_task, plan_source
 
 
 def main() -> None:

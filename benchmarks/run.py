@@ -201,7 +201,8 @@ def bench_size(size: int, churn_cycles: int, naive_max: int, workdir: Path) -> l
                 )
             )
             print(
-                f"  {size:>7} {phase:<9} rss {result['rss_mb']:5.0f} MB reads {reads:>5} writes {writes:>4} "
+                f"  {size:>7} {phase:<9} rss {result['rss_mb']:5.0f} MB "
+                f"reads {reads:>5} writes {writes:>4} "
                 f"wall {result['wall_s']:6.2f}s plan {result['plan_s']:5.2f}s",
                 file=sys.stderr,
             )
