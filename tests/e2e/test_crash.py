@@ -64,7 +64,7 @@ def test_killed_mid_creates_then_rerun_converges(workspace: Workspace, lose_stat
     if lose_state:
         workspace.state_path.unlink(missing_ok=True)
     workspace.sandbox.store.set_faults(Faults())
-    code, report = workspace.reconcile_json()
+    code, _ = workspace.reconcile_json()
     assert code == 0
     assert_exact(workspace, {f"T-{n}" for n in range(500)})
     code, again = workspace.reconcile_json()
