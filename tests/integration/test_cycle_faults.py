@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 
 import pytest
@@ -136,3 +137,45 @@ async def test_cycle_over_the_real_rate_limit_meets_no_429(workspace: Workspace)
     assert cycle_exit_code(report) == 0
     assert sum(report.requests.values()) >= 20
     assert not any(key.endswith(" 429") for key in report.requests)
+
+
+async def test_slow_responses_past_the_timeout_are_retried(workspace: Workspace) -> None:
+    """Answers slower than the client's timeout are retried; the cycle still converges."""
+    workspace.write_tickets(make_tickets(30))
+    workspace.write_config(
+        fragment={
+            "base_url": workspace.sandbox.base_url,
+            "requests_per_minute": 100000,
+            "burst": 100,
+            "timeout": "0.3s",
+            "retry_deadline": "20s",
+        }
+    )
+    rules = (FailRule("PUT", "/tasks/batch", "lost", 1),)
+    workspace.sandbox.store.set_faults(Faults(latency_s=0.5, fail_next=rules))
+    first = cycle(workspace)
+    task = asyncio.ensure_future(first)
+    await asyncio.sleep(1.5)  # every request times out while the latency lasts
+    workspace.sandbox.store.set_faults(Faults())
+    report = await task
+    assert cycle_exit_code(report) == 0
+    assert any(key.endswith(("ReadTimeout", "RemoteProtocolError")) for key in report.requests)
+    assert_exact(workspace, {f"T-{n}" for n in range(30)})
+
+
+async def test_back_office_duplicates_and_bad_records(workspace: Workspace) -> None:
+    """Duplicate ids and bad records: reported, their tasks left alone, no closes, rest applied."""
+    workspace.write_tickets(make_tickets(10))
+    await cycle(workspace)
+    tickets = make_tickets(8)  # T-8, T-9 vanish, but the snapshot is not trustworthy:
+    tickets.append(dict(tickets[0]))  # T-0 twice
+    tickets.append({"id": "T-3", "title": "x" * 1001})  # T-3 again, title too long
+    tickets += make_tickets(2, start=20)
+    workspace.write_tickets(tickets)
+    report = await cycle(workspace)
+    (source,) = report.sources
+    reasons = {(r.ticket_id, r.reason) for r in source.invalid_records}
+    assert ("T-0", "duplicate ticket id in one snapshot") in reasons
+    assert ("T-3", "the title has 1001 characters; Fragment takes at most 1000") in reasons
+    assert cycle_exit_code(report) == 3  # the closes of T-8/T-9 were refused
+    assert_exact(workspace, {f"T-{n}" for n in range(10)} | {"T-20", "T-21"})
