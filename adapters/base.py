@@ -74,7 +74,11 @@ class SourceAdapter(Protocol):
 
 @runtime_checkable
 class SupportsChanges(Protocol):
-    """Optional capability: tickets changed since a cursor, for incremental polling."""
+    """Optional capability: tickets changed since a cursor, for incremental polling.
+
+    An adapter whose polling depends on its options (a query that may be left out) also
+    defines a `polls_changes` property; when it is false the daemon does not schedule polls.
+    """
 
     async def changes_since(self, cursor: str | None) -> ChangeSet:
         """Tickets changed since `cursor` (None: from now on), with the cursor to resume from."""

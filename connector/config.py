@@ -256,7 +256,35 @@ def read_config_file(path: Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
-    return data
+    expanded: dict[str, Any] = expand_environment(data, where="")
+    return expanded
+
+
+_ENV_REFERENCE = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+
+
+def expand_environment(value: Any, *, where: str) -> Any:
+    """Replace every string value that is exactly `${NAME}` by that environment variable.
+
+    This is how an adapter's secrets (`sources[].options`) stay out of the file: the
+    FRAGMENT_CONNECTOR__... overlay cannot address items of the `sources` list.
+    """
+    if isinstance(value, str):
+        match = _ENV_REFERENCE.match(value)
+        if match is None:
+            return value
+        name = match.group(1)
+        if name not in os.environ:
+            raise ConfigError(f"{where or '(top level)'}: environment variable {name} is not set")
+        return os.environ[name]
+    if isinstance(value, dict):
+        return {
+            k: expand_environment(v, where=f"{where}.{k}" if where else str(k))
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [expand_environment(v, where=f"{where}.{n}") for n, v in enumerate(value)]
+    return value
 
 
 def format_validation_error(error: ValidationError, *, prefix: str = "") -> str:

@@ -102,7 +102,9 @@ class Daemon:
             adapter = self.reconciler.adapters[source.name]
             if plan.incremental is None:
                 continue
-            if not isinstance(adapter, SupportsChanges):
+            if not isinstance(adapter, SupportsChanges) or not getattr(
+                adapter, "polls_changes", True
+            ):
                 log.info("daemon.no_incremental", source=source.name, adapter=source.adapter)
                 continue
             every = plan.incremental.total_seconds()

@@ -11,11 +11,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpcore  # noqa: F401 - imported before any pytester run, see below
+import httpx  # noqa: F401
 import pytest
 import yaml
 
 from connector.sandbox import SandboxConfig, SandboxServer
 
+# The kit's tests run pytest in-process (pytester), which drops the modules first imported
+# inside that run when it ends; httpx/httpcore re-imported afterwards no longer match the
+# exception classes httpx had already mapped. Importing them here keeps them loaded for good.
 pytest_plugins = ["pytester"]
 
 TOKEN = "sbx-secret-7f3a9c"

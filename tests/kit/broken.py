@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from fc_helpdesk import HelpdeskAdapter
-
 from adapters.base import AdapterUnavailable, ChangeSet, InvalidRecord, Ticket
 from adapters.http import get_json
+from fc_helpdesk import HelpdeskAdapter
 
 
 class DuplicateIds(HelpdeskAdapter):

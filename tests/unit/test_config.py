@@ -98,3 +98,20 @@ def test_top_level_must_be_a_mapping(tmp_path: Path) -> None:
     """A YAML list at the top level is refused with a clear message."""
     with pytest.raises(ConfigError, match="top level must be a mapping"):
         load_settings(write(tmp_path, "- a\n- b\n"))
+
+
+def test_environment_references_in_values(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A value that is exactly ${NAME} is read from the environment; a missing one is an error."""
+    path = write(
+        tmp_path,
+        "sources: [{name: s, adapter: file, "
+        "options: {path: '${TICKETS}', note: 'a ${TICKETS}'}}]\n",
+    )
+    monkeypatch.setenv("TICKETS", "/data/tickets.json")
+    options = load_settings(path).sources[0].options
+    assert options == {"path": "/data/tickets.json", "note": "a ${TICKETS}"}
+    monkeypatch.delenv("TICKETS")
+    with pytest.raises(
+        ConfigError, match=r"sources\.0\.options\.path: environment variable TICKETS is not set"
+    ):
+        load_settings(path)

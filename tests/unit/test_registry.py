@@ -88,10 +88,9 @@ def test_unusable_adapter_is_a_config_error(plugins: Path) -> None:
     """Naming a broken or unknown adapter in the config is a ConfigError with the reason."""
     with pytest.raises(ConfigError, match="'crashes' from fc-plugins-demo is unusable"):
         adapter_class("crashes")
-    with pytest.raises(
-        ConfigError, match=r"unknown adapter 'nope' \(installed: file, good"
-    ) as caught:
+    with pytest.raises(ConfigError, match=r"unknown adapter 'nope' \(installed: ") as caught:
         adapter_class("nope")
+    assert "good" in str(caught.value) and "file" in str(caught.value)
     assert "crashes" not in str(caught.value)  # only usable adapters are offered
 
 

@@ -97,4 +97,3 @@ class HelpdeskAdapter:
             if server_time is None or record["updated_at"] > server_time:
                 server_time = record["updated_at"]
         return ChangeSet(tickets=tuple(tickets), cursor=server_time or cursor)
-

@@ -1,8 +1,9 @@
 """A fake "Helpdesk" back-office for tests: its JSON API served over a real socket.
 
     GET /api/v2/me                                 the agent behind the token (401 otherwise)
-    GET /api/v2/tickets?status=open&page=N&per_page=K   {"tickets": [...], "next_page": N+1 | null}
-    GET /api/v2/changes?since=ISO&page=N           tickets of any status updated at or after `since`,
+    GET /api/v2/tickets?status=open&page=N&per_page=K
+                                                   {"tickets": [...], "next_page": N+1 | null}
+    GET /api/v2/changes?since=ISO&page=N           tickets of any status updated since `since`,
                                                    plus "server_time" (the API's clock)
 
 Rate limiting answers 429 with `Retry-After: 1`. The fake's clock only moves when told to
@@ -24,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-TOKEN = "helpdesk-token-1234"
+TOKEN = "helpdesk-token-1234"  # noqa: S105 - the fake's own test token
 OPEN_STATUSES = ("open", "pending")
 
 
@@ -109,7 +110,11 @@ class HelpdeskBackoffice:
         chunk = items[(page - 1) * per_page : page * per_page]
         more = page * per_page < len(items)
         return JSONResponse(
-            {"tickets": chunk, "next_page": page + 1 if more else None, "server_time": self.now.isoformat()}
+            {
+                "tickets": chunk,
+                "next_page": page + 1 if more else None,
+                "server_time": self.now.isoformat(),
+            }
         )
 
     async def me(self, request: Request) -> JSONResponse:
@@ -156,9 +161,13 @@ class HelpdeskBackoffice:
         sock.bind(("127.0.0.1", 0))
         sock.listen(64)
         port = sock.getsockname()[1]
-        config = uvicorn.Config(app, log_level="warning", access_log=False, log_config=None, lifespan="off")
+        config = uvicorn.Config(
+            app, log_level="warning", access_log=False, log_config=None, lifespan="off"
+        )
         self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [sock]}, daemon=True
+        )
         self._thread.start()
         deadline = time.monotonic() + 10
         while not self._server.started:
