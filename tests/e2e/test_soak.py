@@ -17,6 +17,7 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
+import pytest
 
 from connector.sandbox import Faults
 from tests.conftest import TOKEN, Workspace, make_tickets
@@ -35,6 +36,7 @@ def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+@pytest.mark.timeout(SOAK_SECONDS + 120)
 def test_soak_daemon_stays_flat_and_converges(workspace: Workspace) -> None:
     """Under faults and churn the daemon's RSS and fds stay flat, and the end state is exact."""
     rng = random.Random(7)
