@@ -30,7 +30,6 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Final, Literal, Protocol, TypeAlias
 
@@ -43,7 +42,7 @@ from adapters.base import (
     AdapterDataError,
     AdapterUnavailable,
 )
-from connector.values import parse_timestamp
+from connector.values import parse_retry_after, parse_timestamp
 
 __all__ = [
     "DEFAULT_POLICY",
@@ -115,21 +114,7 @@ def _server_now(response: httpx.Response) -> float:
 
 def retry_after_header(response: httpx.Response) -> float | None:
     """Seconds asked for by a `Retry-After` header (delta-seconds or HTTP-date), else None."""
-    value = response.headers.get("retry-after")
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            moment = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
-        return max(0.0, moment.timestamp() - _server_now(response))
-    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+    return parse_retry_after(response.headers.get("retry-after"), now=_server_now(response))
 
 
 def ratelimit_reset_header(

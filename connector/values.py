@@ -8,6 +8,7 @@ write.
 
 from __future__ import annotations
 
+import email.utils
 import json
 import math
 import sys
@@ -105,3 +106,24 @@ def compact(fields: dict[str, Any]) -> dict[str, Any]:
         intern(k): intern(v) if type(v) is str and len(v) <= _SHORT else v
         for k, v in fields.items()
     }
+
+
+def parse_retry_after(value: str | None, *, now: float) -> float | None:
+    """Seconds asked for by a Retry-After value (delta-seconds or an HTTP date), else None.
+
+    `now` is the Unix time the date form is measured from (the server's clock if known).
+    """
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            moment = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return max(0.0, moment.timestamp() - now)
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None

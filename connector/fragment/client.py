@@ -10,13 +10,12 @@ again on its side, de-duplicates by uid, stops on a repeated cursor and restarts
 
 from __future__ import annotations
 
-import email.utils
 import json
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Final, Protocol
 
 import httpx
@@ -35,7 +34,7 @@ from connector.errors import (
 )
 from connector.fragment.pacing import TokenBucket
 from connector.models import JSONValue, Task, TaskStatus
-from connector.values import compact, format_timestamp, parse_timestamp
+from connector.values import compact, format_timestamp, parse_retry_after, parse_timestamp
 
 log = structlog.get_logger(__name__)
 
@@ -109,20 +108,8 @@ class _RetryableTransport(Exception):
 
 def retry_after_seconds(value: str | None, *, now: float | None = None) -> float | None:
     """Seconds to wait from a Retry-After header (delta-seconds or HTTP date), capped at 60 s."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            moment = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
-        seconds = moment.timestamp() - (now if now is not None else time.time())
-    return max(0.0, min(seconds, MAX_RETRY_AFTER))
+    seconds = parse_retry_after(value, now=time.time() if now is None else now)
+    return None if seconds is None else min(seconds, MAX_RETRY_AFTER)
 
 
 def _retry_hook(error: Exception) -> bool | float:
