@@ -17,7 +17,6 @@ their tasks. Ticket ids are `owner/name#number`. Auth is a token (`Authorization
 from __future__ import annotations
 
 import dataclasses
-import email.utils
 import json
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
@@ -45,6 +44,7 @@ from adapters.http import (
     ratelimit_reset_header,
     retry_after_header,
     send,
+    server_time,
 )
 from adapters.mapping import RecordMapper, TicketMapping
 from connector.values import parse_timestamp
@@ -214,16 +214,6 @@ def _secondary_limit(response: httpx.Response) -> float | None:
     return SECONDARY_WAIT if any(hint in text for hint in _SECONDARY_HINTS) else None
 
 
-def _server_time(response: httpx.Response) -> datetime:
-    date = response.headers.get("date")
-    if date:
-        try:
-            return email.utils.parsedate_to_datetime(date).astimezone(UTC)
-        except (TypeError, ValueError):
-            pass
-    return datetime.now(UTC)
-
-
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -314,7 +304,7 @@ class GitHubAdapter:
     async def _now(self) -> datetime:
         # /rate_limit costs no quota; its Date header is GitHub's clock.
         response = await send(self.client, "GET", "rate_limit", policy=self.policy)
-        return _server_time(response)
+        return server_time(response)
 
     async def changes_since(self, cursor: str | None) -> ChangeSet:
         """Issues of any state updated since the cursor, per repository; None starts from now.

@@ -30,6 +30,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Final, Literal, Protocol, TypeAlias
 
@@ -101,15 +102,22 @@ USER_AGENT: Final = _user_agent()
 # --- rate-limit signals -------------------------------------------------------------------------
 
 
-def _server_now(response: httpx.Response) -> float:
-    """The server's clock from its Date header, so a skewed local clock cannot shorten a wait."""
+def server_time(response: httpx.Response) -> datetime:
+    """The server's clock from a response's Date header (the local clock when there is none).
+
+    Cursors and waits measured on the back-office's clock cannot be shortened or skewed by ours.
+    """
     date = response.headers.get("date")
     if date:
         try:
-            return email.utils.parsedate_to_datetime(date).timestamp()
+            return email.utils.parsedate_to_datetime(date).astimezone(UTC)
         except (TypeError, ValueError):
             pass
-    return time.time()
+    return datetime.now(UTC)
+
+
+def _server_now(response: httpx.Response) -> float:
+    return server_time(response).timestamp()
 
 
 def retry_after_header(response: httpx.Response) -> float | None:

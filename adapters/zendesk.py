@@ -13,9 +13,8 @@ close tasks at once. Auth is an API token (`{email}/token` and the token, HTTP B
 
 from __future__ import annotations
 
-import email.utils
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any, ClassVar, Final
 
 import httpx
@@ -39,6 +38,7 @@ from adapters.http import (
     ratelimit_reset_header,
     retry_after_header,
     send,
+    server_time,
 )
 from adapters.mapping import RecordMapper, TicketMapping
 
@@ -128,17 +128,6 @@ def ticket_mapping(site: str, custom_fields: dict[str, int]) -> TicketMapping:
     )
 
 
-def _server_time(response: httpx.Response) -> datetime:
-    """Zendesk's clock from the Date header (the local clock when there is none)."""
-    date = response.headers.get("date")
-    if date:
-        try:
-            return email.utils.parsedate_to_datetime(date).astimezone(UTC)
-        except (TypeError, ValueError):
-            pass
-    return datetime.now(UTC)
-
-
 def _export_cursor(body: Any) -> str | None:
     # Zendesk keeps `links.next` on the last page: `has_more` is the only end signal.
     meta = body["meta"]
@@ -226,7 +215,7 @@ class ZendeskAdapter:
         has returned a first ticket (Zendesk gives no cursor for an empty answer).
         """
         if cursor is None:
-            now = _server_time(await self._me())
+            now = server_time(await self._me())
             start = int((now - EXPORT_DELAY).timestamp())
             return ChangeSet(tickets=(), cursor=f"start:{start}")
         kind, value = _parse_cursor(cursor)

@@ -143,3 +143,24 @@ def workspace(tmp_path: Path, sandbox: SandboxServer) -> Workspace:
     ws.write_tickets([])
     ws.write_config()
     return ws
+
+
+async def source_cycle(ws: Workspace, adapter: Any, kind: str = "full") -> Any:
+    """One cycle of the workspace's only source, with `adapter` as it is, against the sandbox."""
+    from connector.config import load_settings
+    from connector.cycle import CycleOptions, Reconciler
+    from connector.fragment import FragmentClient
+    from connector.state import StateStore
+
+    settings = load_settings(ws.config_path)
+    source = settings.sources[0]
+    store = StateStore(settings.state.url)
+    client = FragmentClient(settings.fragment.base_url, TOKEN, requests_per_minute=1e5)
+    try:
+        reconciler = Reconciler(
+            settings, client=client, store=store, adapters={source.name: adapter}
+        )
+        return await reconciler.reconcile_source(source, CycleOptions(), kind=kind)
+    finally:
+        await client.aclose()
+        store.close()

@@ -19,13 +19,9 @@ from adapters.base import (
 )
 from adapters.github import GitHubAdapter
 from adapters.testing import AdapterConformance
-from connector.config import load_settings
-from connector.cycle import INCREMENTAL, CycleOptions, Reconciler
-from connector.fragment import FragmentClient
-from connector.models import SourceReport
-from connector.state import StateStore
-from tests.conftest import TOKEN as FRAGMENT_TOKEN
+from connector.cycle import INCREMENTAL
 from tests.conftest import Workspace
+from tests.conftest import source_cycle as cycle
 from tests.fakes.github import TOKEN, GitHubFake
 
 REPOS = ["acme/app", "acme/ops"]
@@ -246,22 +242,6 @@ async def test_secondary_rate_limit_without_retry_after_is_not_hammered(
         await listing(adapter)
     assert time.monotonic() - began < 1.0
     assert len(fake.log) == 1
-
-
-async def cycle(ws: Workspace, adapter: GitHubAdapter, kind: str = "full") -> SourceReport:
-    """One cycle of the workspace's only source, with `adapter`, against the sandbox."""
-    settings = load_settings(ws.config_path)
-    source = settings.sources[0]
-    store = StateStore(settings.state.url)
-    client = FragmentClient(settings.fragment.base_url, FRAGMENT_TOKEN, requests_per_minute=1e5)
-    try:
-        reconciler = Reconciler(
-            settings, client=client, store=store, adapters={source.name: adapter}
-        )
-        return await reconciler.reconcile_source(source, CycleOptions(), kind=kind)
-    finally:
-        await client.aclose()
-        store.close()
 
 
 async def test_cycles_keep_fragment_equal_to_the_open_issues(

@@ -19,13 +19,9 @@ from adapters.base import (
 )
 from adapters.jira import JiraAdapter
 from adapters.testing import AdapterConformance
-from connector.config import load_settings
-from connector.cycle import INCREMENTAL, CycleOptions, Reconciler
-from connector.fragment import FragmentClient
-from connector.models import SourceReport
-from connector.state import StateStore
-from tests.conftest import TOKEN as FRAGMENT_TOKEN
+from connector.cycle import INCREMENTAL
 from tests.conftest import Workspace
+from tests.conftest import source_cycle as cycle
 from tests.fakes.jira import EMAIL, TEAM_FIELD, TOKEN, JiraFake
 
 SEARCH = "/rest/api/3/search/jql"
@@ -240,22 +236,6 @@ def test_jql_with_order_by_is_refused() -> None:
     base = {"base_url": "https://acme.atlassian.net", "email": EMAIL, "api_token": TOKEN}
     with pytest.raises(ValueError, match="ORDER BY"):
         JiraAdapter.Config.model_validate({**base, "jql": "project = OPS ORDER BY key"})
-
-
-async def cycle(ws: Workspace, adapter: JiraAdapter, kind: str = "full") -> SourceReport:
-    """One cycle of the workspace's only source, with `adapter`, against the sandbox."""
-    settings = load_settings(ws.config_path)
-    source = settings.sources[0]
-    store = StateStore(settings.state.url)
-    client = FragmentClient(settings.fragment.base_url, FRAGMENT_TOKEN, requests_per_minute=1e5)
-    try:
-        reconciler = Reconciler(
-            settings, client=client, store=store, adapters={source.name: adapter}
-        )
-        return await reconciler.reconcile_source(source, CycleOptions(), kind=kind)
-    finally:
-        await client.aclose()
-        store.close()
 
 
 async def test_cycles_keep_fragment_equal_to_the_open_issues(

@@ -17,13 +17,9 @@ from adapters.base import (
 )
 from adapters.testing import AdapterConformance
 from adapters.zendesk import ZendeskAdapter
-from connector.config import load_settings
-from connector.cycle import INCREMENTAL, CycleOptions, Reconciler
-from connector.fragment import FragmentClient
-from connector.models import SourceReport
-from connector.state import StateStore
-from tests.conftest import TOKEN as FRAGMENT_TOKEN
+from connector.cycle import INCREMENTAL
 from tests.conftest import Workspace
+from tests.conftest import source_cycle as cycle
 from tests.fakes.zendesk import AMOUNT_FIELD, EMAIL, TEAM_FIELD, TOKEN, ZendeskFake
 
 EXPORT = "/api/v2/search/export.json"
@@ -253,22 +249,6 @@ def test_options_need_exactly_one_site() -> None:
     for wrong in ({}, {"subdomain": "acme", "base_url": "https://x.example"}):
         with pytest.raises(ValueError, match="exactly one"):
             ZendeskAdapter.Config.model_validate({**base, **wrong})
-
-
-async def cycle(ws: Workspace, adapter: ZendeskAdapter, kind: str = "full") -> SourceReport:
-    """One cycle of the workspace's only source, with `adapter`, against the sandbox."""
-    settings = load_settings(ws.config_path)
-    source = settings.sources[0]
-    store = StateStore(settings.state.url)
-    client = FragmentClient(settings.fragment.base_url, FRAGMENT_TOKEN, requests_per_minute=1e5)
-    try:
-        reconciler = Reconciler(
-            settings, client=client, store=store, adapters={source.name: adapter}
-        )
-        return await reconciler.reconcile_source(source, CycleOptions(), kind=kind)
-    finally:
-        await client.aclose()
-        store.close()
 
 
 async def test_cycles_keep_fragment_equal_to_the_open_tickets(
