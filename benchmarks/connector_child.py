@@ -17,6 +17,7 @@ from pathlib import Path
 from connector import plan as plan_module
 from connector.config import load_settings
 from connector.cycle import CycleOptions, report_counts
+from connector.fragment import RequestStats
 from connector.logging import configure_logging
 from connector.runtime import open_runtime
 
@@ -57,7 +58,7 @@ async def main(config: Path) -> None:
             wall = time.perf_counter() - wall
             cpu = cpu_seconds() - cpu
             counts = reconciler.client.stats.counts - before
-            reads = sum(n for k, n in counts.items() if k.startswith(("GET ", "POST /tasks/query")))
+            reads = RequestStats.reads_in(counts)
             source = report.sources[0]
             print(
                 json.dumps(

@@ -127,10 +127,6 @@ class Plan:
     unchanged: int = 0
     misses: Mapping[str, int] = field(default_factory=dict)
 
-    def of_kind(self, kind: ActionKind) -> tuple[Action, ...]:
-        """The actions of one kind, in plan order."""
-        return tuple(a for a in self.actions if a.kind is kind)
-
 
 @dataclass(frozen=True, slots=True)
 class Refusal:

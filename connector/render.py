@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from connector.cycle import cycle_exit_code, report_counts
+from connector.fragment import RequestStats
 from connector.models import Action, ActionKind, CycleReport, SourceReport
 
 JSON_VERSION = 1
@@ -66,9 +67,7 @@ def _total_counts(report: CycleReport) -> dict[str, int]:
 
 def report_json(report: CycleReport) -> dict[str, Any]:
     """The report as the documented JSON document."""
-    reads = sum(
-        n for key, n in report.requests.items() if key.startswith(("GET ", "POST /tasks/query"))
-    )
+    reads = RequestStats.reads_in(report.requests)
     total = sum(report.requests.values())
     return {
         "version": JSON_VERSION,

@@ -61,17 +61,10 @@ class RequestStats:
         """All requests sent."""
         return sum(self.counts.values())
 
-    @property
-    def reads(self) -> int:
-        """Requests that wrote nothing."""
-        return sum(
-            n for key, n in self.counts.items() if key.startswith(("GET ", "POST /tasks/query"))
-        )
-
-    @property
-    def writes(self) -> int:
-        """Requests that could change tasks."""
-        return self.total - self.reads
+    @staticmethod
+    def reads_in(counts: Mapping[str, int]) -> int:
+        """How many of these counted requests only read (listings, look-ups, the account)."""
+        return sum(n for key, n in counts.items() if key.startswith(("GET ", "POST /tasks/query")))
 
 
 class RequestListener(Protocol):
