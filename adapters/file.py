@@ -173,21 +173,33 @@ class FileAdapter:
         self._closed = {s.lower() for s in config.closed_statuses}
 
     async def check(self) -> None:
-        """The file exists and is readable."""
-        await self._read()
+        """The file exists and is readable in its encoding (read through, never held whole)."""
+
+        def read_through() -> None:
+            with self._open() as stream:
+                for _ in stream:
+                    pass
+
+        try:
+            await asyncio.to_thread(read_through)
+        except UnicodeDecodeError as exc:
+            raise AdapterUnavailable(
+                f"cannot read ticket file {self.options.path}: {exc}"
+            ) from None
 
     async def aclose(self) -> None:
         """Nothing to release."""
 
-    async def _read(self) -> str:
+    def _open(self) -> TextIO:
+        """The ticket file opened for reading; the errors of a missing or unreadable file."""
         path = self.options.path
         try:
-            return await asyncio.to_thread(path.read_text, encoding=self.options.encoding)
+            return path.open(encoding=self.options.encoding, newline="")
         except FileNotFoundError:
             raise AdapterUnavailable(f"ticket file not found: {path}") from None
         except IsADirectoryError:
             raise AdapterConfigError(f"ticket file is a directory: {path}") from None
-        except (OSError, UnicodeDecodeError) as exc:
+        except OSError as exc:
             raise AdapterUnavailable(f"cannot read ticket file {path}: {exc}") from None
 
     def _rename(self, record: Mapping[str, Any]) -> dict[str, Any]:
@@ -262,15 +274,7 @@ class FileAdapter:
     async def list_open(self) -> AsyncIterator[Ticket | InvalidRecord]:
         """Every record of the file: open tickets, closed ones (to close at once), bad records."""
         path = self.options.path
-        try:
-            stream = path.open(encoding=self.options.encoding, newline="")
-        except FileNotFoundError:
-            raise AdapterUnavailable(f"ticket file not found: {path}") from None
-        except IsADirectoryError:
-            raise AdapterConfigError(f"ticket file is a directory: {path}") from None
-        except OSError as exc:
-            raise AdapterUnavailable(f"cannot read ticket file {path}: {exc}") from None
-        with stream:
+        with self._open() as stream:
             try:
                 for count, (position, record, problem) in enumerate(
                     _records(stream, _format_of(self.options)), start=1
