@@ -87,7 +87,7 @@ async def apply_actions(
     result = ApplyResult()
     for position, (send, chunk) in enumerate(batches):
         if should_stop():
-            _fail_rest(result, batches[position:], "not sent: the connector is stopping")
+            _fail_rest(result, batches[position:], "not sent: the cycle stopped")
             break
         try:
             await _send_isolating(send, chunk, result)

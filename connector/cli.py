@@ -234,7 +234,7 @@ def explain(state: CliState, source: str, ticket_id: str, output: str) -> int:
 def status(state: CliState, limit: int, output: str) -> int:
     """Show the recent runs and incremental cursors kept in the state store."""
     settings = state.settings()
-    store = StateStore(settings.state.url)
+    store = StateStore(settings.state.url, instance=settings.connector.instance)
     try:
         runs = store.recent_runs(limit)
         cursors = {s.name: store.get_cursor(s.name) for s in settings.sources}

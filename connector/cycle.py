@@ -34,6 +34,7 @@ from connector.errors import (
     ConnectorError,
     FragmentAuthError,
     FragmentValidationError,
+    LeaseLostError,
     SourceError,
     classify,
     most_severe,
@@ -69,6 +70,9 @@ class CycleOptions:
     dry_run: bool = False
     only_source: str | None = None
     allow_mass_close: bool = False
+    # Checked before every batch: False once this replica can no longer prove it owns the
+    # source (another may have taken over), which stops the writes.
+    may_write: Callable[[], bool] = lambda: True
 
 
 @dataclass
@@ -552,11 +556,18 @@ class Reconciler:
             done += count
             self.progress(f"{name}: {done:,}/{len(planned):,} actions applied")
 
+        lease_lost = False
+
+        def should_stop() -> bool:
+            nonlocal lease_lost
+            lease_lost = not options.may_write()
+            return lease_lost or self.should_stop()
+
         result = await apply_actions(
             self.client,
             planned,
             batch_size=self.settings.fragment.batch_size,
-            should_stop=self.should_stop,
+            should_stop=should_stop,
             progress=applied,
         )
         written = [(task, action.ticket_id) for action, task in result.applied if task is not None]
@@ -571,11 +582,18 @@ class Reconciler:
                 ticket_id=failure.action.ticket_id,
                 error=failure.error,
             )
+        fatal: ConnectorError | None = result.fatal
+        if fatal is None and lease_lost:
+            fatal = LeaseLostError(
+                f"lost the lock of source {name!r} (state database unreachable): stopped "
+                "writing; whichever replica holds it next applies the rest"
+            )
+            log.error("cycle.lease_lost", source=name, unsent=len(result.failures))
         return dataclasses.replace(
             report,
-            ok=result.fatal is None,
-            error=str(result.fatal) if result.fatal else None,
-            error_label=classify(result.fatal)[1] if result.fatal else None,
+            ok=fatal is None,
+            error=str(fatal) if fatal else None,
+            error_label=classify(fatal)[1] if fatal else None,
             failures=tuple(result.failures),
             applied=True,
         )

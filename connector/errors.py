@@ -17,6 +17,7 @@ The tree is grouped by what the caller should do next::
     │   ├── FragmentNetworkError     connection refused, reset, timed out
     │   └── FragmentProtocolError    an answer that is not the documented JSON shape
     └── StateError                   the local state store failed (exit 1)
+        └── LeaseLostError           this replica lost a source's lock mid-cycle: it stopped writing
 
 Foreign exceptions (httpx, SQLAlchemy, pydantic) are translated into these at the seam where they
 occur; callers only ever see this tree.
@@ -102,6 +103,10 @@ class StateError(ConnectorError):
     """The local state store could not be read or written."""
 
 
+class LeaseLostError(StateError):
+    """The replica could no longer prove it holds a source's lock, so it stopped writing."""
+
+
 EXIT_OK: Final = 0
 EXIT_FAILURE: Final = 1
 EXIT_PENDING: Final = 2
@@ -124,6 +129,7 @@ _TABLE: Final[dict[type[BaseException], tuple[int, str]]] = {
     FragmentNetworkError: (EXIT_FAILURE, "fragment_network_error"),
     FragmentProtocolError: (EXIT_FAILURE, "fragment_protocol_error"),
     FragmentError: (EXIT_FAILURE, "fragment_error"),
+    LeaseLostError: (EXIT_FAILURE, "lease_lost"),
     StateError: (EXIT_FAILURE, "state_error"),
     ConnectorError: (EXIT_FAILURE, "error"),
 }

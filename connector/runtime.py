@@ -71,7 +71,7 @@ async def open_runtime(
             sandbox.start()
             stack.callback(sandbox.stop)
             base_url = sandbox.base_url
-        store = StateStore(settings.state.url)
+        store = StateStore(settings.state.url, instance=settings.connector.instance)
         stack.callback(store.close)
         client = FragmentClient(
             base_url,

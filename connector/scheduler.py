@@ -4,10 +4,12 @@ APScheduler 3's `AsyncIOScheduler` runs, per source, a full cycle at start and t
 `schedule.full_refresh` (plus jitter), and, where the adapter can poll for changes, an incremental
 cycle every `schedule.incremental`. A per-source lock keeps two cycles of one source from ever
 running at once: an overdue full tick is coalesced by the scheduler (and logged), an incremental
-tick that finds the source busy is skipped. Each cycle's report feeds the metrics, the readiness
-and the run history. On SIGTERM/SIGINT the scheduler stops firing, a running cycle finishes the
-batch it is sending (bounded by `schedule.grace_period`) and the process exits 0; a second
-signal exits at once.
+tick that finds the source busy is skipped. With several replicas on one PostgreSQL state store,
+a cycle also needs the source's advisory lock (`connector.leases`): a replica that does not hold it
+skips the tick, and stops writing as soon as it can no longer prove it does. Each cycle's report
+feeds the metrics, the readiness and the run history. On SIGTERM/SIGINT the scheduler stops
+firing, a running cycle finishes the batch it is sending (bounded by `schedule.grace_period`) and
+the process exits 0; a second signal exits at once.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -43,6 +46,7 @@ from connector.errors import (
     FragmentError,
     outcome_label,
 )
+from connector.leases import Leases, leases_for
 from connector.metrics import Metrics
 from connector.models import SourceReport
 from connector.runtime import open_runtime
@@ -66,10 +70,20 @@ class SourceHealth:
 class Daemon:
     """Schedules the cycles of every source and reports on them."""
 
-    def __init__(self, settings: Settings, reconciler: Reconciler, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        reconciler: Reconciler,
+        metrics: Metrics,
+        leases: Leases,
+        *,
+        replica: str,
+    ) -> None:
         self.settings = settings
         self.reconciler = reconciler
         self.metrics = metrics
+        self.leases = leases
+        self.replica = replica
         self.scheduler = AsyncIOScheduler(timezone=UTC)
         self.health = {s.name: SourceHealth() for s in settings.sources}
         self.locks = {s.name: asyncio.Lock() for s in settings.sources}
@@ -77,8 +91,6 @@ class Daemon:
         self._busy = 0
         self.idle = asyncio.Event()
         self.idle.set()
-        for source in settings.sources:
-            metrics.source_held.labels(source.name).set(1)
 
     # --- scheduling -------------------------------------------------------------------------
 
@@ -135,17 +147,16 @@ class Daemon:
             return
         source = self.settings.source(name)
         async with self.locks[name]:
-            if self.stopping:
+            if self.stopping or not await self.leases.acquire(name):
                 return
             self._busy += 1
             self.idle.clear()
             run_id = uuid.uuid4().hex[:12]
             started = datetime.now(UTC)
+            options = CycleOptions(may_write=lambda: self.leases.holds(name))
             try:
-                with structlog.contextvars.bound_contextvars(run_id=run_id):
-                    report = await self.reconciler.reconcile_source(
-                        source, CycleOptions(), kind=kind
-                    )
+                with structlog.contextvars.bound_contextvars(run_id=run_id, replica=self.replica):
+                    report = await self.reconciler.reconcile_source(source, options, kind=kind)
             except Exception as exc:  # never let one cycle take the daemon down
                 # A refused token escapes reconcile_source on purpose; anything else is a bug.
                 if not isinstance(exc, FragmentError):
@@ -159,6 +170,7 @@ class Daemon:
                 if self._busy == 0:
                     self.idle.set()
             self.observe(report, run_id=run_id, started=started)
+            await self.leases.settle(name)
 
     # --- reporting --------------------------------------------------------------------------
 
@@ -203,6 +215,7 @@ class Daemon:
                     counts=counts,
                     requests=report.requests,
                     error=report.error,
+                    replica=self.replica,
                 )
             )
         except Exception:
@@ -215,11 +228,16 @@ class Daemon:
         return False, "scheduler stopped"
 
     def readiness(self) -> tuple[bool, dict[str, str]]:
-        """Ready when every source had a successful full cycle within 3 x its interval."""
+        """Ready when every source this replica holds had a successful full cycle within
+        3 x its interval (a replica holding none is a ready standby, if it can reach the
+        database that would hand it sources)."""
         limit = READY_FACTOR * self.settings.schedule.full_refresh.total_seconds()
         now = time.time()
         reasons: dict[str, str] = {}
+        held = self.leases.held()
         for name, health in self.health.items():
+            if name not in held:
+                continue
             if health.last_full_success is None:
                 reason = "no successful full cycle yet"
             elif now - health.last_full_success > limit:
@@ -230,12 +248,23 @@ class Daemon:
             if health.last_error:
                 reason += f"; last error: {health.last_error}"
             reasons[name] = reason
+        problem = self.leases.problem()
+        if problem is not None:
+            reasons["leases"] = problem
         if self.stopping:
             reasons["daemon"] = "stopping"
         return not reasons, reasons
 
+    def holdings(self) -> dict[str, str]:
+        """Each source: `held` by this replica, or `standby` (another replica works it)."""
+        held = self.leases.held()
+        return {name: "held" if name in held else "standby" for name in self.health}
+
     def metrics_text(self) -> bytes:
         """The Prometheus exposition."""
+        held = self.leases.held()
+        for name in self.health:
+            self.metrics.source_held.labels(name).set(1 if name in held else 0)
         return self.metrics.exposition()
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -266,6 +295,9 @@ class _DaemonProbe:
     def readiness(self) -> tuple[bool, dict[str, str]]:
         return self.daemon.readiness()
 
+    def holdings(self) -> dict[str, str]:
+        return self.daemon.holdings()
+
     def metrics(self) -> bytes:
         return self.daemon.metrics_text()
 
@@ -286,7 +318,11 @@ async def daemon_running(
             raise  # no cycle can ever succeed: exit 1 with the reason
         except FragmentError as exc:
             log.warning("daemon.fragment_unreachable_at_start", error=str(exc))
-        daemon = Daemon(settings, reconciler, metrics)
+        names = [s.name for s in settings.sources]
+        leases = leases_for(settings.state.url, instance=settings.connector.instance, sources=names)
+        await leases.start()
+        replica = f"{socket.gethostname()}:{os.getpid()}"
+        daemon = Daemon(settings, reconciler, metrics, leases, replica=replica)
         server = HttpServer(
             _DaemonProbe(daemon), host=settings.server.host, port=settings.server.port
         )
@@ -295,7 +331,9 @@ async def daemon_running(
         daemon.scheduler.start()
         log.info(
             "daemon.started",
-            sources=[s.name for s in settings.sources],
+            sources=names,
+            replica=replica,
+            coordination=type(leases).__name__,
             port=server.port,
             full_refresh_s=settings.schedule.full_refresh.total_seconds(),
         )
@@ -304,6 +342,7 @@ async def daemon_running(
         finally:
             stop.set()
             await daemon.drain()
+            await leases.close()
             server.stop()
             await serving
 

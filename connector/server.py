@@ -32,6 +32,10 @@ class Probe(Protocol):
         """Whether every source is served, with a reason per source that is not."""
         ...
 
+    def holdings(self) -> dict[str, str]:
+        """Each source: `held` by this replica or `standby` (another replica works it)."""
+        ...
+
     def metrics(self) -> bytes:
         """The Prometheus exposition."""
         ...
@@ -48,7 +52,11 @@ def create_app(probe: Probe) -> Starlette:
 
     async def readyz(request: Request) -> Response:
         ready, reasons = probe.readiness()
-        body = {"status": "ready" if ready else "unready", "reasons": reasons}
+        body = {
+            "status": "ready" if ready else "unready",
+            "reasons": reasons,
+            "sources": probe.holdings(),
+        }
         return JSONResponse(body, 200 if ready else 503)
 
     async def metrics(request: Request) -> Response:

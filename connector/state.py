@@ -21,7 +21,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from connector.errors import ConfigError, StateError
@@ -59,7 +59,22 @@ meta = sa.Table(
 )
 
 # Bumped when a table changes shape; an older store is dropped and rebuilt (it is a cache).
-SCHEMA_VERSION = "3"
+SCHEMA_VERSION = "4"
+
+# The pg_advisory_xact_lock key (a bigint) that serialises the schema check of starting replicas.
+_MIGRATION_LOCK = 0x46435F534348454D  # "FC_SCHEM"
+
+# libpq settings for every PostgreSQL connection: fail in seconds rather than hang when the
+# server is unreachable, and notice a silent peer (network partition) through TCP keepalives.
+POSTGRES_CONNECT_ARGS: dict[str, Any] = {
+    "application_name": "fragment-connector",
+    "connect_timeout": 10,
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 20_000,
+}
 
 
 cursors = sa.Table(
@@ -83,6 +98,7 @@ runs = sa.Table(
     sa.Column("counts", sa.Text, nullable=False),
     sa.Column("requests", sa.Integer, nullable=False),
     sa.Column("error", sa.Text),
+    sa.Column("replica", sa.String(128)),
 )
 
 HISTORY_PER_SOURCE = 50
@@ -103,6 +119,7 @@ class RunRecord:
     counts: dict[str, int]
     requests: int
     error: str | None
+    replica: str | None = None  # host:pid of the daemon that ran it (None: a one-shot command)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,19 +147,44 @@ def _chunks(items: list[str]) -> Iterator[list[str]]:
         yield items[start : start + _CHUNK]
 
 
-class StateStore:
-    """The task index in a SQL database; every method is one short transaction."""
+def database_url(url: str) -> URL:
+    """`state.url` as SQLAlchemy takes it; `postgresql://` (or `postgres://`) means psycopg 3."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError(f"state.url is not a database URL: {url!r}") from None
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
 
-    def __init__(self, url: str) -> None:
-        try:
-            parsed = make_url(url)
-        except ArgumentError:
-            raise ConfigError(f"state.url is not a database URL: {url!r}") from None
+
+def is_postgres(url: URL) -> bool:
+    """Whether the URL names a PostgreSQL database (where several replicas can share state)."""
+    return url.get_backend_name() == "postgresql"
+
+
+class StateStore:
+    """The task index in a SQL database; every method is one short transaction.
+
+    A store belongs to one `connector.instance`: the task index is keyed by source name, so two
+    instances sharing one would read each other's tasks. Opening another instance's store is a
+    configuration error.
+    """
+
+    def __init__(self, url: str, *, instance: str) -> None:
+        parsed = database_url(url)
+        self.instance = instance
         if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        connect_args = POSTGRES_CONNECT_ARGS if is_postgres(parsed) else {}
         try:
-            self._engine = sa.create_engine(parsed)
+            self._engine = sa.create_engine(
+                parsed, connect_args=connect_args, pool_pre_ping=is_postgres(parsed)
+            )
             self._migrate()
+        except ConfigError:
+            self._engine.dispose()
+            raise
         except (SQLAlchemyError, ImportError, OSError) as exc:
             raise StateError(f"cannot open the state store: {exc}") from None
         self._insert: Any = (
@@ -150,17 +192,31 @@ class StateStore:
         )
 
     def _migrate(self) -> None:
-        metadata.create_all(self._engine)
+        """Create the tables, or rebuild them when their shape is older; claim the store."""
         with self._engine.begin() as conn:
-            version = conn.execute(
-                sa.select(meta.c.value).where(meta.c.key == "schema")
-            ).scalar_one_or_none()
-        if version == SCHEMA_VERSION:
-            return
-        metadata.drop_all(self._engine)
-        metadata.create_all(self._engine)
-        with self._engine.begin() as conn:
-            conn.execute(sa.insert(meta), [{"key": "schema", "value": SCHEMA_VERSION}])
+            if conn.dialect.name == "postgresql":
+                # Replicas starting together would race on CREATE TABLE: one checks, the others
+                # wait for its transaction, then find the schema in place.
+                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_MIGRATION_LOCK)))
+            metadata.create_all(conn)
+            found = {row.key: row.value for row in conn.execute(sa.select(meta))}
+            owner = found.get("instance")
+            if owner is not None and owner != self.instance:
+                raise ConfigError(
+                    f"the state store at state.url belongs to connector.instance {owner!r}, "
+                    f"not {self.instance!r}: give each instance its own database or schema"
+                )
+            if found.get("schema") != SCHEMA_VERSION:
+                metadata.drop_all(conn)
+                metadata.create_all(conn)
+                found = {}
+            claims = [
+                {"key": key, "value": value}
+                for key, value in (("schema", SCHEMA_VERSION), ("instance", self.instance))
+                if key not in found
+            ]
+            if claims:
+                conn.execute(sa.insert(meta), claims)
 
     def close(self) -> None:
         """Release the database connections."""
@@ -367,6 +423,7 @@ class StateStore:
             "counts": json.dumps(record.counts, sort_keys=True),
             "requests": record.requests,
             "error": record.error,
+            "replica": record.replica,
         }
         try:
             with self._engine.begin() as conn:
@@ -404,6 +461,7 @@ class StateStore:
                 counts=json.loads(r.counts),
                 requests=r.requests,
                 error=r.error,
+                replica=r.replica,
             )
             for r in rows
         ]

@@ -154,7 +154,7 @@ async def source_cycle(ws: Workspace, adapter: Any, kind: str = "full") -> Any:
 
     settings = load_settings(ws.config_path)
     source = settings.sources[0]
-    store = StateStore(settings.state.url)
+    store = StateStore(settings.state.url, instance=settings.connector.instance)
     client = FragmentClient(settings.fragment.base_url, TOKEN, requests_per_minute=1e5)
     try:
         reconciler = Reconciler(

@@ -490,7 +490,7 @@ async def test_a_foreign_cursor_is_a_data_error(fake: RestBackoffice) -> None:
 async def run_cycle(ws: Workspace, adapter: RestAdapter) -> CycleReport:
     """One full cycle against the sandbox, with `adapter` as the `backoffice` source."""
     settings = load_settings(ws.config_path)
-    store = StateStore(settings.state.url)
+    store = StateStore(settings.state.url, instance=settings.connector.instance)
     client = FragmentClient(
         ws.sandbox.base_url, TOKEN, requests_per_minute=100_000, burst=100, retry_deadline=20
     )

@@ -119,4 +119,4 @@ async def test_should_stop_leaves_later_batches_unsent() -> None:
     assert len(fragment.batches) == 1
     assert len(result.applied) == 100
     assert len(result.failures) == 200
-    assert "stopping" in result.failures[0].error
+    assert "the cycle stopped" in result.failures[0].error

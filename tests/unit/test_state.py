@@ -18,7 +18,7 @@ def test_remember_and_lookup_across_reopen(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'sub' / 'state.db'}"
     markers = Markers()
     done_at = datetime(2026, 1, 1, tzinfo=UTC)
-    store = StateStore(url)
+    store = StateStore(url, instance="tests")
     store.remember(
         "bo",
         [
@@ -38,7 +38,7 @@ def test_remember_and_lookup_across_reopen(tmp_path: Path) -> None:
     store.remember("bo", [(Task(uid="u1", status=TaskStatus.DONE, fields={}), "T-1")], markers)
     store.close()
 
-    store = StateStore(url)
+    store = StateStore(url, instance="tests")
     found = store.lookup(["u1", "u2", "u3"])
     assert set(found) == {"u1", "u2"}
     assert found["u1"].status is TaskStatus.DONE and not found["u1"].closed_by_connector
@@ -52,7 +52,7 @@ def test_remember_and_lookup_across_reopen(tmp_path: Path) -> None:
 
 def test_large_lookups_are_chunked(tmp_path: Path) -> None:
     """Thousands of uids are remembered and looked up in chunks (no SQL variable limit)."""
-    store = StateStore(f"sqlite:///{tmp_path / 'state.db'}")
+    store = StateStore(f"sqlite:///{tmp_path / 'state.db'}", instance="tests")
     tasks = [(Task(uid=f"u{n}", status=TaskStatus.DONE, fields={}), f"T-{n}") for n in range(5000)]
     store.remember("bo", tasks, Markers())
     assert len(store.lookup(f"u{n}" for n in range(6000))) == 5000
@@ -62,4 +62,4 @@ def test_large_lookups_are_chunked(tmp_path: Path) -> None:
 def test_bad_url_is_a_config_error() -> None:
     """A state.url that is not a database URL is a configuration error."""
     with pytest.raises(ConfigError, match=r"state\.url"):
-        StateStore("not a url")
+        StateStore("not a url", instance="tests")

@@ -1,0 +1,275 @@
+"""Which sources this replica works: one PostgreSQL advisory lock per source, shared out fairly.
+
+Replicas that share a PostgreSQL state store coordinate through session-level advisory locks held
+on one dedicated connection each, one lock per (instance, source), always taken without waiting.
+A replica keeps a source from the cycle that wins its lock until it stops, loses its connection,
+or holds more than its fair share, ceil(sources / live replicas): then it lets that source go
+after its cycle, and a replica holding fewer picks it up at its next tick. Each replica also holds
+a shared "presence" lock; counting those in `pg_locks` is how replicas know how many are alive,
+with no table to expire. A replica that dies closes its connection and PostgreSQL frees its
+locks at once; the others take its sources at their next tick.
+
+The connection is pinged every few seconds. A replica that has not confirmed its session for
+`trust_s` stops writing; on a network partition PostgreSQL drops the silent session only after
+its keepalives fail (about 25 s, set on the session below), later than that, so a new owner can
+start only after the old one stopped sending batches (but for one already in flight, and batches
+are idempotent PUTs of the same desired state).
+
+Without PostgreSQL (SQLite), `SoleReplica` grants every source: one replica per store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import math
+import time
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import sqlalchemy as sa
+import structlog
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+from sqlalchemy.pool import NullPool
+
+from connector.state import POSTGRES_CONNECT_ARGS, database_url, is_postgres
+
+log = structlog.get_logger(__name__)
+
+HEARTBEAT_S = 5.0
+TRUST_S = 15.0
+QUERY_TIMEOUT_S = 5.0
+
+# Server-side keepalives of the lock session: PostgreSQL frees a partitioned replica's locks
+# after about idle + interval x count = 25 s without an answer (the default is hours).
+_SESSION_SETTINGS = (
+    "SET tcp_keepalives_idle = 10",
+    "SET tcp_keepalives_interval = 5",
+    "SET tcp_keepalives_count = 3",
+)
+_PRESENCE = 0  # the object id of the presence lock; source ids are never 0
+
+_TRY_LOCK = sa.text("SELECT pg_try_advisory_lock(:space, :key)")
+_UNLOCK = sa.text("SELECT pg_advisory_unlock(:space, :key)")
+_ANNOUNCE = sa.text("SELECT pg_try_advisory_lock_shared(:space, 0)")
+_PING = sa.text("SELECT 1")
+_REPLICAS = sa.text(
+    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+    " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    " AND classid::bigint = :space AND objid::bigint = 0 AND objsubid = 2"
+)
+
+
+def lock_id(text: str) -> int:
+    """A stable, positive 31-bit id for one half of an advisory lock key."""
+    digest = hashlib.blake2b(text.encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big") & 0x7FFFFFFF or 1
+
+
+class Leases(Protocol):
+    """What the daemon asks before, during and after each source's cycle."""
+
+    async def start(self) -> None:
+        """Connect and start confirming the session (never raises: see `problem`)."""
+        ...
+
+    async def acquire(self, source: str) -> bool:
+        """Whether this replica may run the source now (taking its lock if free and due)."""
+        ...
+
+    def holds(self, source: str) -> bool:
+        """Whether this replica still provably holds the source: checked before every batch."""
+        ...
+
+    async def settle(self, source: str) -> None:
+        """After a cycle: hand the source over if this replica holds more than its share."""
+        ...
+
+    def held(self) -> frozenset[str]:
+        """The sources this replica holds now."""
+        ...
+
+    def problem(self) -> str | None:
+        """Why this replica cannot take sources now (lost database), or None."""
+        ...
+
+    async def close(self) -> None:
+        """Release every lock (by closing the connection)."""
+        ...
+
+
+class SoleReplica:
+    """The only replica of its state store: every source is always held."""
+
+    def __init__(self, sources: Sequence[str]) -> None:
+        self._sources = frozenset(sources)
+
+    async def start(self) -> None:
+        return None
+
+    async def acquire(self, source: str) -> bool:
+        return True
+
+    def holds(self, source: str) -> bool:
+        return True
+
+    async def settle(self, source: str) -> None:
+        return None
+
+    def held(self) -> frozenset[str]:
+        return self._sources
+
+    def problem(self) -> str | None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+class PostgresLeases:
+    """Advisory locks on a dedicated PostgreSQL connection, fairly shared between replicas."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        instance: str,
+        sources: Sequence[str],
+        heartbeat_s: float = HEARTBEAT_S,
+        trust_s: float = TRUST_S,
+    ) -> None:
+        self._engine = create_async_engine(
+            database_url(url),
+            poolclass=NullPool,
+            isolation_level="AUTOCOMMIT",
+            connect_args=POSTGRES_CONNECT_ARGS,
+        )
+        self._space = lock_id(f"fragment-connector/{instance}")
+        self._keys = {name: lock_id(name) for name in sources}
+        self._heartbeat_s = heartbeat_s
+        self._trust_s = trust_s
+        self._conn: AsyncConnection | None = None
+        self._guard = asyncio.Lock()  # one statement at a time on the connection
+        self._held: set[str] = set()
+        self._confirmed = -math.inf
+        self._problem: str | None = "not connected yet"
+        self._beating: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Connect (or note why not) and keep the session confirmed in the background."""
+        await self._ping()
+        self._beating = asyncio.create_task(self._beat(), name="leases-heartbeat")
+
+    async def acquire(self, source: str) -> bool:
+        replicas = await self._query(_REPLICAS)
+        if replicas is None:
+            return False
+        if source in self._held:
+            return True
+        share = self._share(int(replicas))
+        if len(self._held) >= share:
+            return False
+        won = await self._query(_TRY_LOCK, key=self._keys[source])
+        if not won:
+            return False
+        self._held.add(source)
+        log.info("lease.acquired", source=source, replicas=replicas, share=share)
+        return True
+
+    def holds(self, source: str) -> bool:
+        fresh = time.monotonic() - self._confirmed < self._trust_s
+        return source in self._held and fresh
+
+    async def settle(self, source: str) -> None:
+        if source not in self._held:
+            return
+        replicas = await self._query(_REPLICAS)
+        if replicas is None or len(self._held) <= self._share(int(replicas)):
+            return
+        if await self._query(_UNLOCK, key=self._keys[source]) is not None:
+            self._held.discard(source)
+            log.info("lease.handed_over", source=source, replicas=replicas, held=len(self._held))
+
+    def held(self) -> frozenset[str]:
+        return frozenset(s for s in self._held if self.holds(s))
+
+    def problem(self) -> str | None:
+        return self._problem
+
+    async def close(self) -> None:
+        self._held.clear()  # a cycle still running past the grace period stops writing
+        if self._beating is not None:
+            self._beating.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._beating
+        async with self._guard:
+            await self._disconnect()
+        await self._engine.dispose()
+
+    # --- internals -------------------------------------------------------------------------
+
+    def _share(self, replicas: int) -> int:
+        return math.ceil(len(self._keys) / max(1, replicas))
+
+    async def _beat(self) -> None:
+        while True:
+            await asyncio.sleep(self._heartbeat_s)
+            await self._ping()
+
+    async def _ping(self) -> None:
+        await self._query(_PING)
+
+    async def _query(self, statement: sa.TextClause, *, key: int | None = None) -> Any:
+        """The statement's single value, or None once the connection failed (locks lost)."""
+        params = {"space": self._space, "key": key}
+        async with self._guard:
+            try:
+                async with asyncio.timeout(QUERY_TIMEOUT_S):
+                    conn = self._conn or await self._connect()
+                    value = (await conn.execute(statement, params)).scalar()
+            except (SQLAlchemyError, OSError, TimeoutError) as exc:
+                await self._lost(exc)
+                return None
+            self._confirmed = time.monotonic()
+            if self._problem is not None:
+                log.info("lease.database_reachable", previous_problem=self._problem)
+                self._problem = None
+            return value
+
+    async def _connect(self) -> AsyncConnection:
+        conn = await self._engine.connect()
+        try:
+            for setting in _SESSION_SETTINGS:
+                await conn.execute(sa.text(setting))
+            await conn.execute(_ANNOUNCE, {"space": self._space})
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await conn.close()
+            raise
+        self._conn = conn
+        return conn
+
+    async def _lost(self, exc: BaseException) -> None:
+        reason = f"state database unreachable: {str(exc).splitlines()[0] if str(exc) else exc!r}"
+        if self._held or self._problem is None:
+            log.error("lease.lost", held=sorted(self._held), error=reason)
+        self._held.clear()
+        self._confirmed = -math.inf
+        self._problem = reason
+        await self._disconnect()
+
+    async def _disconnect(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(1):
+                    await conn.close()
+
+
+def leases_for(url: str, *, instance: str, sources: Sequence[str]) -> SoleReplica | PostgresLeases:
+    """PostgreSQL advisory locks when the state store is PostgreSQL, else a sole replica."""
+    if is_postgres(database_url(url)):
+        return PostgresLeases(url, instance=instance, sources=sources)
+    return SoleReplica(sources)
