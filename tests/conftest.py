@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,9 +16,13 @@ from typing import Any
 import httpcore  # noqa: F401 - imported before any pytester run, see below
 import httpx  # noqa: F401
 import pytest
+import sqlalchemy as sa
 import yaml
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
 
 from connector.sandbox import SandboxConfig, SandboxServer
+from connector.state import database_url
 
 # The kit's tests run pytest in-process (pytester), which drops the modules first imported
 # inside that run when it ends; httpx/httpcore re-imported afterwards no longer match the
@@ -24,6 +30,38 @@ from connector.sandbox import SandboxConfig, SandboxServer
 pytest_plugins = ["pytester"]
 
 TOKEN = "sbx-secret-7f3a9c"
+IN_CI = os.environ.get("CI") == "true"
+POSTGRES_STATE_URL = os.environ.get(
+    "FC_TEST_POSTGRES_STATE_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+
+
+def require_server(kind: str, url: str) -> None:
+    """Skip when the database server of `url` is absent on this machine (fail in CI)."""
+    parsed = make_url(url)
+    try:
+        socket.create_connection((parsed.host or "127.0.0.1", parsed.port or 0), timeout=1).close()
+    except OSError:
+        reason = f"no {kind} server on {parsed.host}:{parsed.port}"
+        if IN_CI:
+            pytest.fail(f"{reason}, and CI=true: the tests need it")
+        pytest.skip(f"{reason} (start one, or set FC_TEST_{kind.upper()}_URL)")
+
+
+@pytest.fixture
+def postgres_state_url() -> Iterator[str]:
+    """A PostgreSQL `state.url` confined to a schema of its own, dropped afterwards."""
+    require_server("postgres_state", POSTGRES_STATE_URL)
+    schema = f"fc_test_{uuid.uuid4().hex[:12]}"
+    engine = sa.create_engine(database_url(POSTGRES_STATE_URL), poolclass=NullPool)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
+    try:
+        yield f"{POSTGRES_STATE_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
+        engine.dispose()
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ import asyncio
 import gc
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -40,10 +39,10 @@ from adapters.base import (
 )
 from adapters.sql import SqlAdapter
 from adapters.testing import AdapterConformance
+from tests.conftest import require_server
 
 T = TypeVar("T")
 
-IN_CI = os.environ.get("CI") == "true"
 START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 PG_PASSWORD = "kit-pg-password-4e1b"  # trust auth takes any password; the kit needs a secret
 SERVERS = {
@@ -72,14 +71,7 @@ def run_async(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
 
 def server_dsn(kind: str) -> str:
     """The DSN of a server on this machine; a skip when it is absent (a failure in CI)."""
-    url = make_url(SERVERS[kind])
-    try:
-        socket.create_connection((url.host or "127.0.0.1", url.port or 0), timeout=1).close()
-    except OSError:
-        reason = f"no {kind} server on {url.host}:{url.port}"
-        if IN_CI:
-            pytest.fail(f"{reason}, and CI=true: the tests need it")
-        pytest.skip(f"{reason} (start one, or set FC_TEST_{kind.upper()}_URL)")
+    require_server(kind, SERVERS[kind])
     return SERVERS[kind]
 
 

@@ -1,0 +1,226 @@
+"""The state store and the source leases on the real PostgreSQL of this machine.
+
+Each test works in a schema of its own (`postgres_state_url`); the leases use a fresh instance name
+so that advisory locks of concurrent runs never meet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.pool import NullPool
+
+from connector.errors import ConfigError
+from connector.identity import Markers
+from connector.leases import PostgresLeases, leases_for, lock_id
+from connector.models import Task, TaskStatus
+from connector.state import SCHEMA_VERSION, RunRecord, StateStore, database_url
+from tests.conftest import POSTGRES_STATE_URL, require_server
+
+SOURCES = ["s1", "s2", "s3", "s4"]
+
+
+def execute(url: str, statement: str) -> list[sa.Row[tuple[object, ...]]]:
+    """One statement in its own connection (in the test's schema); its rows, if any."""
+    engine = sa.create_engine(database_url(url), poolclass=NullPool)
+    try:
+        with engine.begin() as conn:
+            result = conn.execute(sa.text(statement))
+            return list(result) if result.returns_rows else []
+    finally:
+        engine.dispose()
+
+
+def test_store_round_trip_on_postgresql(postgres_state_url: str) -> None:
+    """Index, cursors and run history (with the replica that ran it) live in PostgreSQL."""
+    store = StateStore(postgres_state_url, instance="pg-tests")
+    tasks = [(Task(uid=f"u{n}", status=TaskStatus.TODO, fields={}), f"T-{n}") for n in range(1200)]
+    store.remember("bo", tasks, Markers())
+    store.set_cursor("bo", "cursor-1")
+    now = datetime.now(UTC)
+    record = RunRecord("r1", "bo", "full", now, now, "ok", {"create": 3}, 4, None, "host:42")
+    store.record_run(record)
+    store.close()
+
+    store = StateStore(postgres_state_url, instance="pg-tests")
+    try:
+        assert len(store.lookup(f"u{n}" for n in range(1500))) == 1200
+        assert store.count_open("bo") == 1200
+        assert store.get_cursor("bo") == "cursor-1"
+        assert store.recent_runs()[0].replica == "host:42"
+    finally:
+        store.close()
+    tables = execute(
+        postgres_state_url, "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+    )
+    assert {row[0] for row in tables} == {"fc_task_index", "fc_cursors", "fc_runs", "fc_meta"}
+
+
+def test_replicas_starting_together_migrate_once(postgres_state_url: str) -> None:
+    """Eight stores opened at the same instant on an empty schema: all open, one schema."""
+    barrier = threading.Barrier(8)
+    errors: list[BaseException] = []
+
+    def open_store() -> None:
+        barrier.wait()
+        try:
+            StateStore(postgres_state_url, instance="pg-tests").close()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_store) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    rows = execute(postgres_state_url, "SELECT key, value FROM fc_meta ORDER BY key")
+    assert [tuple(r) for r in rows] == [("instance", "pg-tests"), ("schema", SCHEMA_VERSION)]
+
+
+def test_an_older_schema_is_rebuilt_and_another_instance_refused(postgres_state_url: str) -> None:
+    """A store of an older shape is rebuilt (it is a cache); another instance's is refused."""
+    StateStore(postgres_state_url, instance="pg-tests").close()
+    execute(postgres_state_url, "UPDATE fc_meta SET value = '1' WHERE key = 'schema'")
+    execute(postgres_state_url, "INSERT INTO fc_cursors VALUES ('bo', 'old', 'then')")
+    store = StateStore(postgres_state_url, instance="pg-tests")
+    assert store.get_cursor("bo") is None
+    store.close()
+
+    with pytest.raises(
+        ConfigError, match=r"belongs to connector\.instance 'pg-tests', not 'other'"
+    ):
+        StateStore(postgres_state_url, instance="other")
+
+
+class LeasePool:
+    """Makes PostgresLeases of one fresh instance, and closes every one it made."""
+
+    def __init__(self) -> None:
+        self.instance = f"leases-{uuid.uuid4().hex[:8]}"
+        self.made: list[PostgresLeases] = []
+
+    def make(self, **options: float) -> PostgresLeases:
+        leases = PostgresLeases(
+            POSTGRES_STATE_URL, instance=self.instance, sources=SOURCES, **options
+        )
+        self.made.append(leases)
+        return leases
+
+    def lock_sessions(self) -> list[int]:
+        """The backend pids holding this instance's presence lock (one per live replica)."""
+        rows = execute(
+            POSTGRES_STATE_URL,
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objid::bigint = 0"
+            f" AND classid::bigint = {lock_id(f'fragment-connector/{self.instance}')}",
+        )
+        return [int(row[0]) for row in rows]
+
+
+@pytest.fixture
+async def pool() -> AsyncIterator[LeasePool]:
+    """A LeasePool (skipped without PostgreSQL, failed in CI)."""
+    require_server("postgres_state", POSTGRES_STATE_URL)
+    made = LeasePool()
+    yield made
+    for leases in made.made:
+        await leases.close()
+
+
+async def acquired(leases: PostgresLeases) -> set[str]:
+    return {s for s in SOURCES if await leases.acquire(s)}
+
+
+async def test_two_replicas_share_the_sources_and_never_both_hold_one(pool: LeasePool) -> None:
+    """With two replicas alive each holds its fair share, disjoint; the survivor takes all."""
+    a, b = pool.make(), pool.make()
+    await a.start()
+    await b.start()
+    assert len(pool.lock_sessions()) == 2
+    held_a = await acquired(a)
+    held_b = await acquired(b)
+    assert len(held_a) == 2 and len(held_b) == 2
+    assert held_a.isdisjoint(held_b)
+    assert a.held() == held_a and all(a.holds(s) for s in held_a)
+
+    await b.close()  # its connection closes: PostgreSQL frees its locks
+    assert await acquired(a) == set(SOURCES)
+
+
+async def test_a_replica_beyond_its_share_hands_sources_over(pool: LeasePool) -> None:
+    """Alone, a replica takes every source; once a second one is alive it lets half go."""
+    a = pool.make()
+    await a.start()
+    assert await acquired(a) == set(SOURCES)
+    b = pool.make()
+    await b.start()
+    assert await acquired(b) == set()  # all held by a
+    for source in SOURCES:
+        await a.settle(source)
+    assert len(a.held()) == 2
+    assert await acquired(b) == set(SOURCES) - a.held()
+
+
+async def test_instances_do_not_contend(pool: LeasePool) -> None:
+    """Two instances may use one database: their locks live in different key spaces."""
+    a = pool.make()
+    other = leases_for(POSTGRES_STATE_URL, instance=f"{pool.instance}-2", sources=SOURCES)
+    assert isinstance(other, PostgresLeases)
+    pool.made.append(other)
+    await a.start()
+    await other.start()
+    assert await acquired(a) == set(SOURCES)
+    assert await acquired(other) == set(SOURCES)
+
+
+async def test_a_lost_connection_drops_every_lease(pool: LeasePool) -> None:
+    """The server ends the lock session: the replica holds nothing at its next heartbeat,
+    another replica takes over, and the first reconnects by itself as a standby."""
+    a = pool.make(heartbeat_s=0.1)
+    await a.start()
+    assert await acquired(a) == set(SOURCES)
+    (session,) = pool.lock_sessions()
+    execute(POSTGRES_STATE_URL, f"SELECT pg_terminate_backend({session})")
+    for _ in range(100):
+        if not a.held() and a.problem() is None:  # lost, then reconnected
+            break
+        await asyncio.sleep(0.05)
+    assert a.held() == frozenset() and a.problem() is None
+    assert session not in pool.lock_sessions()
+
+    b = pool.make()
+    await b.start()
+    assert await acquired(b) == {"s1", "s2"}  # two replicas alive: a share of two
+    assert await acquired(a) == {"s3", "s4"}
+
+
+async def test_the_database_gone_is_a_problem_not_a_crash(pool: LeasePool) -> None:
+    """No server at the URL: start() does not raise, nothing is held, problem() says why."""
+    leases = PostgresLeases(
+        "postgresql://postgres@127.0.0.1:1/test", instance=pool.instance, sources=SOURCES
+    )
+    pool.made.append(leases)
+    await leases.start()
+    assert not await leases.acquire("s1")
+    assert leases.held() == frozenset()
+    problem = leases.problem()
+    assert problem is not None and "state database unreachable" in problem
+
+
+async def test_an_unconfirmed_session_stops_writing_before_the_server_frees_it(
+    pool: LeasePool,
+) -> None:
+    """No answer from the database for `trust_s` (a partition): holds() turns False even
+    though nothing failed yet, well before PostgreSQL would free the locks (~25 s)."""
+    a = pool.make(heartbeat_s=3600, trust_s=0.3)
+    await a.start()
+    assert await a.acquire("s1") and a.holds("s1")
+    await asyncio.sleep(0.4)
+    assert not a.holds("s1")
+    assert await a.acquire("s1") and a.holds("s1")  # a successful query confirms it again
