@@ -1,0 +1,262 @@
+"""Several `fragment-connector run` replicas on one PostgreSQL state store and one Fragment.
+
+Three daemon processes share six file sources through per-source advisory locks: each source is
+worked by one replica at a time (the sandbox counts concurrent writers per source, the run
+history in PostgreSQL has every cycle's start and end), a replica killed with SIGKILL has its
+sources taken over within one interval, and the final backlog is exact, with no duplicate.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from connector.sandbox import Faults, SandboxServer
+from tests.conftest import TOKEN, make_tickets
+from tests.e2e.test_run import free_port
+from tests.integration.test_postgres_state import execute
+
+INTERVAL_S = 2.0
+JITTER_S = 0.5
+SOURCES = [f"s{n}" for n in range(1, 7)]
+PER_SOURCE = 120
+OPEN = ("TODO", "STARTED")
+
+pytestmark = pytest.mark.slow
+
+
+@dataclass
+class Backoffice:
+    """Six ticket files and what each should show in Fragment."""
+
+    root: Path
+    tickets: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    next_id: int = 0
+
+    def create(self) -> None:
+        for name in SOURCES:
+            self.tickets[name] = make_tickets(PER_SOURCE, start=self.next_id, prefix=f"{name}-")
+            self.next_id += PER_SOURCE
+            self.save(name)
+
+    def save(self, name: str) -> None:
+        path = self.root / f"{name}.json"
+        path.with_suffix(".tmp").write_text(json.dumps(self.tickets[name]))
+        path.with_suffix(".tmp").replace(path)  # a replica never reads a half-written file
+
+    def churn(self, names: list[str], round_: int) -> None:
+        """Per source: 5 tickets closed, 5 opened, 5 retitled."""
+        for name in names:
+            tickets = self.tickets[name][5:]
+            for ticket in tickets[:5]:
+                ticket["title"] = f"{ticket['title']} (round {round_})"
+            tickets += make_tickets(5, start=self.next_id, prefix=f"{name}-")
+            self.next_id += 5
+            self.tickets[name] = tickets
+            self.save(name)
+
+    def matches(self, sandbox: SandboxServer) -> bool:
+        """Whether Fragment's open tasks are exactly the open tickets, titles included."""
+        shown: dict[str, dict[str, str]] = {name: {} for name in SOURCES}
+        for task in sandbox.store.all_tasks():
+            if task["status"] in OPEN:
+                fields = task["fields"]
+                shown[fields["fc_source"]][fields["fc_ticket_id"]] = fields["title"]
+        return all(
+            shown[name] == {t["id"]: t["title"] for t in self.tickets[name]} for name in SOURCES
+        )
+
+
+@dataclass
+class Replica:
+    """One daemon process and its HTTP port."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    def holdings(self) -> dict[str, str]:
+        try:
+            answer = httpx.get(f"http://127.0.0.1:{self.port}/readyz", timeout=2)
+        except httpx.HTTPError:
+            return {}
+        sources: dict[str, str] = answer.json().get("sources", {})
+        return sources
+
+    def held(self) -> set[str]:
+        return {name for name, state in self.holdings().items() if state == "held"}
+
+
+def start_replica(name: str, root: Path, sandbox: SandboxServer, state_url: str) -> Replica:
+    workdir = root / name
+    workdir.mkdir()
+    port = free_port()
+    config = {
+        "connector": {"instance": f"replicas-{root.name}"},
+        "fragment": {
+            "base_url": sandbox.base_url,
+            "requests_per_minute": 100000,
+            "burst": 100,
+            "retry_deadline": "20s",
+        },
+        "schedule": {
+            "full_refresh": f"{INTERVAL_S}s",
+            "jitter": f"{JITTER_S}s",
+            "grace_period": "5s",
+        },
+        "state": {"url": state_url},
+        "server": {"host": "127.0.0.1", "port": port},
+        "sources": [
+            {"name": s, "adapter": "file", "options": {"path": str(root / f"{s}.json")}}
+            for s in SOURCES
+        ],
+    }
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAGMENT_CONNECTOR")}
+    env["FRAGMENT_CONNECTOR__FRAGMENT__TOKEN"] = TOKEN
+    log = workdir / "daemon.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "connector", "run", "--config", "config.yaml"],
+            cwd=workdir,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    return Replica(name, process, port, log)
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> float:
+    """Poll until true; the seconds it took."""
+    began = time.monotonic()
+    while not condition():
+        assert time.monotonic() - began < timeout, f"not within {timeout}s: {what}"
+        time.sleep(0.05)
+    return time.monotonic() - began
+
+
+@pytest.fixture
+def replicas(tmp_path: Path) -> Iterator[list[Replica]]:
+    """Where the test's replicas are kept; all killed at the end, their logs shown on failure."""
+    started: list[Replica] = []
+    yield started
+    for replica in started:
+        if replica.process.poll() is None:
+            replica.process.kill()
+            replica.process.wait()
+        print(f"--- {replica.name}\n{replica.log.read_text()[-6000:]}")
+
+
+def holders(running: list[Replica]) -> dict[str, list[str]]:
+    """Each source -> the replicas that say they hold it."""
+    found: dict[str, list[str]] = {name: [] for name in SOURCES}
+    for replica in running:
+        for name in replica.held():
+            found[name].append(replica.name)
+    return found
+
+
+def each_held_once(running: list[Replica], share: int) -> bool:
+    owners = holders(running)
+    counts = Counter(owner for names in owners.values() for owner in names)
+    exclusive = all(len(names) == 1 for names in owners.values())
+    return exclusive and all(counts[r.name] <= share for r in running)
+
+
+def run_history(state_url: str) -> list[tuple[str, str, datetime, datetime]]:
+    rows = execute(state_url, "SELECT source, replica, started_at, finished_at FROM fc_runs")
+    return [(r[0], r[1], datetime.fromisoformat(r[2]), datetime.fromisoformat(r[3])) for r in rows]
+
+
+def test_three_replicas_share_six_sources_and_survive_a_sigkill(
+    tmp_path: Path,
+    sandbox: SandboxServer,
+    postgres_state_url: str,
+    replicas: list[Replica],
+) -> None:
+    """Every source reconciled, never by two replicas at once; a killed replica's sources
+    are taken over within one interval; the final Fragment state is exact."""
+    backoffice = Backoffice(tmp_path)
+    backoffice.create()
+    sandbox.store.set_faults(
+        Faults(latency_s=0.03)
+    )  # cycles long enough to overlap, were it possible
+    replicas.extend(
+        start_replica(name, tmp_path, sandbox, postgres_state_url) for name in ("a", "b", "c")
+    )
+    wait_for(lambda: backoffice.matches(sandbox), 60, "the initial sync of six sources")
+    wait_for(lambda: each_held_once(replicas, share=2), 30, "two sources per replica")
+
+    for round_ in (1, 2):
+        backoffice.churn(SOURCES, round_)
+        wait_for(lambda: backoffice.matches(sandbox), 30, f"churn round {round_}")
+    ran = {replica for _, replica, _, _ in run_history(postgres_state_url)}
+    assert len(ran) == 3, f"every replica worked some source: {ran}"
+
+    victim = next(r for r in replicas if r.held())
+    orphaned = victim.held()
+    victim.process.send_signal(signal.SIGKILL)
+    victim.process.wait()
+    killed = time.monotonic()
+    backoffice.churn(sorted(orphaned), 3)
+    survivors = [r for r in replicas if r is not victim]
+    took = wait_for(lambda: all(holders(survivors)[name] for name in orphaned), 30, "the takeover")
+    assert took <= INTERVAL_S + JITTER_S + 1.0, f"taken over in {took:.1f}s, over one interval"
+    wait_for(lambda: backoffice.matches(sandbox), 30, "the orphaned sources' churn")
+    assert each_held_once(survivors, share=3)
+    exact = time.monotonic() - killed
+    print(f"takeover of {sorted(orphaned)} {took:.2f}s after SIGKILL, exact after {exact:.2f}s")
+
+    for replica in survivors:
+        replica.process.send_signal(signal.SIGTERM)
+    for replica in survivors:
+        assert replica.process.wait(timeout=20) == 0
+
+    # Exact: the open tasks are the open tickets (checked above, still true after the stop)
+    # and no ticket ever got a second task.
+    assert backoffice.matches(sandbox)
+    tasks = sandbox.store.all_tasks()
+    per_ticket = Counter((t["fields"]["fc_source"], t["fields"]["fc_ticket_id"]) for t in tasks)
+    assert len(per_ticket) == backoffice.next_id
+    assert max(per_ticket.values()) == 1
+
+    # Never two writers of one source at once, as Fragment saw it...
+    writers = sandbox.store.stats()["max_concurrent_writers"]
+    assert set(writers) == set(SOURCES)
+    assert max(writers.values()) == 1, writers
+    # ...and as the run history saw it: no source's cycles overlap, whoever ran them.
+    history = run_history(postgres_state_url)
+    for name in SOURCES:
+        cycles = sorted((s, f, r) for src, r, s, f in history if src == name)
+        for (_, finished, _), (started, _, _) in itertools.pairwise(cycles):
+            assert started >= finished, f"{name}: overlapping cycles {cycles}"
+
+
+def test_without_shared_state_two_replicas_do_overlap(
+    tmp_path: Path, sandbox: SandboxServer, replicas: list[Replica]
+) -> None:
+    """The control: replicas with a SQLite store each know nothing of each other, and the
+    sandbox does see two writers of one source at once (so the check above can fail)."""
+    backoffice = Backoffice(tmp_path)
+    backoffice.create()
+    sandbox.store.set_faults(Faults(latency_s=0.2))
+    for name in ("a", "b"):
+        replicas.append(start_replica(name, tmp_path, sandbox, f"sqlite:///{tmp_path / name}.db"))
+    wait_for(lambda: backoffice.matches(sandbox), 60, "the initial sync")
+    assert max(sandbox.store.stats()["max_concurrent_writers"].values()) >= 2
