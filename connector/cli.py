@@ -264,7 +264,8 @@ def status(state: CliState, limit: int, output: str) -> int:
             f"{r.started_at:%Y-%m-%d %H:%M:%S} {r.source:<16} {r.kind:<11} {r.outcome:<22} "
             f"{took:6.1f}s {r.requests:4d} req  {counts or 'no changes'}"
         )
-        click.echo(line + (f"  error: {r.error}" if r.error else ""))
+        by = f"  by {r.replica}" if r.replica else ""
+        click.echo(line + by + (f"  error: {r.error}" if r.error else ""))
     for name, cursor in cursors.items():
         if cursor is not None:
             click.echo(f"cursor {name}: {cursor}")

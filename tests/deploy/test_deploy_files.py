@@ -41,6 +41,7 @@ DOCKERIGNORE = ROOT / ".dockerignore"
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "kubernetes"
 COMPOSE = DEPLOY / "docker-compose.yml"
+REPLICAS_COMPOSE = DEPLOY / "replicas" / "docker-compose.yml"
 DASHBOARD = DEPLOY / "grafana" / "fragment-connector.json"
 SMOKE = ROOT / "scripts" / "container-smoke.sh"
 
@@ -584,7 +585,34 @@ def test_compose_environment_names_real_config_keys(
     assert settings.state.url == "sqlite:////data/state.db"
 
 
-def test_compose_file_passes_docker_compose_config(tmp_path: Path) -> None:
+def test_replicas_compose_runs_two_replicas_on_postgresql(
+    compose: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """deploy/replicas: two replicas of the single deploy's service, state in the postgres one."""
+    (doc,) = load_all(REPLICAS_COMPOSE)
+    services = doc["services"]
+    assert set(services) == {"connector", "postgres"}
+    connector, postgres = services["connector"], services["postgres"]
+    assert connector["deploy"]["replicas"] == 2
+    assert connector["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert "pg_isready" in " ".join(postgres["healthcheck"]["test"])
+    (single,) = compose["services"].values()
+    assert connector["image"] == single["image"] and connector["command"] == single["command"]
+    assert connector["build"]["context"] == "../.."
+    assert "../config.yaml:/etc/fragment-connector/config.yaml:ro" in connector["volumes"]
+    assert connector["stop_grace_period"] == single["stop_grace_period"]
+    env = {
+        name: re.sub(r"\$\{[^}]*\}", "placeholder", value)
+        for name, value in connector["environment"].items()
+        if name != CONFIG_ENV
+    }
+    example = (ROOT / "config.example.yaml").read_text(encoding="utf-8")
+    settings = connector_settings(example, env, tmp_path, monkeypatch)
+    assert settings.state.url == "postgresql://connector:placeholder@postgres:5432/connector"
+
+
+@pytest.mark.parametrize("path", [COMPOSE, REPLICAS_COMPOSE], ids=["single", "replicas"])
+def test_compose_file_passes_docker_compose_config(path: Path) -> None:
     compose_cmd: list[str] | None = None
     if (binary := tool("docker-compose")) is not None:
         compose_cmd = [binary]
@@ -598,12 +626,12 @@ def test_compose_file_passes_docker_compose_config(tmp_path: Path) -> None:
     if compose_cmd is None:
         pytest.skip("no Docker Compose binary installed (the structural checks above still run)")
     result = subprocess.run(
-        [*compose_cmd, "-f", str(COMPOSE), "config", "--quiet"],
+        [*compose_cmd, "-f", str(path), "config", "--quiet"],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
-        env={**os.environ, TOKEN_ENV: "placeholder-token"},
+        env={**os.environ, TOKEN_ENV: "placeholder-token", "POSTGRES_PASSWORD": "placeholder"},
     )
     assert result.returncode == 0 and not result.stderr.strip(), result.stderr
 

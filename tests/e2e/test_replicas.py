@@ -228,6 +228,24 @@ def test_three_replicas_share_six_sources_and_survive_a_sigkill(
     for replica in survivors:
         assert replica.process.wait(timeout=20) == 0
 
+    # `status` reads the shared history: the three replicas' cycles, each with its host:pid.
+    config = tmp_path / "a" / "config.yaml"
+    status = subprocess.run(
+        [sys.executable, "-m", "connector", "status", "--config", str(config), "--limit", "500"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        env={**os.environ, "FRAGMENT_CONNECTOR__FRAGMENT__TOKEN": TOKEN},
+    )
+    pids = {f":{r.process.pid}" for r in replicas}
+    shown = {
+        line.rsplit(" by ", 1)[1].split()[0]
+        for line in status.stdout.splitlines()
+        if " by " in line
+    }
+    assert {p[p.index(":") :] for p in shown} == pids
+
     # Exact: the open tasks are the open tickets (checked above, still true after the stop)
     # and no ticket ever got a second task.
     assert backoffice.matches(sandbox)
