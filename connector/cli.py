@@ -24,6 +24,7 @@ from connector import __version__
 from connector.config import Settings, load_settings
 from connector.cycle import CycleOptions, cycle_exit_code
 from connector.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, ConnectorError, exit_code_for
+from connector.leases import leases_for
 from connector.logging import REDACTOR, configure_logging
 from connector.render import write_json, write_text
 from connector.runtime import build_adapters, fragment_token, open_runtime
@@ -121,7 +122,21 @@ def reconcile(
         show = output == "text" and sys.stderr.isatty()
         with _status(show) as progress:
             async with open_runtime(settings, only_source=only_source, progress=progress) as rec:
-                return await rec.run(options)
+                if dry_run:
+                    return await rec.run(options)
+                # A real run writes only the sources no running daemon holds.
+                names = list(rec.adapters)
+                leases = leases_for(
+                    settings.state.url,
+                    instance=settings.connector.instance,
+                    sources=names,
+                    replica=False,
+                )
+                await leases.start()
+                try:
+                    return await rec.run(options, leases)
+                finally:
+                    await leases.close()
 
     report = asyncio.run(run())
     if output == "json":

@@ -13,6 +13,7 @@ serves `reconcile`, the daemon and the demo.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import time
 import uuid
@@ -36,12 +37,14 @@ from connector.errors import (
     FragmentValidationError,
     LeaseLostError,
     SourceError,
+    SourceHeldElsewhere,
     classify,
     most_severe,
 )
 from connector.fragment import FragmentClient
 from connector.guards import GuardPolicy, guard_plan
 from connector.identity import Markers, instance_namespace, owned_ticket_id, task_uid
+from connector.leases import Leases
 from connector.models import (
     OPEN_STATUSES,
     ActionKind,
@@ -181,8 +184,8 @@ class Reconciler:
     def _owned(self, source: str, task: Task) -> str | None:
         return owned_ticket_id(task, source=source, namespace=self.namespace, markers=self.markers)
 
-    async def run(self, options: CycleOptions) -> CycleReport:
-        """One full cycle over every selected source."""
+    async def run(self, options: CycleOptions, leases: Leases | None = None) -> CycleReport:
+        """One full cycle over every selected source (those `leases` grants, when given)."""
         run_id = uuid.uuid4().hex[:12]
         started = datetime.now(UTC)
         before = self.client.stats.counts.copy()
@@ -195,7 +198,7 @@ class Reconciler:
             if options.only_source is None:
                 orphaned = self.orphaned_sources()
             for source in sources:
-                reports.append(await self.reconcile_source(source, options))
+                reports.append(await self._one_shot(source, options, leases))
         return CycleReport(
             run_id=run_id,
             dry_run=options.dry_run,
@@ -205,6 +208,22 @@ class Reconciler:
             requests=dict(self.client.stats.counts - before),
             orphaned=orphaned,
         )
+
+    async def _one_shot(
+        self, source: SourceSection, options: CycleOptions, leases: Leases | None
+    ) -> SourceReport:
+        if leases is None:
+            return await self.reconcile_source(source, options)
+        name = source.name
+        if not await leases.acquire(name):
+            busy = SourceHeldElsewhere(
+                f"source {name!r} is worked by a running daemon (it holds the source's lock) "
+                "or the state database is unreachable: skipped; --dry-run shows its plan"
+            )
+            log.error("cycle.source_skipped", source=name, error=str(busy))
+            return SourceReport(name=name, ok=False, error=str(busy), error_label=classify(busy)[1])
+        holding = dataclasses.replace(options, may_write=functools.partial(leases.holds, name))
+        return await self.reconcile_source(source, holding)
 
     async def explain(self, source: SourceSection, ticket_id: str) -> dict[str, Any]:
         """Why a ticket's task is as it is, and what the next full cycle would do with it."""

@@ -17,7 +17,8 @@ The tree is grouped by what the caller should do next::
     │   ├── FragmentNetworkError     connection refused, reset, timed out
     │   └── FragmentProtocolError    an answer that is not the documented JSON shape
     └── StateError                   the local state store failed (exit 1)
-        └── LeaseLostError           this replica lost a source's lock mid-cycle: it stopped writing
+        ├── LeaseLostError           this replica lost a source's lock mid-cycle: it stopped writing
+        └── SourceHeldElsewhere      a running daemon holds the source's lock: one-shot skipped it
 
 Foreign exceptions (httpx, SQLAlchemy, pydantic) are translated into these at the seam where they
 occur; callers only ever see this tree.
@@ -107,6 +108,10 @@ class LeaseLostError(StateError):
     """The replica could no longer prove it holds a source's lock, so it stopped writing."""
 
 
+class SourceHeldElsewhere(StateError):
+    """Another process (a running daemon) holds the source's lock."""
+
+
 EXIT_OK: Final = 0
 EXIT_FAILURE: Final = 1
 EXIT_PENDING: Final = 2
@@ -130,6 +135,7 @@ _TABLE: Final[dict[type[BaseException], tuple[int, str]]] = {
     FragmentProtocolError: (EXIT_FAILURE, "fragment_protocol_error"),
     FragmentError: (EXIT_FAILURE, "fragment_error"),
     LeaseLostError: (EXIT_FAILURE, "lease_lost"),
+    SourceHeldElsewhere: (EXIT_FAILURE, "source_held_elsewhere"),
     StateError: (EXIT_FAILURE, "state_error"),
     ConnectorError: (EXIT_FAILURE, "error"),
 }

@@ -15,6 +15,9 @@ its keepalives fail (about 25 s, set on the session below), later than that, so 
 start only after the old one stopped sending batches (but for one already in flight, and batches
 are idempotent PUTs of the same desired state).
 
+A one-shot `reconcile` takes the same locks without announcing itself as a replica: it runs
+only the sources no daemon holds.
+
 Without PostgreSQL (SQLite), `SoleReplica` grants every source: one replica per store.
 """
 
@@ -139,6 +142,7 @@ class PostgresLeases:
         sources: Sequence[str],
         heartbeat_s: float = HEARTBEAT_S,
         trust_s: float = TRUST_S,
+        replica: bool = True,
     ) -> None:
         self._engine = create_async_engine(
             database_url(url),
@@ -150,6 +154,7 @@ class PostgresLeases:
         self._keys = {name: lock_id(name) for name in sources}
         self._heartbeat_s = heartbeat_s
         self._trust_s = trust_s
+        self._replica = replica  # False: a one-shot command, not counted, no fair share
         self._conn: AsyncConnection | None = None
         self._guard = asyncio.Lock()  # one statement at a time on the connection
         self._held: set[str] = set()
@@ -163,12 +168,12 @@ class PostgresLeases:
         self._beating = asyncio.create_task(self._beat(), name="leases-heartbeat")
 
     async def acquire(self, source: str) -> bool:
-        replicas = await self._query(_REPLICAS)
+        replicas = await self._query(_REPLICAS if self._replica else _PING)
         if replicas is None:
             return False
         if source in self._held:
             return True
-        share = self._share(int(replicas))
+        share = self._share(int(replicas)) if self._replica else len(self._keys)
         if len(self._held) >= share:
             return False
         won = await self._query(_TRY_LOCK, key=self._keys[source])
@@ -243,7 +248,8 @@ class PostgresLeases:
         try:
             for setting in _SESSION_SETTINGS:
                 await conn.execute(sa.text(setting))
-            await conn.execute(_ANNOUNCE, {"space": self._space})
+            if self._replica:
+                await conn.execute(_ANNOUNCE, {"space": self._space})
         except BaseException:
             with contextlib.suppress(Exception):
                 await conn.close()
@@ -268,8 +274,13 @@ class PostgresLeases:
                     await conn.close()
 
 
-def leases_for(url: str, *, instance: str, sources: Sequence[str]) -> SoleReplica | PostgresLeases:
-    """PostgreSQL advisory locks when the state store is PostgreSQL, else a sole replica."""
+def leases_for(
+    url: str, *, instance: str, sources: Sequence[str], replica: bool = True
+) -> SoleReplica | PostgresLeases:
+    """PostgreSQL advisory locks when the state store is PostgreSQL, else a sole replica.
+
+    `replica=False` is for one-shot commands: they take free locks but are not counted.
+    """
     if is_postgres(database_url(url)):
-        return PostgresLeases(url, instance=instance, sources=sources)
+        return PostgresLeases(url, instance=instance, sources=sources, replica=replica)
     return SoleReplica(sources)

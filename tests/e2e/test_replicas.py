@@ -8,6 +8,7 @@ sources taken over within one interval, and the final backlog is exact, with no 
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import os
@@ -15,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -26,8 +28,9 @@ import httpx
 import pytest
 import yaml
 
+from connector.leases import PostgresLeases
 from connector.sandbox import Faults, SandboxServer
-from tests.conftest import TOKEN, make_tickets
+from tests.conftest import POSTGRES_STATE_URL, TOKEN, Workspace, make_tickets
 from tests.e2e.test_run import free_port
 from tests.integration.test_postgres_state import execute
 
@@ -278,3 +281,29 @@ def test_without_shared_state_two_replicas_do_overlap(
         replicas.append(start_replica(name, tmp_path, sandbox, f"sqlite:///{tmp_path / name}.db"))
     wait_for(lambda: backoffice.matches(sandbox), 60, "the initial sync")
     assert max(sandbox.store.stats()["max_concurrent_writers"].values()) >= 2
+
+
+async def test_a_one_shot_reconcile_skips_the_sources_a_daemon_holds(
+    workspace: Workspace, postgres_state_url: str
+) -> None:
+    """`reconcile` against a shared store writes nothing to a source a daemon holds (exit 1,
+    `source_held_elsewhere`), and runs it once the lock is free; --dry-run needs no lock."""
+    instance = f"one-shot-{uuid.uuid4().hex[:8]}"
+    workspace.write_tickets(make_tickets(30))
+    workspace.write_config(connector={"instance": instance}, state={"url": postgres_state_url})
+    daemon = PostgresLeases(POSTGRES_STATE_URL, instance=instance, sources=["backoffice"])
+    await daemon.start()
+    try:
+        assert await daemon.acquire("backoffice")
+        code, report = await asyncio.to_thread(workspace.reconcile_json)
+        assert code == 1
+        (source,) = report["sources"]
+        assert source["error_type"] == "source_held_elsewhere", source
+        assert workspace.writes() == []
+        code, _ = await asyncio.to_thread(workspace.reconcile_json, "--dry-run")
+        assert code == 2
+    finally:
+        await daemon.close()
+    code, report = await asyncio.to_thread(workspace.reconcile_json)
+    assert code == 0, report
+    assert len(workspace.tasks()) == 30
