@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from typing import Any
 
 import pytest
 
 from connector.config import load_settings
-from connector.cycle import CycleOptions, cycle_exit_code
+from connector.cycle import CycleOptions, cycle_exit_code, report_counts
 from connector.models import CycleReport
 from connector.runtime import open_runtime
 from connector.sandbox import FailRule, Faults
@@ -20,7 +21,7 @@ def token(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FRAGMENT_CONNECTOR__FRAGMENT__TOKEN", TOKEN)
 
 
-async def cycle(ws: Workspace, **options: bool) -> CycleReport:
+async def cycle(ws: Workspace, **options: Any) -> CycleReport:
     settings = load_settings(ws.config_path)
     async with open_runtime(settings) as reconciler:
         return await reconciler.run(CycleOptions(**options))
@@ -179,3 +180,26 @@ async def test_back_office_duplicates_and_bad_records(workspace: Workspace) -> N
     assert ("T-3", "the title has 1001 characters; Fragment takes at most 1000") in reasons
     assert cycle_exit_code(report) == 3  # the closes of T-8/T-9 were refused
     assert_exact(workspace, {f"T-{n}" for n in range(10)} | {"T-20", "T-21"})
+
+
+async def test_a_lost_lease_stops_the_writes_and_the_next_owner_finishes(
+    workspace: Workspace,
+) -> None:
+    """The replica's lock is lost after its second batch: no further batch is sent, the cycle
+    fails with `lease_lost`, and the next cycle (the next owner) creates exactly the rest."""
+    workspace.write_tickets(make_tickets(450))
+
+    def puts() -> int:
+        return sum(1 for r in workspace.sandbox.store.requests() if r["method"] == "PUT")
+
+    report = await cycle(workspace, may_write=lambda: puts() < 2)
+    (source,) = report.sources
+    assert not source.ok and source.error_label == "lease_lost", source.error
+    assert cycle_exit_code(report) == 1
+    assert len(workspace.tasks()) == 200 and puts() == 2
+    assert len(source.failures) == 250  # the unsent actions, reported as such
+
+    again = await cycle(workspace)
+    assert cycle_exit_code(again) == 0
+    assert report_counts(again.sources[0])["create"] == 250
+    assert_exact(workspace, {f"T-{n}" for n in range(450)})
