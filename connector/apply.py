@@ -74,10 +74,13 @@ async def apply_actions(
     actions: Sequence[Action],
     *,
     batch_size: int,
-    should_stop: Callable[[], bool] = lambda: False,
+    may_send: Callable[[], Awaitable[bool]] | None = None,
     progress: Progress | None = None,
 ) -> ApplyResult:
-    """Send `actions` in batches; creates by PUT, the rest by PATCH."""
+    """Send `actions` in batches; creates by PUT, the rest by PATCH.
+
+    `may_send` is asked before every batch; False leaves that batch and the rest unsent.
+    """
     creates = [a for a in actions if a.kind is ActionKind.CREATE]
     patches = [a for a in actions if a.kind is not ActionKind.CREATE]
     batches: list[tuple[Send, list[Action]]] = [
@@ -86,7 +89,7 @@ async def apply_actions(
     ]
     result = ApplyResult()
     for position, (send, chunk) in enumerate(batches):
-        if should_stop():
+        if may_send is not None and not await may_send():
             _fail_rest(result, batches[position:], "not sent: the cycle stopped")
             break
         try:

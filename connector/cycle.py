@@ -17,7 +17,7 @@ import functools
 import json
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -66,6 +66,10 @@ FULL = "full"
 INCREMENTAL = "incremental"
 
 
+async def _always() -> bool:
+    return True
+
+
 @dataclass(frozen=True, slots=True)
 class CycleOptions:
     """How a cycle runs: for real or as a dry-run, for all sources or one."""
@@ -73,9 +77,9 @@ class CycleOptions:
     dry_run: bool = False
     only_source: str | None = None
     allow_mass_close: bool = False
-    # Checked before every batch: False once this replica can no longer prove it owns the
+    # Awaited before every batch: False once this replica can no longer prove it owns the
     # source (another may have taken over), which stops the writes.
-    may_write: Callable[[], bool] = lambda: True
+    may_write: Callable[[], Awaitable[bool]] = _always
 
 
 @dataclass
@@ -222,7 +226,7 @@ class Reconciler:
             )
             log.error("cycle.source_skipped", source=name, error=str(busy))
             return SourceReport(name=name, ok=False, error=str(busy), error_label=classify(busy)[1])
-        holding = dataclasses.replace(options, may_write=functools.partial(leases.holds, name))
+        holding = dataclasses.replace(options, may_write=functools.partial(leases.confirm, name))
         return await self.reconcile_source(source, holding)
 
     async def explain(self, source: SourceSection, ticket_id: str) -> dict[str, Any]:
@@ -577,16 +581,18 @@ class Reconciler:
 
         lease_lost = False
 
-        def should_stop() -> bool:
+        async def may_send() -> bool:
             nonlocal lease_lost
-            lease_lost = not options.may_write()
-            return lease_lost or self.should_stop()
+            if self.should_stop():
+                return False
+            lease_lost = not await options.may_write()
+            return not lease_lost
 
         result = await apply_actions(
             self.client,
             planned,
             batch_size=self.settings.fragment.batch_size,
-            should_stop=should_stop,
+            may_send=may_send,
             progress=applied,
         )
         written = [(task, action.ticket_id) for action, task in result.applied if task is not None]

@@ -83,7 +83,11 @@ class Leases(Protocol):
         ...
 
     def holds(self, source: str) -> bool:
-        """Whether this replica still provably holds the source: checked before every batch."""
+        """Whether this replica held the source at its last confirmed contact with the database."""
+        ...
+
+    async def confirm(self, source: str) -> bool:
+        """Whether this replica still holds the source, asked of the database: before a batch."""
         ...
 
     async def settle(self, source: str) -> None:
@@ -116,6 +120,9 @@ class SoleReplica:
         return True
 
     def holds(self, source: str) -> bool:
+        return True
+
+    async def confirm(self, source: str) -> bool:
         return True
 
     async def settle(self, source: str) -> None:
@@ -186,6 +193,11 @@ class PostgresLeases:
     def holds(self, source: str) -> bool:
         fresh = time.monotonic() - self._confirmed < self._trust_s
         return source in self._held and fresh
+
+    async def confirm(self, source: str) -> bool:
+        # A live session still holds its advisory locks: one round trip proves it, and a dead
+        # one clears `_held`. A round trip that hangs (partition) fails by QUERY_TIMEOUT_S.
+        return source in self._held and await self._query(_PING) is not None and self.holds(source)
 
     async def settle(self, source: str) -> None:
         if source not in self._held:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import signal
 import socket
@@ -153,7 +154,7 @@ class Daemon:
             self.idle.clear()
             run_id = uuid.uuid4().hex[:12]
             started = datetime.now(UTC)
-            options = CycleOptions(may_write=lambda: self.leases.holds(name))
+            options = CycleOptions(may_write=functools.partial(self.leases.confirm, name))
             try:
                 with structlog.contextvars.bound_contextvars(run_id=run_id, replica=self.replica):
                     report = await self.reconciler.reconcile_source(source, options, kind=kind)

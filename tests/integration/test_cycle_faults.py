@@ -192,7 +192,10 @@ async def test_a_lost_lease_stops_the_writes_and_the_next_owner_finishes(
     def puts() -> int:
         return sum(1 for r in workspace.sandbox.store.requests() if r["method"] == "PUT")
 
-    report = await cycle(workspace, may_write=lambda: puts() < 2)
+    async def may_write() -> bool:
+        return puts() < 2
+
+    report = await cycle(workspace, may_write=may_write)
     (source,) = report.sources
     assert not source.ok and source.error_label == "lease_lost", source.error
     assert cycle_exit_code(report) == 1

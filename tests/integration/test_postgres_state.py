@@ -148,6 +148,8 @@ async def test_two_replicas_share_the_sources_and_never_both_hold_one(pool: Leas
     assert len(held_a) == 2 and len(held_b) == 2
     assert held_a.isdisjoint(held_b)
     assert a.held() == held_a and all(a.holds(s) for s in held_a)
+    assert [await a.confirm(s) for s in sorted(held_a)] == [True, True]
+    assert not await a.confirm(sorted(held_b)[0])
 
     await b.close()  # its connection closes: PostgreSQL frees its locks
     assert await acquired(a) == set(SOURCES)
@@ -193,6 +195,7 @@ async def test_a_lost_connection_drops_every_lease(pool: LeasePool) -> None:
         await asyncio.sleep(0.05)
     assert a.held() == frozenset() and a.problem() is None
     assert session not in pool.lock_sessions()
+    assert not await a.confirm("s1")
 
     b = pool.make()
     await b.start()

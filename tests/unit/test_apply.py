@@ -107,14 +107,19 @@ async def test_fragment_down_stops_and_reports_every_unsent_action() -> None:
     assert {tuple(u) for _, u in fragment.batches} == {tuple(f"u{n}" for n in range(100))}
 
 
-async def test_should_stop_leaves_later_batches_unsent() -> None:
-    """When asked to stop, the batch in flight finishes and the rest is reported as not sent."""
+async def test_a_refusal_to_send_leaves_later_batches_unsent() -> None:
+    """When `may_send` says no, the batch in flight finishes and the rest is reported as not
+    sent."""
     fragment = ScriptedFragment()
     sent: list[int] = []
     actions = [action(n) for n in range(300)]
+
+    async def may_send() -> bool:
+        return len(sent) < 1
+
     async with client(fragment) as c:
         result = await apply_actions(
-            c, actions, batch_size=100, should_stop=lambda: len(sent) >= 1, progress=sent.append
+            c, actions, batch_size=100, may_send=may_send, progress=sent.append
         )
     assert len(fragment.batches) == 1
     assert len(result.applied) == 100
