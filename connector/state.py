@@ -182,7 +182,7 @@ class StateStore:
                 parsed, connect_args=connect_args, pool_pre_ping=is_postgres(parsed)
             )
             self._migrate()
-        except ConfigError:
+        except (ConfigError, StateError):
             self._engine.dispose()
             raise
         except (SQLAlchemyError, ImportError, OSError) as exc:
@@ -206,7 +206,15 @@ class StateStore:
                     f"the state store at state.url belongs to connector.instance {owner!r}, "
                     f"not {self.instance!r}: give each instance its own database or schema"
                 )
-            if found.get("schema") != SCHEMA_VERSION:
+            stored = found.get("schema")
+            if stored is not None and stored.isdigit() and int(stored) > int(SCHEMA_VERSION):
+                # A newer release shares this store: rebuilding it to our older shape would break
+                # that release's replicas (and it would rebuild it back, again and again).
+                raise StateError(
+                    f"the state store has schema {stored}, newer than this release's "
+                    f"{SCHEMA_VERSION}: run the newer release (replicas are being upgraded?)"
+                )
+            if stored != SCHEMA_VERSION:
                 metadata.drop_all(conn)
                 metadata.create_all(conn)
                 found = {}

@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
-from connector.errors import ConfigError
+from connector.errors import ConfigError, StateError
 from connector.identity import Markers
 from connector.leases import PostgresLeases, leases_for, lock_id
 from connector.models import Task, TaskStatus
@@ -97,6 +97,14 @@ def test_an_older_schema_is_rebuilt_and_another_instance_refused(postgres_state_
         ConfigError, match=r"belongs to connector\.instance 'pg-tests', not 'other'"
     ):
         StateStore(postgres_state_url, instance="other")
+
+    # A newer release's store is left alone: no rebuild ping-pong during a rolling upgrade.
+    newer = str(int(SCHEMA_VERSION) + 1)
+    execute(postgres_state_url, f"UPDATE fc_meta SET value = '{newer}' WHERE key = 'schema'")
+    with pytest.raises(StateError, match=f"schema {newer}, newer than this release's"):
+        StateStore(postgres_state_url, instance="pg-tests")
+    stored = execute(postgres_state_url, "SELECT value FROM fc_meta WHERE key = 'schema'")
+    assert stored[0][0] == newer
 
 
 class LeasePool:
