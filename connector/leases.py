@@ -29,13 +29,10 @@ import hashlib
 import math
 import time
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, LiteralString, Protocol
 
-import sqlalchemy as sa
+import psycopg
 import structlog
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
-from sqlalchemy.pool import NullPool
 
 from connector.state import POSTGRES_CONNECT_ARGS, database_url, is_postgres
 
@@ -47,21 +44,18 @@ QUERY_TIMEOUT_S = 5.0
 
 # Server-side keepalives of the lock session: PostgreSQL frees a partitioned replica's locks
 # after about idle + interval x count = 25 s without an answer (the default is hours).
-_SESSION_SETTINGS = (
-    "SET tcp_keepalives_idle = 10",
-    "SET tcp_keepalives_interval = 5",
-    "SET tcp_keepalives_count = 3",
+_SESSION_SETTINGS: LiteralString = (
+    "SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; SET tcp_keepalives_count = 3"
 )
-_PRESENCE = 0  # the object id of the presence lock; source ids are never 0
-
-_TRY_LOCK = sa.text("SELECT pg_try_advisory_lock(:space, :key)")
-_UNLOCK = sa.text("SELECT pg_advisory_unlock(:space, :key)")
-_ANNOUNCE = sa.text("SELECT pg_try_advisory_lock_shared(:space, 0)")
-_PING = sa.text("SELECT 1")
-_REPLICAS = sa.text(
+# Keys are (instance space, source id); the presence lock is (space, 0), source ids never 0.
+_TRY_LOCK: LiteralString = "SELECT pg_try_advisory_lock(%(space)s::int4, %(key)s::int4)"
+_UNLOCK: LiteralString = "SELECT pg_advisory_unlock(%(space)s::int4, %(key)s::int4)"
+_ANNOUNCE: LiteralString = "SELECT pg_try_advisory_lock_shared(%(space)s::int4, 0)"
+_PING: LiteralString = "SELECT 1"
+_REPLICAS: LiteralString = (
     "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
     " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-    " AND classid::bigint = :space AND objid::bigint = 0 AND objsubid = 2"
+    " AND classid::bigint = %(space)s AND objid::bigint = 0 AND objsubid = 2"
 )
 
 
@@ -149,20 +143,18 @@ class PostgresLeases:
         sources: Sequence[str],
         heartbeat_s: float = HEARTBEAT_S,
         trust_s: float = TRUST_S,
+        query_timeout_s: float = QUERY_TIMEOUT_S,
         replica: bool = True,
     ) -> None:
-        self._engine = create_async_engine(
-            database_url(url),
-            poolclass=NullPool,
-            isolation_level="AUTOCOMMIT",
-            connect_args=POSTGRES_CONNECT_ARGS,
-        )
+        parsed = database_url(url).set(drivername="postgresql")
+        self._conninfo = parsed.render_as_string(hide_password=False)
         self._space = lock_id(f"fragment-connector/{instance}")
         self._keys = {name: lock_id(name) for name in sources}
         self._heartbeat_s = heartbeat_s
         self._trust_s = trust_s
+        self._query_timeout_s = query_timeout_s
         self._replica = replica  # False: a one-shot command, not counted, no fair share
-        self._conn: AsyncConnection | None = None
+        self._conn: psycopg.AsyncConnection[Any] | None = None
         self._guard = asyncio.Lock()  # one statement at a time on the connection
         self._held: set[str] = set()
         self._confirmed = -math.inf
@@ -196,7 +188,7 @@ class PostgresLeases:
 
     async def confirm(self, source: str) -> bool:
         # A live session still holds its advisory locks: one round trip proves it, and a dead
-        # one clears `_held`. A round trip that hangs (partition) fails by QUERY_TIMEOUT_S.
+        # one clears `_held`. A round trip that hangs (partition) fails by the query timeout.
         return source in self._held and await self._query(_PING) is not None and self.holds(source)
 
     async def settle(self, source: str) -> None:
@@ -223,7 +215,6 @@ class PostgresLeases:
                 await self._beating
         async with self._guard:
             await self._disconnect()
-        await self._engine.dispose()
 
     # --- internals -------------------------------------------------------------------------
 
@@ -238,15 +229,16 @@ class PostgresLeases:
     async def _ping(self) -> None:
         await self._query(_PING)
 
-    async def _query(self, statement: sa.TextClause, *, key: int | None = None) -> Any:
+    async def _query(self, statement: LiteralString, *, key: int | None = None) -> Any:
         """The statement's single value, or None once the connection failed (locks lost)."""
         params = {"space": self._space, "key": key}
         async with self._guard:
             try:
-                async with asyncio.timeout(QUERY_TIMEOUT_S):
-                    conn = self._conn or await self._connect()
-                    value = (await conn.execute(statement, params)).scalar()
-            except (SQLAlchemyError, OSError, TimeoutError) as exc:
+                if self._conn is None:
+                    async with asyncio.timeout(self._query_timeout_s):
+                        self._conn = await self._connect()
+                value = await self._answer(self._conn, statement, params)
+            except (psycopg.Error, OSError, TimeoutError) as exc:
                 await self._lost(exc)
                 return None
             self._confirmed = time.monotonic()
@@ -255,18 +247,41 @@ class PostgresLeases:
                 self._problem = None
             return value
 
-    async def _connect(self) -> AsyncConnection:
-        conn = await self._engine.connect()
+    async def _answer(
+        self, conn: psycopg.AsyncConnection[Any], statement: LiteralString, params: dict[str, Any]
+    ) -> Any:
+        """Run one statement within the query timeout. On timeout the socket is dropped rather
+        than the query cancelled: a cancel request would wait on the silent server too."""
+
+        async def fetch() -> Any:
+            row = await (await conn.execute(statement, params)).fetchone()
+            return None if row is None else row[0]
+
+        running = asyncio.ensure_future(fetch())
         try:
-            for setting in _SESSION_SETTINGS:
-                await conn.execute(sa.text(setting))
+            done, _ = await asyncio.wait({running}, timeout=self._query_timeout_s)
+        finally:
+            if not running.done():
+                conn.pgconn.finish()
+                running.cancel()
+                with contextlib.suppress(BaseException):
+                    await running
+        if not done:
+            raise TimeoutError(f"no answer within {self._query_timeout_s:g}s")
+        return running.result()
+
+    async def _connect(self) -> psycopg.AsyncConnection[Any]:
+        conn = await psycopg.AsyncConnection.connect(
+            self._conninfo, autocommit=True, **POSTGRES_CONNECT_ARGS
+        )
+        try:
+            await conn.execute(_SESSION_SETTINGS)
             if self._replica:
                 await conn.execute(_ANNOUNCE, {"space": self._space})
         except BaseException:
             with contextlib.suppress(Exception):
                 await conn.close()
             raise
-        self._conn = conn
         return conn
 
     async def _lost(self, exc: BaseException) -> None:

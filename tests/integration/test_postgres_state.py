@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from connector.errors import ConfigError, StateError
@@ -234,9 +236,93 @@ async def test_an_unconfirmed_session_stops_writing_before_the_server_frees_it(
     assert await a.acquire("s1") and a.holds("s1")
     # The server's side of the bargain: it gives up on a silent lock session after 10 + 3 x 5 s.
     settings = [
-        await a._query(sa.text(f"SHOW tcp_keepalives_{n}")) for n in ("idle", "interval", "count")
+        await a._query(f"SHOW tcp_keepalives_{n}") for n in ("idle", "interval", "count")
     ]
     assert settings == ["10", "5", "3"]
     await asyncio.sleep(0.4)
     assert not a.holds("s1")
     assert await a.acquire("s1") and a.holds("s1")  # a successful query confirms it again
+
+
+class Partition:
+    """A TCP relay to PostgreSQL that can stop relaying without closing anything: to both ends
+    the network just goes silent, as in a partition."""
+
+    def __init__(self) -> None:
+        self.flowing = asyncio.Event()
+        self.flowing.set()
+        self.upstreams: list[asyncio.StreamWriter] = []
+        self.port = 0
+
+    async def start(self) -> asyncio.Server:
+        server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        self.port = server.sockets[0].getsockname()[1]
+        return server
+
+    @property
+    def url(self) -> str:
+        parsed = make_url(POSTGRES_STATE_URL)
+        return parsed.set(host="127.0.0.1", port=self.port).render_as_string(hide_password=False)
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        parsed = make_url(POSTGRES_STATE_URL)
+        up_reader, up_writer = await asyncio.open_connection(parsed.host, parsed.port)
+        self.upstreams.append(up_writer)
+        await asyncio.gather(
+            self._pipe(reader, up_writer), self._pipe(up_reader, writer), return_exceptions=True
+        )
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(65536):
+            await self.flowing.wait()
+            writer.write(data)
+            await writer.drain()
+        writer.close()
+
+    def server_gives_up(self) -> None:
+        """What PostgreSQL does once its keepalives to the silent replica fail: end the session."""
+        for upstream in self.upstreams:
+            upstream.close()
+
+
+async def test_a_partitioned_replica_stops_and_is_replaced_only_once_its_session_ends(
+    pool: LeasePool,
+) -> None:
+    """Partition between a replica and the database: its next confirm fails within the query
+    timeout (it stops writing) while its locks stay held, so nobody else starts yet; once the
+    server ends the silent session, another replica takes the source."""
+    partition = Partition()
+    relay = await partition.start()
+    try:
+        cut_off = PostgresLeases(
+            partition.url,
+            instance=pool.instance,
+            sources=SOURCES,
+            heartbeat_s=3600,
+            query_timeout_s=1.0,
+        )
+        pool.made.append(cut_off)
+        await cut_off.start()
+        assert await cut_off.acquire("s1")
+
+        partition.flowing.clear()
+        began = time.monotonic()
+        assert not await cut_off.confirm("s1")
+        assert time.monotonic() - began < 2.0
+        assert cut_off.held() == frozenset()
+        problem = cut_off.problem()
+        assert problem is not None and "unreachable" in problem
+
+        other = pool.make()
+        await other.start()
+        assert not await other.acquire("s1")  # the silent session still holds it: no overlap
+
+        partition.server_gives_up()
+        for _ in range(100):
+            if await other.acquire("s1"):
+                break
+            await asyncio.sleep(0.05)
+        assert other.held() == {"s1"}
+    finally:
+        partition.flowing.set()
+        relay.close()
