@@ -107,4 +107,6 @@ def _fail_rest(result: ApplyResult, batches: list[tuple[Send, list[Action]]], wh
     # Part of the current chunk may already be settled (a 422 isolated before the failure).
     settled = {id(a) for a, _ in result.applied} | {id(f.action) for f in result.failures}
     for _, chunk in batches:
-        result.failures.extend(ActionFailure(a, why) for a in chunk if id(a) not in settled)
+        result.failures.extend(
+            ActionFailure(a, why, sent=False) for a in chunk if id(a) not in settled
+        )

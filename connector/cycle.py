@@ -599,14 +599,18 @@ class Reconciler:
         self.store.remember(name, written, self.markers)
         if isinstance(result.fatal, FragmentAuthError):
             raise result.fatal
+        unsent = [f for f in result.failures if not f.sent]
         for failure in result.failures:
-            log.warning(
-                "apply.failed",
-                source=name,
-                kind=failure.action.kind.value,
-                ticket_id=failure.action.ticket_id,
-                error=failure.error,
-            )
+            if failure.sent:
+                log.warning(
+                    "apply.failed",
+                    source=name,
+                    kind=failure.action.kind.value,
+                    ticket_id=failure.action.ticket_id,
+                    error=failure.error,
+                )
+        if unsent:  # one line, not one per action: a stop can leave thousands unsent
+            log.warning("apply.not_sent", source=name, actions=len(unsent), error=unsent[0].error)
         fatal: ConnectorError | None = result.fatal
         if fatal is None and lease_lost:
             fatal = LeaseLostError(

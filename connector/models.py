@@ -143,6 +143,7 @@ class ActionFailure:
 
     action: Action
     error: str
+    sent: bool = True  # False: never sent (the run stopped first), so Fragment never refused it
 
 
 @dataclass(frozen=True, slots=True)

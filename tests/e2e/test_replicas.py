@@ -28,7 +28,7 @@ import httpx
 import pytest
 import yaml
 
-from connector.leases import PostgresLeases
+from connector.leases import PostgresLeases, lock_id
 from connector.sandbox import Faults, SandboxServer
 from tests.conftest import POSTGRES_STATE_URL, TOKEN, Workspace, make_tickets
 from tests.e2e.test_run import free_port
@@ -48,13 +48,14 @@ class Backoffice:
     """Six ticket files and what each should show in Fragment."""
 
     root: Path
+    sources: list[str] = field(default_factory=lambda: list(SOURCES))
     tickets: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     next_id: int = 0
 
-    def create(self) -> None:
-        for name in SOURCES:
-            self.tickets[name] = make_tickets(PER_SOURCE, start=self.next_id, prefix=f"{name}-")
-            self.next_id += PER_SOURCE
+    def create(self, per_source: int = PER_SOURCE) -> None:
+        for name in self.sources:
+            self.tickets[name] = make_tickets(per_source, start=self.next_id, prefix=f"{name}-")
+            self.next_id += per_source
             self.save(name)
 
     def save(self, name: str) -> None:
@@ -75,13 +76,14 @@ class Backoffice:
 
     def matches(self, sandbox: SandboxServer) -> bool:
         """Whether Fragment's open tasks are exactly the open tickets, titles included."""
-        shown: dict[str, dict[str, str]] = {name: {} for name in SOURCES}
+        shown: dict[str, dict[str, str]] = {name: {} for name in self.sources}
         for task in sandbox.store.all_tasks():
             if task["status"] in OPEN:
                 fields = task["fields"]
                 shown[fields["fc_source"]][fields["fc_ticket_id"]] = fields["title"]
         return all(
-            shown[name] == {t["id"]: t["title"] for t in self.tickets[name]} for name in SOURCES
+            shown[name] == {t["id"]: t["title"] for t in self.tickets[name]}
+            for name in self.sources
         )
 
 
@@ -106,7 +108,13 @@ class Replica:
         return {name for name, state in self.holdings().items() if state == "held"}
 
 
-def start_replica(name: str, root: Path, sandbox: SandboxServer, state_url: str) -> Replica:
+def start_replica(
+    name: str,
+    root: Path,
+    sandbox: SandboxServer,
+    state_url: str,
+    sources: list[str] = SOURCES,
+) -> Replica:
     workdir = root / name
     workdir.mkdir()
     port = free_port()
@@ -127,7 +135,7 @@ def start_replica(name: str, root: Path, sandbox: SandboxServer, state_url: str)
         "server": {"host": "127.0.0.1", "port": port},
         "sources": [
             {"name": s, "adapter": "file", "options": {"path": str(root / f"{s}.json")}}
-            for s in SOURCES
+            for s in sources
         ],
     }
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
@@ -205,6 +213,11 @@ def test_three_replicas_share_six_sources_and_survive_a_sigkill(
     )
     wait_for(lambda: backoffice.matches(sandbox), 60, "the initial sync of six sources")
     wait_for(lambda: each_held_once(replicas, share=2), 30, "two sources per replica")
+    for replica in replicas:  # /metrics agrees with /readyz
+        metrics = httpx.get(f"http://127.0.0.1:{replica.port}/metrics", timeout=5).text
+        for name, state in replica.holdings().items():
+            held = "1.0" if state == "held" else "0.0"
+            assert f'fragment_connector_source_held{{source="{name}"}} {held}' in metrics
 
     for round_ in (1, 2):
         backoffice.churn(SOURCES, round_)
@@ -307,3 +320,44 @@ async def test_a_one_shot_reconcile_skips_the_sources_a_daemon_holds(
     code, report = await asyncio.to_thread(workspace.reconcile_json)
     assert code == 0, report
     assert len(workspace.tasks()) == 30
+
+
+def test_a_replica_whose_lock_session_dies_stops_writing_and_resumes(
+    tmp_path: Path,
+    sandbox: SandboxServer,
+    postgres_state_url: str,
+    replicas: list[Replica],
+) -> None:
+    """The server ends the daemon's lock session while it is writing (a database restart, an
+    admin's pg_terminate_backend): the next batch is not sent, the cycle fails with
+    `lease_lost`, and the daemon reconnects and finishes at its next tick, exactly."""
+    backoffice = Backoffice(tmp_path, sources=["s1"])
+    backoffice.create(per_source=800)
+    sandbox.store.set_faults(Faults(latency_s=0.4))
+    replica = start_replica("a", tmp_path, sandbox, postgres_state_url, sources=["s1"])
+    replicas.append(replica)
+
+    def puts() -> int:
+        return sum(1 for r in sandbox.store.requests() if r["method"] == "PUT")
+
+    wait_for(lambda: puts() >= 1, 30, "the first batch in flight")
+    space = lock_id(f"fragment-connector/replicas-{tmp_path.name}")
+    (ended,) = execute(
+        POSTGRES_STATE_URL,
+        "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory'"
+        f" AND objid::bigint = 0 AND classid::bigint = {space}",
+    )
+    assert ended[0] is True
+    wait_for(lambda: "cycle.lease_lost" in replica.log.read_text(), 10, "the cycle to stop")
+    assert puts() <= 2, "at most the batch in flight and the one confirmed just before the end"
+    stopped_at = puts()
+
+    sandbox.store.set_faults(Faults())
+    wait_for(lambda: backoffice.matches(sandbox), 30, "the next tick to finish the plan")
+    assert puts() == stopped_at + (800 - 100 * stopped_at + 99) // 100
+    log = replica.log.read_text()
+    assert '"lease.lost"' in log and '"cycle.lease_lost"' in log
+    assert '"apply.not_sent"' in log and '"apply.failed"' not in log  # one line, not 600
+    replica.process.send_signal(signal.SIGTERM)
+    assert replica.process.wait(timeout=20) == 0
+    assert len(sandbox.store.all_tasks()) == 800

@@ -235,9 +235,7 @@ async def test_an_unconfirmed_session_stops_writing_before_the_server_frees_it(
     await a.start()
     assert await a.acquire("s1") and a.holds("s1")
     # The server's side of the bargain: it gives up on a silent lock session after 10 + 3 x 5 s.
-    settings = [
-        await a._query(f"SHOW tcp_keepalives_{n}") for n in ("idle", "interval", "count")
-    ]
+    settings = [await a._query(f"SHOW tcp_keepalives_{n}") for n in ("idle", "interval", "count")]
     assert settings == ["10", "5", "3"]
     await asyncio.sleep(0.4)
     assert not a.holds("s1")
