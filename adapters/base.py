@@ -10,9 +10,10 @@ that means (no closes for that source, exit codes, metrics). Contract version: `
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any, ClassVar, Final, Protocol, runtime_checkable
+from datetime import timedelta
+from typing import Annotated, Any, ClassVar, Final, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict
 
 from connector.errors import (
     AdapterAuthError,
@@ -22,6 +23,7 @@ from connector.errors import (
     SourceError,
 )
 from connector.models import ChangeSet, InvalidRecord, Ticket
+from connector.values import parse_duration
 
 API_VERSION: Final = 1
 
@@ -33,12 +35,18 @@ __all__ = [
     "AdapterDataError",
     "AdapterUnavailable",
     "ChangeSet",
+    "Duration",
     "InvalidRecord",
     "SourceAdapter",
     "SourceError",
     "SupportsChanges",
     "Ticket",
 ]
+
+
+# An option that is a length of time, written as in the core's config: `30s`, `5m`, `1h`, or a
+# number of seconds. Bounds (`gt=`, `ge=`) go on the Field.
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
 
 class AdapterConfig(BaseModel):

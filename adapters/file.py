@@ -26,6 +26,7 @@ from adapters.base import (
     AdapterDataError,
     AdapterUnavailable,
     ChangeSet,
+    Duration,
     InvalidRecord,
     Ticket,
 )
@@ -52,7 +53,7 @@ class FileOptions(AdapterConfig):
         description="`status` values (case-insensitive) that mean the ticket is not open.",
     )
     encoding: str = "utf-8"
-    incremental_overlap: timedelta = Field(
+    incremental_overlap: Duration = Field(
         timedelta(minutes=1),
         description="How far each incremental poll reaches back before the last one's newest "
         "`updated_at`, so that late writes or equal timestamps are not lost.",

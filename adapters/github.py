@@ -32,6 +32,7 @@ from adapters.base import (
     AdapterConfigError,
     AdapterDataError,
     ChangeSet,
+    Duration,
     InvalidRecord,
     Ticket,
 )
@@ -78,13 +79,13 @@ class GitHubOptions(AdapterConfig):
         "is closed.",
     )
     page_size: int = Field(100, ge=1, le=100, description="Issues per page (GitHub's max 100).")
-    incremental_overlap: timedelta = Field(
+    incremental_overlap: Duration = Field(
         timedelta(minutes=1),
         description="How far each poll reaches back before the previous one.",
     )
-    timeout: timedelta = Field(timedelta(seconds=30), description="Per HTTP request.")
+    timeout: Duration = Field(timedelta(seconds=30), description="Per HTTP request.")
     retry_attempts: int = Field(5, ge=1, description="Attempts per request (429, 5xx, network).")
-    retry_deadline: timedelta = Field(
+    retry_deadline: Duration = Field(
         timedelta(seconds=90),
         description="Time for one request with its retries and waits (room for the minute a "
         "secondary rate limit asks); a longer wait fails the request at once, and the next "

@@ -28,6 +28,7 @@ from adapters.base import (
     AdapterConfig,
     AdapterDataError,
     ChangeSet,
+    Duration,
     InvalidRecord,
     Ticket,
 )
@@ -94,14 +95,14 @@ class JiraOptions(AdapterConfig):
         "e.g. {team: customfield_10010.value, points: customfield_10016}.",
     )
     page_size: int = Field(100, ge=1, le=5000, description="Issues asked for per page.")
-    incremental_overlap: timedelta = Field(
+    incremental_overlap: Duration = Field(
         timedelta(minutes=2),
         description="How far each poll reaches back before the previous one (JQL compares at "
         "minute precision, search lags a little: keep it over a minute).",
     )
-    timeout: timedelta = Field(timedelta(seconds=30), description="Per HTTP request.")
+    timeout: Duration = Field(timedelta(seconds=30), description="Per HTTP request.")
     retry_attempts: int = Field(5, ge=1, description="Attempts per request (429, 5xx, network).")
-    retry_deadline: timedelta = Field(
+    retry_deadline: Duration = Field(
         timedelta(seconds=60),
         description="Time for one request with its retries and waits; a Retry-After past it "
         "fails the request at once.",

@@ -29,6 +29,7 @@ from adapters.base import (
     AdapterConfigError,
     AdapterDataError,
     ChangeSet,
+    Duration,
     InvalidRecord,
     SourceError,
     Ticket,
@@ -233,7 +234,7 @@ class IncrementalOptions(AdapterConfig):
     )
     in_: Literal["query", "body"] = Field("query", alias="in")
     format: Literal["iso8601", "epoch_s", "epoch_ms"] = "iso8601"
-    overlap: timedelta = Field(
+    overlap: Duration = Field(
         timedelta(minutes=1),
         description="How far each poll reaches back before the newest `updated_at` seen.",
     )
@@ -256,10 +257,10 @@ class RetryOptions(AdapterConfig):
     """How each request is retried on 429, 5xx and network errors (adapters.http.RetryPolicy)."""
 
     attempts: int = Field(5, ge=1)
-    deadline: timedelta = Field(timedelta(seconds=60), gt=timedelta(0))
-    wait_initial: timedelta = timedelta(seconds=0.5)
-    wait_max: timedelta = timedelta(seconds=30)
-    wait_jitter: timedelta = timedelta(seconds=1)
+    deadline: Duration = Field(timedelta(seconds=60), gt=timedelta(0))
+    wait_initial: Duration = timedelta(seconds=0.5)
+    wait_max: Duration = timedelta(seconds=30)
+    wait_jitter: Duration = timedelta(seconds=1)
 
     def policy(self) -> RetryPolicy:
         """The SDK retry policy for these options."""
@@ -290,7 +291,7 @@ class RestOptions(AdapterConfig):
     check: RequestOptions | None = Field(
         None, description="A cheap request for `check`; default: the listing's first page."
     )
-    timeout: timedelta = Field(timedelta(seconds=30), gt=timedelta(0))
+    timeout: Duration = Field(timedelta(seconds=30), gt=timedelta(0))
     retry: RetryOptions = RetryOptions()
     max_pages: int = Field(10_000, ge=1)
 

@@ -54,6 +54,7 @@ from adapters.base import (
     AdapterDataError,
     AdapterUnavailable,
     ChangeSet,
+    Duration,
     InvalidRecord,
     SourceError,
     Ticket,
@@ -128,16 +129,16 @@ class SqlOptions(AdapterConfig):
         "datetime",
         description="How `:since` is bound: a UTC timestamp, or Unix seconds or milliseconds.",
     )
-    incremental_overlap: timedelta = Field(
+    incremental_overlap: Duration = Field(
         timedelta(minutes=1),
         description="How far each poll reaches back before the newest `updated_at` seen: rows "
         "committed late with an older timestamp are not lost.",
     )
     fetch_size: int = Field(1000, ge=1, le=100_000, description="Rows per server-side fetch.")
-    statement_timeout: timedelta | None = Field(
+    statement_timeout: Duration | None = Field(
         timedelta(minutes=5), description="Per statement (PostgreSQL, MySQL, MariaDB); null: none."
     )
-    connect_timeout: timedelta = Field(timedelta(seconds=10), gt=timedelta(0))
+    connect_timeout: Duration = Field(timedelta(seconds=10), gt=timedelta(0))
 
     @field_validator("query")
     @classmethod

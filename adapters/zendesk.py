@@ -26,6 +26,7 @@ from adapters.base import (
     AdapterConfigError,
     AdapterDataError,
     ChangeSet,
+    Duration,
     InvalidRecord,
     Ticket,
 )
@@ -77,9 +78,9 @@ class ZendeskOptions(AdapterConfig):
     page_size: int = Field(
         100, ge=1, le=1000, description="Tickets per page of the export and of the change feed."
     )
-    timeout: timedelta = Field(timedelta(seconds=30), description="Per HTTP request.")
+    timeout: Duration = Field(timedelta(seconds=30), description="Per HTTP request.")
     retry_attempts: int = Field(5, ge=1, description="Attempts per request (429, 5xx, network).")
-    retry_deadline: timedelta = Field(
+    retry_deadline: Duration = Field(
         timedelta(seconds=60),
         description="Time for one request with its retries and waits; a Retry-After past it "
         "fails the request at once.",

@@ -31,6 +31,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from connector.errors import ConfigError
 from connector.identity import Markers
+from connector.values import parse_duration
 
 CONFIG_ENV = "FRAGMENT_CONNECTOR_CONFIG"
 ENV_PREFIX = "FRAGMENT_CONNECTOR__"
@@ -39,20 +40,6 @@ DEFAULT_BASE_URL = "https://api.onfragment.com/api/v1"
 SANDBOX = "sandbox"
 FRAGMENT_MAX_BATCH = 100
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
-
-
-def _parse_duration(value: object) -> object:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return timedelta(seconds=value)
-    if isinstance(value, str):
-        match = _DURATION.match(value)
-        if not match:
-            raise ValueError("expected a duration such as 30s, 5m, 1h or a number of seconds")
-        return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
-    return value
-
 
 def _positive(value: timedelta) -> timedelta:
     if value.total_seconds() <= 0:
@@ -60,7 +47,7 @@ def _positive(value: timedelta) -> timedelta:
     return value
 
 
-Duration = Annotated[timedelta, BeforeValidator(_parse_duration), AfterValidator(_positive)]
+Duration = Annotated[timedelta, BeforeValidator(parse_duration), AfterValidator(_positive)]
 SourceName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 
 

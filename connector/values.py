@@ -11,8 +11,9 @@ from __future__ import annotations
 import email.utils
 import json
 import math
+import re
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from connector.models import JSONValue
@@ -127,3 +128,20 @@ def parse_retry_after(value: str | None, *, now: float) -> float | None:
             moment = moment.replace(tzinfo=UTC)
         return max(0.0, moment.timestamp() - now)
     return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+
+def parse_duration(value: object) -> object:
+    """A config duration (`30s`, `5m`, `1h`, `250ms`, `2d` or a number of seconds) as a
+    timedelta; anything else is left for the model's own validation."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return timedelta(seconds=value)
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if not match:
+            raise ValueError("expected a duration such as 30s, 5m, 1h or a number of seconds")
+        return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+    return value

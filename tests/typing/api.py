@@ -6,6 +6,7 @@ If a change to `adapters.base` breaks this file, it breaks every third-party ada
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import ClassVar
 
 from pydantic import SecretStr
@@ -15,6 +16,7 @@ from adapters.base import (
     AdapterAuthError,
     AdapterConfig,
     ChangeSet,
+    Duration,
     InvalidRecord,
     SourceAdapter,
     SupportsChanges,
@@ -26,6 +28,7 @@ class ExampleOptions(AdapterConfig):
     base_url: str
     token: SecretStr
     page_size: int = 100
+    timeout: Duration = timedelta(seconds=30)
 
 
 class ExampleAdapter:

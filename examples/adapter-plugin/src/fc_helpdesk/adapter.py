@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field, SecretStr
 
-from adapters.base import AdapterConfig, ChangeSet, InvalidRecord, Ticket
+from adapters.base import AdapterConfig, ChangeSet, Duration, InvalidRecord, Ticket
 from adapters.http import CursorField, get_json, make_client, paginate
 from adapters.mapping import RecordMapper, TicketMapping
 
@@ -38,7 +38,7 @@ class HelpdeskOptions(AdapterConfig):
     base_url: str = Field(description="The Helpdesk API root, e.g. https://acme.helpdesk.example")
     token: SecretStr = Field(description="An API token (Settings > API in Helpdesk).")
     per_page: int = Field(50, ge=1, le=50, description="Tickets per page (Helpdesk allows 50).")
-    overlap: timedelta = Field(
+    overlap: Duration = Field(
         timedelta(minutes=2), description="How far each change poll reaches back before the last."
     )
 
