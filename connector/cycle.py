@@ -600,15 +600,14 @@ class Reconciler:
         if isinstance(result.fatal, FragmentAuthError):
             raise result.fatal
         unsent = [f for f in result.failures if not f.sent]
-        for failure in result.failures:
-            if failure.sent:
-                log.warning(
-                    "apply.failed",
-                    source=name,
-                    kind=failure.action.kind.value,
-                    ticket_id=failure.action.ticket_id,
-                    error=failure.error,
-                )
+        for failure in (f for f in result.failures if f.sent):
+            log.warning(
+                "apply.failed",
+                source=name,
+                kind=failure.action.kind.value,
+                ticket_id=failure.action.ticket_id,
+                error=failure.error,
+            )
         if unsent:  # one line, not one per action: a stop can leave thousands unsent
             log.warning("apply.not_sent", source=name, actions=len(unsent), error=unsent[0].error)
         fatal: ConnectorError | None = result.fatal
@@ -617,7 +616,7 @@ class Reconciler:
                 f"lost the lock of source {name!r} (state database unreachable): stopped "
                 "writing; whichever replica holds it next applies the rest"
             )
-            log.error("cycle.lease_lost", source=name, unsent=len(result.failures))
+            log.error("cycle.lease_lost", source=name, unsent=len(unsent))
         return dataclasses.replace(
             report,
             ok=fatal is None,
