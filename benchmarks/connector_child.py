@@ -82,6 +82,9 @@ async def main(config: Path) -> None:
                 ),
                 flush=True,
             )
+            # The daemon drops a cycle's report when the cycle ends; held here, the initial
+            # sync's 100k planned creates would count in the next cycle's peak memory.
+            del report, source
 
 
 if __name__ == "__main__":
