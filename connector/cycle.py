@@ -314,13 +314,15 @@ class Reconciler:
                 )
             open_before = len(known.tasks)
         else:
-            mirror = Mirror(self.store, name, self.markers, lambda t: self._owned(name, t))
-            if watermark.full_listing_due(self.settings):
+            full = watermark.full_listing_due(self.settings)
+            mirror = Mirror(
+                self.store, name, self.markers, lambda t: self._owned(name, t), full_listing=full
+            )
+            if full:
                 # A full listing of the open tasks: the truth, and the mirror's periodic repair.
                 async for page in self._pages(name, statuses=OPEN_STATUSES):
                     mirror.read(page)
-                mirror.done()
-                unseen = mirror.forget_unlisted()
+                unseen = mirror.done()
                 watermark = watermark.after_full_listing(mirror.newest)
                 log.info("fragment.full_listing", source=name, open=len(mirror.open), unseen=unseen)
             else:

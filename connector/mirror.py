@@ -118,7 +118,10 @@ class Mirror:
         source: str,
         markers: Markers,
         owned: Callable[[Task], str | None],
+        *,
+        full_listing: bool,
     ) -> None:
+        """`full_listing`: the pages to read list every open task, so those missing are not."""
         self.store = store
         self.source = source
         self.markers = markers
@@ -126,7 +129,7 @@ class Mirror:
         self.open: dict[str, TaskDigest] = store.digests(source)
         self.newest: datetime | None = None  # the newest `updated_at` read
         self.writer = MirrorWriter(store, source, markers)
-        self._listed: set[str] = set()
+        self._listed: set[str] | None = set() if full_listing else None
 
     def read(self, page: Sequence[Task]) -> None:
         """Take in one page of a listing: what differs from the mirror, if ours, is stored.
@@ -134,6 +137,7 @@ class Mirror:
         A task as the mirror has it is still ours (its digest covers the marker fields). Call
         `done()` after the last page.
         """
+        listed = self._listed
         changed: list[tuple[Task, str]] = []
         for task in page:
             digest = task_digest(task)
@@ -146,20 +150,20 @@ class Mirror:
                     self.open[task.uid] = digest
                 else:
                     self.open.pop(task.uid, None)
-            if task.is_open:
-                self._listed.add(task.uid)
+            if listed is not None and task.is_open:
+                listed.add(task.uid)
             updated = task.updated_at
             if updated is not None and (self.newest is None or updated > self.newest):
                 self.newest = updated
         self.writer.add(changed)
 
-    def done(self) -> None:
-        """After the last page: everything read is in the store."""
+    def done(self) -> int:
+        """After the last page: everything read goes to the store. After a full listing, the open
+        tasks it did not show are no longer known to be open (closed or deleted in Fragment);
+        returns how many."""
         self.writer.flush()
-
-    def forget_unlisted(self) -> int:
-        """After a full listing of the open tasks: those it did not show are no longer known to be
-        open (closed or deleted in Fragment); returns how many."""
+        if self._listed is None:
+            return 0
         for uid in self.open.keys() - self._listed:
             del self.open[uid]
         return self.store.mark_unseen(self.source, self._listed)

@@ -17,6 +17,7 @@ import functools
 import uuid
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Literal, NamedTuple
 
 from connector.identity import (
@@ -41,6 +42,9 @@ from connector.values import fields_digest, format_timestamp, normalise, same
 
 ReopenPolicy = Literal["never", "on_activity"]
 _SCALARS = frozenset({str, int, float, bool, type(None)})
+
+# Shared by every action without changes: a 100k initial sync would hold 100k empty dicts.
+_NO_CHANGES: Mapping[str, tuple[JSONValue, JSONValue]] = MappingProxyType({})
 
 REASON_NEW = "new ticket"
 REASON_ABSENT = "absent from snapshot"
@@ -190,7 +194,7 @@ def _action(
         reason=reason,
         payload=payload,
         title=_title(desired),
-        changes=changes or {},
+        changes=changes or _NO_CHANGES,
     )
 
 
