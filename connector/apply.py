@@ -5,7 +5,9 @@ Creates go in `PUT /tasks/batch` chunks, everything else (updates, reopens, clos
 A 422 names the bad items: they are reported and the rest of the chunk is sent again (a 422
 without item positions is bisected). Any other failure (Fragment down past the retry deadline,
 token refused) stops the run: the unsent actions are reported as failed and the next cycle,
-planned afresh from Fragment, picks them up. Nothing is ever half-trusted.
+planned afresh from Fragment, picks them up. Nothing is ever half-trusted. The tasks Fragment
+returns are handed over chunk by chunk (`on_applied`), not kept: a 100k initial sync would hold
+them all otherwise.
 """
 
 from __future__ import annotations
@@ -23,13 +25,14 @@ log = structlog.get_logger(__name__)
 
 Send = Callable[[Sequence[Mapping[str, JSONValue]]], Awaitable[list[Task]]]
 Progress = Callable[[int], None]
+Applied = Callable[[list[tuple[Action, Task | None]]], None]
 
 
 @dataclass
 class ApplyResult:
-    """What was applied (with the task Fragment returned, when it did) and what failed."""
+    """What was applied and what failed."""
 
-    applied: list[tuple[Action, Task | None]] = field(default_factory=list)
+    applied: list[Action] = field(default_factory=list)
     failures: list[ActionFailure] = field(default_factory=list)
     fatal: FragmentError | None = None
 
@@ -38,7 +41,9 @@ def _chunks(actions: Sequence[Action], size: int) -> list[list[Action]]:
     return [list(actions[i : i + size]) for i in range(0, len(actions), size)]
 
 
-async def _send_isolating(send: Send, chunk: list[Action], result: ApplyResult) -> None:
+async def _send_isolating(
+    send: Send, chunk: list[Action], result: ApplyResult, on_applied: Applied | None
+) -> None:
     """Send a chunk; on a 422, report the bad items and send the rest again."""
     try:
         returned = await send([a.payload for a in chunk])
@@ -57,16 +62,18 @@ async def _send_isolating(send: Send, chunk: list[Action], result: ApplyResult) 
                 )
             rest = [a for i, a in enumerate(chunk) if i not in bad]
             if rest:
-                await _send_isolating(send, rest, result)
+                await _send_isolating(send, rest, result, on_applied)
         elif len(chunk) > 1:
             middle = len(chunk) // 2
-            await _send_isolating(send, chunk[:middle], result)
-            await _send_isolating(send, chunk[middle:], result)
+            await _send_isolating(send, chunk[:middle], result, on_applied)
+            await _send_isolating(send, chunk[middle:], result, on_applied)
         else:
             result.failures.append(ActionFailure(chunk[0], f"refused by Fragment: {exc}"))
         return
-    by_uid = {task.uid: task for task in returned}
-    result.applied.extend((action, by_uid.get(action.uid)) for action in chunk)
+    result.applied.extend(chunk)
+    if on_applied is not None:
+        by_uid = {task.uid: task for task in returned}
+        on_applied([(action, by_uid.get(action.uid)) for action in chunk])
 
 
 async def apply_actions(
@@ -76,10 +83,12 @@ async def apply_actions(
     batch_size: int,
     may_send: Callable[[], Awaitable[bool]] | None = None,
     progress: Progress | None = None,
+    on_applied: Applied | None = None,
 ) -> ApplyResult:
     """Send `actions` in batches; creates by PUT, the rest by PATCH.
 
     `may_send` is asked before every batch; False leaves that batch and the rest unsent.
+    `on_applied` gets each applied chunk with the tasks Fragment returned (None when it did not).
     """
     creates = [a for a in actions if a.kind is ActionKind.CREATE]
     patches = [a for a in actions if a.kind is not ActionKind.CREATE]
@@ -93,7 +102,7 @@ async def apply_actions(
             _fail_rest(result, batches[position:], "not sent: the cycle stopped")
             break
         try:
-            await _send_isolating(send, chunk, result)
+            await _send_isolating(send, chunk, result, on_applied)
         except FragmentError as exc:
             result.fatal = exc
             _fail_rest(result, batches[position:], f"not applied: {exc}")
@@ -105,7 +114,7 @@ async def apply_actions(
 
 def _fail_rest(result: ApplyResult, batches: list[tuple[Send, list[Action]]], why: str) -> None:
     # Part of the current chunk may already be settled (a 422 isolated before the failure).
-    settled = {id(a) for a, _ in result.applied} | {id(f.action) for f in result.failures}
+    settled = {id(a) for a in result.applied} | {id(f.action) for f in result.failures}
     for _, chunk in batches:
         result.failures.extend(
             ActionFailure(a, why, sent=False) for a in chunk if id(a) not in settled

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -45,8 +44,10 @@ from connector.fragment import FragmentClient
 from connector.guards import GuardPolicy, guard_plan
 from connector.identity import Markers, instance_namespace, owned_ticket_id, task_uid
 from connector.leases import Leases
+from connector.mirror import Mirror, MirrorWriter, Watermark
 from connector.models import (
     OPEN_STATUSES,
+    Action,
     ActionKind,
     CycleReport,
     InvalidRecord,
@@ -55,10 +56,9 @@ from connector.models import (
     TaskStatus,
     Ticket,
 )
-from connector.plan import PlanPolicy, plan_source
+from connector.plan import PlanPolicy, check_sync, plan_source
 from connector.snapshot import read_snapshot, ticket_problem
 from connector.state import StateStore
-from connector.values import parse_timestamp
 
 log = structlog.get_logger(__name__)
 
@@ -84,60 +84,14 @@ class CycleOptions:
 
 @dataclass
 class _Known:
-    """The tasks of one source known this cycle: uid -> (task, ticket id)."""
+    """The source's tasks known this cycle: in full (uid -> task), or, for the open tasks that
+    already hold what their tickets want, by ticket id alone (`synced`, from the digests)."""
 
-    tasks: dict[str, tuple[Task, str]] = field(default_factory=dict)
+    tasks: dict[str, Task] = field(default_factory=dict)
+    synced: set[str] = field(default_factory=set)
 
-    def add(self, task: Task, ticket_id: str) -> None:
-        self.tasks[task.uid] = (task, ticket_id)
-
-    def as_mapping(self) -> dict[str, Task]:
-        return {uid: task for uid, (task, _) in self.tasks.items()}
-
-
-@dataclass(frozen=True)
-class Watermark:
-    """How far Fragment has been read for a source: the newest `updated_at` seen in a listing,
-    and when the last full listing of its open tasks was."""
-
-    seen: datetime | None = None
-    full_at: datetime | None = None
-
-    @classmethod
-    def parse(cls, text: str | None) -> Watermark:
-        """From its stored form (absent or unreadable: nothing read yet)."""
-        try:
-            data = json.loads(text) if text else {}
-        except ValueError:
-            data = {}
-        return cls(parse_timestamp(data.get("seen")), parse_timestamp(data.get("full_at")))
-
-    def dump(self) -> str:
-        """The stored form."""
-        return json.dumps(
-            {
-                "seen": self.seen.isoformat() if self.seen else None,
-                "full_at": self.full_at.isoformat() if self.full_at else None,
-            }
-        )
-
-    def full_listing_due(self, settings: Settings) -> bool:
-        """Whether this cycle must list every open task rather than what changed."""
-        if self.seen is None or self.full_at is None:
-            return True
-        return datetime.now(UTC) - self.full_at >= settings.fragment.full_listing_every
-
-    def after(self, newest: datetime | None) -> Watermark:
-        """Moved forward to the newest `updated_at` of a listing (never backwards)."""
-        if newest is None or (self.seen is not None and newest <= self.seen):
-            return self
-        return dataclasses.replace(self, seen=newest)
-
-    def after_full_listing(self, newest: datetime | None) -> Watermark:
-        """After a full listing that started now."""
-        moved = self.after(newest)
-        now = datetime.now(UTC)
-        return dataclasses.replace(moved, seen=moved.seen or now, full_at=now)
+    def add(self, task: Task) -> None:
+        self.tasks[task.uid] = task
 
 
 @dataclass
@@ -379,27 +333,39 @@ class Reconciler:
         )
         known = _Known()
         watermark = self._watermark(name)
-        if dry_run or watermark.full_listing_due(self.settings):
-            # A full listing of the open tasks: the truth, and the mirror's periodic repair.
-            # A dry-run always takes it, so that it writes nothing, not even the mirror.
-            newest, count = await self._list(
-                name, known, statuses=OPEN_STATUSES, remember=not dry_run
-            )
-            if not dry_run:
-                unseen = self.store.mark_unseen(name, set(known.tasks))
-                watermark = watermark.after_full_listing(newest)
-                log.info("fragment.full_listing", source=name, open=count, unseen=unseen)
+        if dry_run:
+            # A dry-run lists every open task and writes no local state, not even the mirror.
+            async for page in self._pages(name, statuses=OPEN_STATUSES):
+                known.tasks.update(
+                    (t.uid, t) for t in page if t.is_open and self._owned(name, t) is not None
+                )
+            open_before = len(known.tasks)
         else:
-            # Only what changed in Fragment since the last listing (any status), remembered page
-            # by page (after a large write it can hold most of the backlog), then the mirror.
-            assert watermark.seen is not None  # full_listing_due() is true without one
-            since = watermark.seen - self.settings.fragment.listing_overlap
-            newest, _ = await self._list(
-                name, None, statuses=(), updated_at_after=since, remember=True
+            full = watermark.full_listing_due(self.settings)
+            mirror = Mirror(
+                self.store, name, self.markers, lambda t: self._owned(name, t), full_listing=full
             )
-            watermark = watermark.after(newest)
-            known.tasks = self.store.open_tasks(name)
-        open_before = len(known.tasks)
+            if full:
+                # A full listing of the open tasks: the truth, and the mirror's periodic repair.
+                async for page in self._pages(name, statuses=OPEN_STATUSES):
+                    mirror.read(page)
+                unseen = mirror.done()
+                watermark = watermark.after_full_listing(mirror.newest)
+                log.info("fragment.full_listing", source=name, open=len(mirror.open), unseen=unseen)
+            else:
+                # Only what changed in Fragment since the last listing (any status): right after
+                # a large write, most of the backlog read back, which the digests make cheap.
+                assert watermark.seen is not None  # full_listing_due() is true without one
+                since = watermark.seen - self.settings.fragment.listing_overlap
+                async for page in self._pages(name, statuses=(), updated_at_after=since):
+                    mirror.read(page)
+                mirror.done()
+                watermark = watermark.after(mirror.newest)
+            check = check_sync(name, snapshot.tickets, mirror.open, self._policy(source))
+            known.synced = check.synced
+            known.tasks = self.store.tasks(check.unsynced)
+            open_before = len(mirror.open)
+            del mirror, check  # the digests are not needed past this point
         await self._resolve(
             name, [t for t in snapshot.tickets if t.is_open], known, dry_run=dry_run
         )
@@ -414,41 +380,23 @@ class Reconciler:
             misses=misses,
         )
 
-    async def _list(
+    async def _pages(
         self,
         source: str,
-        known: _Known | None,
         *,
         statuses: Sequence[TaskStatus],
         updated_at_after: datetime | None = None,
-        remember: bool,
-    ) -> tuple[datetime | None, int]:
-        """List the source's tasks: open ones into `known`, every page into the mirror.
-
-        Returns the newest `updated_at` seen and how many tasks were listed.
-        """
-        newest: datetime | None = None
+    ) -> AsyncIterator[list[Task]]:
+        """The source's tasks in Fragment, page by page."""
         count = 0
         async for page in self.client.iter_tasks(
             statuses=statuses,
             fields={self.markers.source: source},
             updated_at_after=updated_at_after,
         ):
-            owned = []
-            for task in page:
-                ticket_id = self._owned(source, task)
-                if ticket_id is None:
-                    continue
-                owned.append((task, ticket_id))
-                if known is not None and task.is_open:
-                    known.add(task, ticket_id)
-                if task.updated_at is not None and (newest is None or task.updated_at > newest):
-                    newest = task.updated_at
-            if remember:
-                self.store.remember(source, owned, self.markers)
-            count += len(owned)
+            yield page
+            count += len(page)
             self.progress(f"{source}: {count:,} tasks listed")
-        return newest, count
 
     def _watermark(self, source: str) -> Watermark:
         return Watermark.parse(self.store.get_cursor(f"fragment:{source}"))
@@ -497,14 +445,15 @@ class Reconciler:
         wanted = {
             uid: t.id
             for t in tickets
-            if (uid := task_uid(self.namespace, source, t.id)) not in known.tasks
+            if t.id not in known.synced
+            and (uid := task_uid(self.namespace, source, t.id)) not in known.tasks
         }
         if not wanted:
             return
         entries = self.store.lookup(wanted)
         for entry in entries.values():
             if entry.status is TaskStatus.DONE and entry.source == source:
-                known.add(entry.as_task(self.markers), entry.ticket_id)
+                known.add(entry.as_task(self.markers))
         unknown = [uid for uid in wanted if uid not in known.tasks]
         if not unknown:
             return
@@ -519,7 +468,7 @@ class Reconciler:
         for task in found:
             ticket_id = self._owned(source, task)
             if ticket_id is not None:
-                known.add(task, ticket_id)
+                known.add(task)
                 resolved.append((task, ticket_id))
         if dry_run:
             return
@@ -535,11 +484,12 @@ class Reconciler:
         plan = plan_source(
             name,
             inputs.tickets,
-            inputs.known.as_mapping(),
+            inputs.known.tasks,
             self._policy(source),
             kept_ticket_ids={r.ticket_id for r in inputs.invalid if r.ticket_id is not None},
             close_absent=kind == FULL,
             misses=inputs.misses,
+            synced=inputs.known.synced,
         )
         refusals = guard_plan(
             plan,
@@ -588,15 +538,19 @@ class Reconciler:
             lease_lost = not await options.may_write()
             return not lease_lost
 
-        result = await apply_actions(
-            self.client,
-            planned,
-            batch_size=self.settings.fragment.batch_size,
-            may_send=may_send,
-            progress=applied,
-        )
-        written = [(task, action.ticket_id) for action, task in result.applied if task is not None]
-        self.store.remember(name, written, self.markers)
+        with MirrorWriter(self.store, name, self.markers) as mirror:
+
+            def remember(pairs: list[tuple[Action, Task | None]]) -> None:
+                mirror.add((task, action.ticket_id) for action, task in pairs if task is not None)
+
+            result = await apply_actions(
+                self.client,
+                planned,
+                batch_size=self.settings.fragment.batch_size,
+                may_send=may_send,
+                progress=applied,
+                on_applied=remember,
+            )
         if isinstance(result.fatal, FragmentAuthError):
             raise result.fatal
         unsent = [f for f in result.failures if not f.sent]

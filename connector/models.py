@@ -11,7 +11,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeAlias
+from typing import Any, NamedTuple, TypeAlias
 
 JSONValue: TypeAlias = Any
 """A value that `json.dumps` accepts (str, int, float, bool, None, list, dict)."""
@@ -80,6 +80,18 @@ class Task:
     def is_open(self) -> bool:
         """Whether the task still needs work (TODO or STARTED)."""
         return self.status is not TaskStatus.DONE
+
+
+class TaskDigest(NamedTuple):
+    """A task as the mirror keeps it: its status, a digest of its fields, its due date.
+
+    A tuple of three small values instead of a Task with its fields: the mirror of a 100k backlog
+    holds one per open task, and the plan needs the full task only when the digest differs.
+    """
+
+    status: TaskStatus
+    fields: bytes  # values.fields_digest of the task's fields
+    due_at: str | None  # values.format_timestamp of the due date
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,15 +5,20 @@ DONE ones the index or a look-up found), `plan_source` decides, ticket by ticket
 create, update, reopen, close or leave a task alone, with a reason for each. It does no I/O and
 depends only on its arguments, so every rule is unit-tested here and the guards, the apply step and
 the dry-run all see the same plan.
+
+A large backlog is mostly unchanged from one cycle to the next, so the full tasks need not all be
+at hand: `check_sync` finds, from the mirror's digests alone, the open tasks that already hold
+what their tickets want, and `plan_source` counts those as unchanged without seeing them.
 """
 
 from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from types import MappingProxyType
+from typing import Literal, NamedTuple
 
 from connector.identity import (
     CLOSED_BY_CONNECTOR,
@@ -29,13 +34,17 @@ from connector.models import (
     JSONValue,
     Plan,
     Task,
+    TaskDigest,
     TaskStatus,
     Ticket,
 )
-from connector.values import format_timestamp, normalise, same
+from connector.values import fields_digest, format_timestamp, normalise, same
 
 ReopenPolicy = Literal["never", "on_activity"]
 _SCALARS = frozenset({str, int, float, bool, type(None)})
+
+# Shared by every action without changes: a 100k initial sync would hold 100k empty dicts.
+_NO_CHANGES: Mapping[str, tuple[JSONValue, JSONValue]] = MappingProxyType({})
 
 REASON_NEW = "new ticket"
 REASON_ABSENT = "absent from snapshot"
@@ -60,10 +69,8 @@ class PlanPolicy:
         return {str(k): normalise(v) for k, v in self.static_fields.items()}
 
 
-def desired_task(
-    source: str, ticket: Ticket, policy: PlanPolicy, *, uid: str | None = None
-) -> DesiredTask:
-    """The managed content of a ticket's task: title, url, custom and static fields, markers."""
+def desired_fields(source: str, ticket: Ticket, policy: PlanPolicy) -> dict[str, JSONValue]:
+    """The fields a ticket's task should hold: title, url, custom and static fields, markers."""
     markers = policy.markers
     fields: dict[str, JSONValue] = dict(policy.normalised_static_fields)
     for key, value in ticket.fields.items():
@@ -73,11 +80,18 @@ def desired_task(
     fields[markers.source] = source
     fields[markers.ticket_id] = ticket.id
     fields[markers.closed_by] = None
+    return fields
+
+
+def desired_task(
+    source: str, ticket: Ticket, policy: PlanPolicy, *, uid: str | None = None
+) -> DesiredTask:
+    """The managed content of a ticket's task: its fields, due date and assignee."""
     return DesiredTask(
         uid=uid or task_uid(policy.namespace, source, ticket.id),
         source=source,
         ticket_id=ticket.id,
-        fields=fields,
+        fields=desired_fields(source, ticket, policy),
         due_at=ticket.due_at,
         assignee_email=ticket.assignee_email,
         updated_at=ticket.updated_at,
@@ -101,6 +115,43 @@ def field_changes(desired: DesiredTask, task: Task) -> dict[str, tuple[JSONValue
         if current_due != wanted_due:
             changes["due_at"] = (current_due, wanted_due)
     return changes
+
+
+class SyncCheck(NamedTuple):
+    """What the mirror's digests tell of a snapshot, before planning."""
+
+    synced: set[str]  # ids of open tickets whose open task already holds what they want
+    unsynced: list[str]  # uids of the other open tasks: the plan needs them in full
+
+
+def check_sync(
+    source: str, tickets: Iterable[Ticket], digests: Mapping[str, TaskDigest], policy: PlanPolicy
+) -> SyncCheck:
+    """Which open tasks already hold what their tickets want, from the digests alone.
+
+    `digests` is the mirror: uid -> digest of each open task as Fragment last showed it. A
+    digest that differs proves nothing (the task may carry fields the connector does not
+    manage): that task goes to `plan_source` in full, which compares field by field.
+    """
+    synced: set[str] = set()
+    matched: set[str] = set()
+    if not digests:  # an initial sync: nothing to hash the tickets against
+        return SyncCheck(synced, [])
+    for ticket in tickets:
+        if not ticket.is_open:
+            continue
+        uid = task_uid(policy.namespace, source, ticket.id)
+        current = digests.get(uid)
+        if current is None or current.status is TaskStatus.DONE:
+            continue
+        if current.fields != fields_digest(desired_fields(source, ticket, policy)):
+            continue
+        due = ticket.due_at
+        if due is not None and current.due_at != format_timestamp(due):
+            continue
+        synced.add(ticket.id)
+        matched.add(uid)
+    return SyncCheck(synced, [uid for uid in digests if uid not in matched])
 
 
 def _write_item(
@@ -143,7 +194,7 @@ def _action(
         reason=reason,
         payload=payload,
         title=_title(desired),
-        changes=changes or {},
+        changes=changes or _NO_CHANGES,
     )
 
 
@@ -199,9 +250,12 @@ def plan_source(
     kept_ticket_ids: Collection[str] = (),
     close_absent: bool = True,
     misses: Mapping[str, int] | None = None,
+    synced: Collection[str] = (),
 ) -> Plan:
     """Plan the writes that make `tasks` (uid -> task) match `tickets` for one source.
 
+    `synced` are ids of open tickets whose tasks `check_sync` found already holding what they want:
+    left alone, those tasks need not be in `tasks`. Every other open task of the source must be.
     `kept_ticket_ids` are tickets seen but unreadable this cycle: their tasks are left as they are.
     With `close_absent` false (an incremental delta), absence from `tickets` closes nothing.
     `misses` counts the consecutive earlier snapshots each task's ticket was missing from; a task
@@ -210,8 +264,13 @@ def plan_source(
     Tasks that do not carry this source's markers and uid are ignored, whatever the caller passes.
     """
     namespace, markers = policy.namespace, policy.markers
-    # Each uid is hashed once: the ownership check of a task reuses its ticket's uid.
-    uids = {ticket.id: task_uid(namespace, source, ticket.id) for ticket in tickets}
+    # Each uid is hashed once (the ownership check of a task reuses its ticket's uid), and not at
+    # all for the tickets in sync.
+    uids = {
+        ticket.id: task_uid(namespace, source, ticket.id)
+        for ticket in tickets
+        if not (ticket.is_open and ticket.id in synced)
+    }
     misses = misses or {}
     owned: dict[str, tuple[str, Task]] = {}
     for uid, task in tasks.items():
@@ -227,9 +286,13 @@ def plan_source(
     unchanged = 0
     seen: set[str] = set()
     for ticket in tickets:
-        desired = desired_task(source, ticket, policy, uid=uids[ticket.id])
-        seen.add(desired.uid)
-        entry = owned.get(desired.uid)
+        if ticket.is_open and ticket.id in synced:
+            unchanged += 1
+            continue
+        uid = uids[ticket.id]
+        seen.add(uid)
+        desired = desired_task(source, ticket, policy, uid=uid)
+        entry = owned.get(uid)
         current = entry[1] if entry else None
         if not ticket.is_open:
             if current is not None and current.is_open:
@@ -251,7 +314,7 @@ def plan_source(
     closes = []
     still_missing: dict[str, int] = {}
     for uid, (ticket_id, task) in owned.items():
-        if uid in seen or not task.is_open:
+        if uid in seen or ticket_id in synced or not task.is_open:
             continue
         if uid in kept or not close_absent:
             unchanged += 1

@@ -26,8 +26,8 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from connector.errors import ConfigError, StateError
 from connector.identity import Markers, closed_by_connector
-from connector.models import Task, TaskStatus
-from connector.values import compact, parse_timestamp
+from connector.models import Task, TaskDigest, TaskStatus
+from connector.values import parse_timestamp, task_digest
 
 _CHUNK = 500
 
@@ -43,9 +43,11 @@ task_index = sa.Table(
     sa.Column("closed_by_connector", sa.Boolean, nullable=False, default=False),
     sa.Column("done_at", sa.String(32)),
     sa.Column("updated_at", sa.String(32)),
-    # Fragment's view of the task's fields (canonical JSON) and due date: the mirror that lets a
-    # cycle read only what changed in Fragment since the last one.
+    # Fragment's view of the task's fields (canonical JSON), their digest and its due date: the
+    # mirror that lets a cycle read only what changed in Fragment since the last one, and plan an
+    # unchanged task from its digest alone.
     sa.Column("fields", sa.Text),
+    sa.Column("digest", sa.LargeBinary(16)),
     sa.Column("due_at", sa.String(32)),
     # Consecutive complete snapshots the task's ticket was missing from (guards.close_after_misses).
     sa.Column("misses", sa.Integer, nullable=False, default=0),
@@ -255,6 +257,7 @@ class StateStore:
         """Record (task, ticket id) pairs as Fragment last showed them."""
 
         def row(task: Task, ticket_id: str) -> dict[str, Any]:
+            digest = task_digest(task)
             return {
                 "uid": task.uid,
                 "source": source,
@@ -264,7 +267,8 @@ class StateStore:
                 "done_at": task.done_at.isoformat() if task.done_at else None,
                 "updated_at": task.updated_at.isoformat() if task.updated_at else None,
                 "fields": json.dumps(task.fields, sort_keys=True, separators=(",", ":")),
-                "due_at": task.due_at.isoformat() if task.due_at else None,
+                "digest": digest.fields,
+                "due_at": digest.due_at,
             }
 
         statement = self._insert(task_index)
@@ -278,6 +282,7 @@ class StateStore:
                     "done_at",
                     "updated_at",
                     "fields",
+                    "digest",
                     "due_at",
                 )
             },
@@ -292,31 +297,41 @@ class StateStore:
         except SQLAlchemyError as exc:
             raise StateError(f"cannot write the task index: {exc}") from None
 
-    def open_tasks(self, source: str) -> dict[str, tuple[Task, str]]:
-        """The source's tasks the mirror last saw open: uid -> (task, ticket id)."""
+    def digests(self, source: str) -> dict[str, TaskDigest]:
+        """The source's tasks the mirror last saw open: uid -> digest."""
         columns = task_index.c
-        query = sa.select(
-            columns.uid,
-            columns.ticket_id,
-            columns.status,
-            columns.fields,
-            columns.due_at,
-            columns.updated_at,
-        ).where(columns.source == source, columns.status.in_(_OPEN_VALUES))
-        found: dict[str, tuple[Task, str]] = {}
+        query = sa.select(columns.uid, columns.status, columns.digest, columns.due_at).where(
+            columns.source == source, columns.status.in_(_OPEN_VALUES)
+        )
         try:
             with self._engine.connect() as conn:
-                for row in conn.execute(query):
-                    if row.fields is None:
-                        continue
-                    task = Task(
-                        uid=row.uid,
-                        status=TaskStatus(row.status),
-                        fields=compact(json.loads(row.fields)),
-                        due_at=parse_timestamp(row.due_at),
-                        updated_at=parse_timestamp(row.updated_at),
+                return {
+                    uid: TaskDigest(TaskStatus(status), digest, due_at)
+                    for uid, status, digest, due_at in conn.execute(query)
+                    if digest is not None
+                }
+        except SQLAlchemyError as exc:
+            raise StateError(f"cannot read the task index: {exc}") from None
+
+    def tasks(self, uids: Iterable[str]) -> dict[str, Task]:
+        """These tasks as Fragment last showed them (those unknown or unseen are absent)."""
+        columns = task_index.c
+        found: dict[str, Task] = {}
+        try:
+            with self._engine.connect() as conn:
+                for chunk in _chunks(list(uids)):
+                    query = sa.select(task_index).where(
+                        columns.uid.in_(chunk), columns.fields.is_not(None)
                     )
-                    found[row.uid] = (task, row.ticket_id)
+                    for row in conn.execute(query):
+                        found[row.uid] = Task(
+                            uid=row.uid,
+                            status=TaskStatus(row.status),
+                            fields=json.loads(row.fields),
+                            due_at=parse_timestamp(row.due_at),
+                            updated_at=parse_timestamp(row.updated_at),
+                            done_at=parse_timestamp(row.done_at),
+                        )
         except SQLAlchemyError as exc:
             raise StateError(f"cannot read the task index: {exc}") from None
         return found
@@ -335,7 +350,7 @@ class StateStore:
                     conn.execute(
                         sa.update(task_index)
                         .where(columns.uid.in_(chunk))
-                        .values(status=UNSEEN, fields=None)
+                        .values(status=UNSEEN, fields=None, digest=None)
                     )
         except SQLAlchemyError as exc:
             raise StateError(f"cannot write the task index: {exc}") from None

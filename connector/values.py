@@ -9,6 +9,7 @@ write.
 from __future__ import annotations
 
 import email.utils
+import hashlib
 import json
 import math
 import re
@@ -16,7 +17,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from connector.models import JSONValue
+from connector.models import Fields, JSONValue, Task, TaskDigest
 
 
 def format_timestamp(value: datetime) -> str:
@@ -73,9 +74,31 @@ def normalise(value: Any) -> JSONValue:
     raise TypeError(f"not a JSON value: {type(value).__name__}")
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
 def canonical(value: JSONValue) -> str:
     """A string equal for equal normalised values (keys sorted; `true` is not `1`)."""
-    return json.dumps(normalise(value), sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return _CANONICAL.encode(normalise(value))
+
+
+def fields_digest(fields: Fields) -> bytes:
+    """A digest of fields as they are: equal digests mean `same` holds for every key.
+
+    Keys whose value is null are left out, since a missing value equals null. Values are not
+    normalised here: the desired ones already are, and Fragment echoes what it was sent, so an
+    unchanged task has its desired fields' digest. A digest that differs proves nothing (a value
+    written differently, a field the connector does not manage): the full comparison decides.
+    16 bytes of BLAKE2b: kept in the mirror's table, so stable across processes.
+    """
+    present = {k: v for k, v in fields.items() if v is not None}
+    return hashlib.blake2b(_CANONICAL.encode(present).encode(), digest_size=16).digest()
+
+
+def task_digest(task: Task) -> TaskDigest:
+    """The mirror's view of a task: status, fields digest, due date."""
+    due = format_timestamp(task.due_at) if task.due_at is not None else None
+    return TaskDigest(task.status, fields_digest(task.fields), due)
 
 
 _SCALARS = (str, int, float, bool)

@@ -8,7 +8,7 @@ import httpx
 
 from connector.apply import apply_actions
 from connector.fragment import FragmentClient
-from connector.models import Action, ActionKind
+from connector.models import Action, ActionKind, Task
 
 
 def action(n: int, kind: ActionKind = ActionKind.CREATE, title: str = "ok") -> Action:
@@ -59,8 +59,9 @@ async def test_batches_are_full_and_split_by_method() -> None:
     actions = [action(n) for n in range(250)] + [
         action(n, ActionKind.CLOSE) for n in range(300, 420)
     ]
+    returned: list[tuple[Action, Task | None]] = []
     async with client(fragment) as c:
-        result = await apply_actions(c, actions, batch_size=100)
+        result = await apply_actions(c, actions, batch_size=100, on_applied=returned.extend)
     assert [(m, len(u)) for m, u in fragment.batches] == [
         ("PUT", 100),
         ("PUT", 100),
@@ -69,7 +70,8 @@ async def test_batches_are_full_and_split_by_method() -> None:
         ("PATCH", 20),
     ]
     assert len(result.applied) == 370 and result.failures == []
-    assert all(task is not None and task.uid == a.uid for a, task in result.applied)
+    assert [a for a, _ in returned] == result.applied
+    assert all(task is not None and task.uid == a.uid for a, task in returned)
 
 
 async def test_422_naming_items_sends_the_rest_again() -> None:
@@ -91,7 +93,7 @@ async def test_422_without_positions_is_bisected() -> None:
     async with client(fragment) as c:
         result = await apply_actions(c, actions, batch_size=100)
     assert [f.action.uid for f in result.failures] == ["u5"]
-    assert sorted(a.uid for a, _ in result.applied) == [f"u{n}" for n in range(8) if n != 5]
+    assert sorted(a.uid for a in result.applied) == [f"u{n}" for n in range(8) if n != 5]
 
 
 async def test_fragment_down_stops_and_reports_every_unsent_action() -> None:

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from connector.identity import Markers, instance_namespace, task_uid
-from connector.models import ActionKind, Task, TaskStatus, Ticket
+from connector.models import ActionKind, Task, TaskDigest, TaskStatus, Ticket
 from connector.plan import (
     REASON_ABSENT,
     REASON_ACTIVITY,
@@ -18,9 +18,12 @@ from connector.plan import (
     REASON_NEW,
     REASON_REOPENED,
     PlanPolicy,
+    SyncCheck,
+    check_sync,
     desired_task,
     plan_source,
 )
+from connector.values import task_digest
 
 NS = instance_namespace("test")
 POLICY = PlanPolicy(namespace=NS, static_fields={"team": "kyc"})
@@ -308,3 +311,71 @@ def test_planning_again_after_applying_is_empty(
         ticket_id = task.fields["fc_ticket_id"]
         if ticket_id not in open_ids:
             assert task.status is TaskStatus.DONE
+
+
+def digests(*tasks: Task) -> dict[str, TaskDigest]:
+    return {t.uid: task_digest(t) for t in tasks}
+
+
+def test_check_sync_finds_unchanged_tasks_from_their_digests() -> None:
+    """A task holding what its ticket wants is in sync; a changed field or due date is not."""
+    same, retitled, moved = ticket("T-1"), ticket("T-2"), ticket("T-3", due_at=T0)
+    tasks = [task_for(same), task_for(retitled), task_for(moved)]
+    check = check_sync(
+        SOURCE,
+        [same, ticket("T-2", title="New title"), ticket("T-3", due_at=T0 + timedelta(days=1))],
+        digests(*tasks),
+        POLICY,
+    )
+    assert check.synced == {"T-1"}
+    assert sorted(check.unsynced) == sorted([tasks[1].uid, tasks[2].uid])
+
+
+def test_check_sync_leaves_done_tasks_and_closed_tickets_to_the_plan() -> None:
+    """A DONE task, or a ticket reported closed, is never decided from a digest."""
+    done, closing = ticket("T-1"), ticket("T-2")
+    tasks = [task_for(done, status=TaskStatus.DONE), task_for(closing)]
+    check = check_sync(SOURCE, [done, ticket("T-2", is_open=False)], digests(*tasks), POLICY)
+    assert check.synced == set()
+
+
+def test_a_digest_that_differs_only_by_a_foreign_field_plans_nothing() -> None:
+    """An operator's own field changes the digest, not the plan: the full compare decides."""
+    t = ticket("T-1")
+    task = task_for(t, notes="the operator's own field")
+    check = check_sync(SOURCE, [t], digests(task), POLICY)
+    assert check == SyncCheck(set(), [task.uid])
+    plan = plan_source(SOURCE, [t], index(task), POLICY, synced=check.synced)
+    assert plan.actions == () and plan.unchanged == 1
+
+
+def test_synced_tickets_are_unchanged_without_their_tasks() -> None:
+    """Tickets in sync count as unchanged and their tasks, not passed, are never closed."""
+    synced, edited = ticket("T-1"), ticket("T-2")
+    gone = ticket("T-3")
+    tasks = index(task_for(edited), task_for(gone))
+    plan = plan_source(SOURCE, [synced, ticket("T-2", title="New")], tasks, POLICY, synced={"T-1"})
+    assert [(a.kind, a.ticket_id) for a in plan.actions] == [
+        (ActionKind.UPDATE, "T-2"),
+        (ActionKind.CLOSE, "T-3"),
+    ]
+    assert plan.unchanged == 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    title=st.text(max_size=12),
+    task_title=st.text(max_size=12),
+    amount=st.one_of(st.none(), st.integers(-3, 3), st.floats(-3, 3), st.booleans()),
+    task_amount=st.one_of(st.none(), st.integers(-3, 3), st.floats(-3, 3), st.booleans()),
+)
+def test_in_sync_never_hides_a_change(
+    title: str, task_title: str, amount: Any, task_amount: Any
+) -> None:
+    """Whatever the values, a ticket found in sync is one the full compare leaves alone."""
+    t = ticket("T-1", title=title or "x", fields={"amount": amount})
+    task = task_for(t, title=task_title or "x", amount=task_amount)
+    check = check_sync(SOURCE, [t], digests(task), POLICY)
+    full = plan_source(SOURCE, [t], index(task), POLICY)
+    if check.synced:
+        assert full.actions == ()

@@ -10,7 +10,14 @@ import pytest
 from connector import errors
 from connector.identity import Markers, instance_namespace, owned_ticket_id, task_uid
 from connector.models import Task, TaskStatus
-from connector.values import canonical, format_timestamp, parse_timestamp, same
+from connector.values import (
+    canonical,
+    fields_digest,
+    format_timestamp,
+    parse_timestamp,
+    same,
+    task_digest,
+)
 
 
 def test_timestamps_are_formatted_like_fragment() -> None:
@@ -29,6 +36,42 @@ def test_same_treats_missing_as_null_and_bool_apart_from_int() -> None:
     assert not same(True, 1)
     assert same(2.0, 2)
     assert canonical({"b": 1, "a": [1.0, " x "]}) == canonical({"a": [1, "x"], "b": 1})
+
+
+def test_fields_digest_ignores_key_order_and_nulls_and_sees_every_change() -> None:
+    """Equal fields (any key order, nulls left out) share a digest; any changed value does not."""
+    fields = {"title": "A", "amount": 12, "tags": ["x"], "nested": {"b": 1, "a": 2}}
+    assert fields_digest(fields) == fields_digest(
+        {"nested": {"a": 2, "b": 1}, "url": None, "tags": ["x"], "amount": 12, "title": "A"}
+    )
+    assert len(fields_digest(fields)) == 16
+    for changed in (
+        {"title": "B"},
+        {"amount": 13},
+        {"amount": True},
+        {"tags": ["x", "y"]},
+        {"nested": {"a": 2}},
+        {"extra": ""},
+    ):
+        assert fields_digest({**fields, **changed}) != fields_digest(fields), changed
+
+
+def test_task_digest_covers_status_fields_and_due_date() -> None:
+    """The mirror's digest of a task changes with its status, any field or its due date."""
+    due = datetime(2026, 1, 1, 12, 0, 0, 123456, tzinfo=UTC)
+    task = Task(uid="u", status=TaskStatus.TODO, fields={"title": "A"}, due_at=due)
+    digest = task_digest(task)
+    assert digest.due_at == "2026-01-01T12:00:00.123Z"
+    assert digest == task_digest(
+        Task(uid="u", status=TaskStatus.TODO, fields={"title": "A"}, due_at=due)
+    )
+    assert digest != task_digest(
+        Task(uid="u", status=TaskStatus.STARTED, fields={"title": "A"}, due_at=due)
+    )
+    assert digest != task_digest(
+        Task(uid="u", status=TaskStatus.TODO, fields={"title": "B"}, due_at=due)
+    )
+    assert digest != task_digest(Task(uid="u", status=TaskStatus.TODO, fields={"title": "A"}))
 
 
 def test_uid_is_stable_and_depends_on_instance_source_and_ticket() -> None:

@@ -1,0 +1,169 @@
+"""The mirror: what Fragment last showed of one source's tasks, kept from one cycle to the next.
+
+Listing 100k open tasks costs 1000 requests, so a cycle lists every open task only every
+`fragment.full_listing_every`; in between it reads what changed since its watermark
+(`updated_at_after`) and plans from the mirror, which lives in the state store's task index.
+In memory a cycle holds one `TaskDigest` per open task, not the task: a listed task whose digest
+is the mirror's (most often the connector's own write, read back) costs no write to the store,
+and the plan sees full tasks only where a digest differs from what the ticket wants.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Self
+
+from connector.config import Settings
+from connector.identity import Markers
+from connector.models import Task, TaskDigest
+from connector.state import StateStore
+from connector.values import parse_timestamp, task_digest
+
+
+@dataclass(frozen=True)
+class Watermark:
+    """How far Fragment has been read for a source: the newest `updated_at` seen in a listing,
+    and when the last full listing of its open tasks was."""
+
+    seen: datetime | None = None
+    full_at: datetime | None = None
+
+    @classmethod
+    def parse(cls, text: str | None) -> Watermark:
+        """From its stored form (absent or unreadable: nothing read yet)."""
+        try:
+            data = json.loads(text) if text else {}
+        except ValueError:
+            data = {}
+        return cls(parse_timestamp(data.get("seen")), parse_timestamp(data.get("full_at")))
+
+    def dump(self) -> str:
+        """The stored form."""
+        return json.dumps(
+            {
+                "seen": self.seen.isoformat() if self.seen else None,
+                "full_at": self.full_at.isoformat() if self.full_at else None,
+            }
+        )
+
+    def full_listing_due(self, settings: Settings) -> bool:
+        """Whether this cycle must list every open task rather than what changed."""
+        if self.seen is None or self.full_at is None:
+            return True
+        return datetime.now(UTC) - self.full_at >= settings.fragment.full_listing_every
+
+    def after(self, newest: datetime | None) -> Watermark:
+        """Moved forward to the newest `updated_at` of a listing (never backwards)."""
+        if newest is None or (self.seen is not None and newest <= self.seen):
+            return self
+        return dataclasses.replace(self, seen=newest)
+
+    def after_full_listing(self, newest: datetime | None) -> Watermark:
+        """After a full listing that started now."""
+        moved = self.after(newest)
+        now = datetime.now(UTC)
+        return dataclasses.replace(moved, seen=moved.seen or now, full_at=now)
+
+
+class MirrorWriter:
+    """Tasks to record in the mirror as Fragment showed them, written a few thousand at a time.
+
+    A transaction per page or per batch would cost a disk sync each: a thousand of them for a 100k
+    initial sync. A context manager: what is left is written on the way out, error or not.
+    """
+
+    EVERY = 5000
+
+    def __init__(self, store: StateStore, source: str, markers: Markers) -> None:
+        self.store = store
+        self.source = source
+        self.markers = markers
+        self._pending: list[tuple[Task, str]] = []
+
+    def add(self, tasks: Iterable[tuple[Task, str]]) -> None:
+        """Record these (task, ticket id) pairs, soon."""
+        self._pending.extend(tasks)
+        if len(self._pending) >= self.EVERY:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write what is pending."""
+        if self._pending:
+            self.store.remember(self.source, self._pending, self.markers)
+            self._pending = []
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.flush()
+
+
+class Mirror:
+    """One source's mirror during one cycle: the digests of its open tasks over the store."""
+
+    def __init__(
+        self,
+        store: StateStore,
+        source: str,
+        markers: Markers,
+        owned: Callable[[Task], str | None],
+        *,
+        full_listing: bool,
+    ) -> None:
+        """`full_listing`: the pages to read list every open task, so those missing are not."""
+        self.store = store
+        self.source = source
+        self.markers = markers
+        self._owned = owned
+        self.open: dict[str, TaskDigest] = store.digests(source)
+        self.newest: datetime | None = None  # the newest `updated_at` read
+        self.writer = MirrorWriter(store, source, markers)
+        self._listed: set[str] | None = set() if full_listing else None
+
+    def read(self, page: Sequence[Task]) -> None:
+        """Take in one page of a listing: what differs from the mirror, if ours, is stored.
+
+        A task as the mirror has it is still ours (its digest covers the marker fields). Call
+        `done()` after the last page.
+        """
+        listed = self._listed
+        changed: list[tuple[Task, str]] = []
+        for task in page:
+            digest = task_digest(task)
+            if self.open.get(task.uid) != digest:
+                ticket_id = self._owned(task)
+                if ticket_id is None:
+                    continue
+                changed.append((task, ticket_id))
+                if task.is_open:
+                    self.open[task.uid] = digest
+                else:
+                    self.open.pop(task.uid, None)
+            if listed is not None and task.is_open:
+                listed.add(task.uid)
+            updated = task.updated_at
+            if updated is not None and (self.newest is None or updated > self.newest):
+                self.newest = updated
+        self.writer.add(changed)
+
+    def done(self) -> int:
+        """After the last page: everything read goes to the store. After a full listing, the open
+        tasks it did not show are no longer known to be open (closed or deleted in Fragment);
+        returns how many."""
+        self.writer.flush()
+        if self._listed is None:
+            return 0
+        for uid in self.open.keys() - self._listed:
+            del self.open[uid]
+        return self.store.mark_unseen(self.source, self._listed)
