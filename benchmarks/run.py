@@ -208,10 +208,7 @@ def bench_size(size: int, churn_cycles: int, naive_max: int, workdir: Path) -> l
             )
         child.stdin.write("quit\n")
         child.stdin.close()
-        _, _status, usage = os.wait4(child.pid, 0)
-        peak = usage.ru_maxrss / 1024
-        for row in rows:
-            row.rss_mb = peak
+        child.wait()
         if size <= naive_max:
             sandbox.store.reset()
             naive_rows = naive_run(sandbox, size, churn_cycles, phases)
@@ -328,6 +325,8 @@ def main() -> None:
     )
     parser.add_argument("--workdir", type=Path, default=ROOT / "benchmarks" / "out" / "work")
     args = parser.parse_args()
+    if args.churn_cycles < 2:
+        parser.error("--churn-cycles must be at least 2: steady state starts at the second")
     rows: list[Row] = []
     began = time.monotonic()
     for size in args.sizes:
