@@ -18,7 +18,7 @@ else as text; archived tickets never match. Results carry the asked properties p
 `INVALID_AUTHENTICATION`, 403 `MISSING_SCOPES` for a token without the `tickets` scope (and
 for account details, when `account_details` is false). Rate limits: 429 `RATE_LIMIT` with
 `policyName: SECONDLY` and no header on search (also for real, when `search_per_second` is
-set and exceeded within a wall-clock second), and `TEN_SECONDLY_ROLLING` elsewhere, with
+set and exceeded within a sliding wall-clock second), and `TEN_SECONDLY_ROLLING` elsewhere, with
 `X-HubSpot-RateLimit-Remaining: 0` and `-Interval-Milliseconds` (`interval_ms`, 1,000 here
 rather than HubSpot's 10,000 to keep tests fast); other answers carry the `X-HubSpot-RateLimit-*`
 headers, search answers none.
@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import deque
 from datetime import UTC, datetime
 from typing import Any
 
@@ -142,7 +143,7 @@ class HubSpotFake(FakeServer):
         self.cap = cap
         self.interval_ms = interval_ms
         self.search_per_second = search_per_second
-        self._second: tuple[int, int] = (0, 0)  # (wall-clock second, searches in it)
+        self._searches: deque[float] = deque()  # when the searches of the last second came
         self.search_bodies: list[dict[str, Any]] = []
         self.tickets: dict[int, dict[str, Any]] = {}
         cycle = {p: [s for s, _, _ in stages] for p, (_, stages) in PIPELINES.items()}
@@ -233,14 +234,17 @@ class HubSpotFake(FakeServer):
         return JSONResponse(body, status, headers=self._headers(search=search))
 
     def _over_search_limit(self) -> bool:
+        """Whether this search is one too many in the last second (a sliding wall-clock window)."""
         if self.search_per_second is None:
             return False
         with self.lock:
-            second = int(time.monotonic())
-            current, count = self._second
-            count = count + 1 if current == second else 1
-            self._second = (second, count)
-            return count > self.search_per_second
+            now = time.monotonic()
+            while self._searches and self._searches[0] <= now - 1:
+                self._searches.popleft()
+            if len(self._searches) >= self.search_per_second:
+                return True
+            self._searches.append(now)
+            return False
 
     def _refuse(self, request: Request, *, scope: str | None = "tickets") -> Response | None:
         """The answer to give instead of the endpoint's, if any (429, 401, 403)."""

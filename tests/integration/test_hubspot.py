@@ -293,7 +293,7 @@ async def test_search_is_paced_under_its_own_limit() -> None:
             await unpaced.aclose()
         assert [h.status for h in fake.hits(SEARCH)] == [200, 200, 429, 200]
     with HubSpotFake(tickets=60, search_per_second=2) as fake:
-        paced = make(fake, search_requests_per_second=2)
+        paced = make(fake, search_requests_per_second=1.5)
         try:
             assert {t.id for t in await listing(paced)} == fake.open_ids()
         finally:
