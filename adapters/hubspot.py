@@ -351,7 +351,7 @@ class HubSpotAdapter:
         domain = account.get("uiDomain") or self.options.ui_domain
         return f"https://{domain}/contacts/{portal}/ticket/"
 
-    async def mapper(self) -> RecordMapper:
+    async def _ticket_mapper(self) -> RecordMapper:
         """The record mapper, built once the ticket links are known."""
         if self._mapper is None:
             url = await self._ticket_url()
@@ -378,7 +378,7 @@ class HubSpotAdapter:
     async def check(self) -> None:
         """The token is accepted, may read tickets, and the configured pipelines exist."""
         await self._scope()
-        await self.mapper()
+        await self._ticket_mapper()
 
     async def aclose(self) -> None:
         """Close the HTTP client."""
@@ -390,7 +390,7 @@ class HubSpotAdapter:
         open_stages = scope.open_stages
         if not open_stages:
             return
-        mapper = await self.mapper()
+        mapper = await self._ticket_mapper()
         filters = [{"propertyName": "hs_pipeline_stage", "operator": "IN", "values": open_stages}]
         position = 0
         async for record in self._search(filters):
@@ -427,7 +427,7 @@ class HubSpotAdapter:
             filters.append(
                 {"propertyName": "hs_pipeline", "operator": "IN", "values": self.options.pipelines}
             )
-        mapper = await self.mapper()
+        mapper = await self._ticket_mapper()
         tickets: list[Ticket] = []
         async for record in self._search(filters):
             mapped = mapper.map(record, "changed ticket")
