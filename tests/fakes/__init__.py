@@ -1,10 +1,11 @@
 """Fake back-offices for the adapters' tests: each vendor's wire format over a real socket.
 
-Each fake (`zendesk`, `jira`, `github`) is a Starlette app that uvicorn serves on 127.0.0.1 in a
-daemon thread, with a clock of its own: only `advance` moves it, and every timestamp, `Date`
-header and rate-limit reset it writes comes from it, so incremental tests are exact. Each also
-implements the conformance kit's `KitBackoffice` controls. This module holds what they share:
-the thread server, the clock, the log of the requests answered, and opaque cursor tokens.
+Each fake (`zendesk`, `jira`, `github`, `hubspot`) is a Starlette app that uvicorn serves on
+127.0.0.1 in a daemon thread, with a clock of its own: only `advance` moves it, and every
+timestamp, `Date` header and rate-limit reset it writes comes from it, so incremental tests are
+exact. Each also implements the conformance kit's `KitBackoffice` controls. This module holds
+what they share: the thread server, the clock, the log of the requests answered, and opaque
+cursor tokens.
 """
 
 from __future__ import annotations
