@@ -28,7 +28,6 @@ import httpx
 from pydantic import Field, SecretStr, field_validator
 
 from adapters.base import (
-    AdapterConfig,
     AdapterConfigError,
     AdapterDataError,
     ChangeSet,
@@ -37,8 +36,8 @@ from adapters.base import (
     Ticket,
 )
 from adapters.http import (
+    HttpOptions,
     LinkHeader,
-    RetryPolicy,
     first_of,
     make_client,
     paginate,
@@ -59,7 +58,7 @@ _SECONDARY_HINTS: Final = ("secondary rate limit", "abuse detection")
 _HOP: Final = frozenset({"content-encoding", "content-length", "transfer-encoding"})
 
 
-class GitHubOptions(AdapterConfig):
+class GitHubOptions(HttpOptions):
     """Options of a `github` source."""
 
     repositories: list[str] = Field(
@@ -83,8 +82,6 @@ class GitHubOptions(AdapterConfig):
         timedelta(minutes=1),
         description="How far each poll reaches back before the previous one.",
     )
-    timeout: Duration = Field(timedelta(seconds=30), description="Per HTTP request.")
-    retry_attempts: int = Field(5, ge=1, description="Attempts per request (429, 5xx, network).")
     retry_deadline: Duration = Field(
         timedelta(seconds=90),
         description="Time for one request with its retries and waits (room for the minute a "
@@ -238,10 +235,8 @@ class GitHubAdapter:
         self.options = config
         self.mappers = {repo: RecordMapper(ticket_mapping(repo)) for repo in config.repositories}
         self.labels = set(config.labels)
-        self.policy = RetryPolicy(
-            attempts=config.retry_attempts,
-            deadline=config.retry_deadline.total_seconds(),
-            retry_after=first_of(retry_after_header, ratelimit_reset_header(), _secondary_limit),
+        self.policy = config.retry_policy(
+            first_of(retry_after_header, ratelimit_reset_header(), _secondary_limit)
         )
         self.transport = ConditionalTransport(
             httpx.AsyncHTTPTransport(retries=0),

@@ -30,18 +30,21 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Final, Literal, Protocol, TypeAlias
 
 import httpx
 import stamina
+from pydantic import Field
 
 from adapters.base import (
     AdapterAuthError,
+    AdapterConfig,
     AdapterConfigError,
     AdapterDataError,
     AdapterUnavailable,
+    Duration,
 )
 from connector.values import parse_retry_after, parse_timestamp
 
@@ -49,6 +52,7 @@ __all__ = [
     "DEFAULT_POLICY",
     "USER_AGENT",
     "CursorField",
+    "HttpOptions",
     "LinkHeader",
     "NextUrl",
     "Offset",
@@ -197,6 +201,26 @@ class RetryPolicy:
 
 
 DEFAULT_POLICY: Final = RetryPolicy()
+
+
+class HttpOptions(AdapterConfig):
+    """Options every HTTP adapter takes: a timeout per request and how requests are retried."""
+
+    timeout: Duration = Field(timedelta(seconds=30), description="Per HTTP request.")
+    retry_attempts: int = Field(5, ge=1, description="Attempts per request (429, 5xx, network).")
+    retry_deadline: Duration = Field(
+        timedelta(seconds=60),
+        description="Time for one request with its retries and waits; a Retry-After past it "
+        "fails the request at once.",
+    )
+
+    def retry_policy(self, retry_after: RetryAfter = retry_after_header) -> RetryPolicy:
+        """The RetryPolicy of these options; `retry_after` reads the vendor's wait."""
+        return RetryPolicy(
+            attempts=self.retry_attempts,
+            deadline=self.retry_deadline.total_seconds(),
+            retry_after=retry_after,
+        )
 
 
 # --- the client ---------------------------------------------------------------------------------

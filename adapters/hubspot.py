@@ -33,7 +33,6 @@ from pydantic import Field, SecretStr, field_validator
 
 from adapters.base import (
     AdapterAuthError,
-    AdapterConfig,
     AdapterConfigError,
     AdapterDataError,
     ChangeSet,
@@ -42,8 +41,8 @@ from adapters.base import (
     Ticket,
 )
 from adapters.http import (
+    HttpOptions,
     PageRequest,
-    RetryPolicy,
     first_of,
     get_json,
     make_client,
@@ -72,7 +71,7 @@ SECONDLY_WAIT: Final = 1.0
 """The window of HubSpot's per-second policies, which a 429 names without any header."""
 
 
-class HubSpotOptions(AdapterConfig):
+class HubSpotOptions(HttpOptions):
     """Options of a `hubspot` source."""
 
     token: SecretStr = Field(
@@ -117,13 +116,6 @@ class HubSpotOptions(AdapterConfig):
         timedelta(minutes=1),
         description="How far each poll reaches back before the previous one (search lags "
         "edits by a few seconds).",
-    )
-    timeout: Duration = Field(timedelta(seconds=30), description="Per HTTP request.")
-    retry_attempts: int = Field(5, ge=1, description="Attempts per request (429, 5xx, network).")
-    retry_deadline: Duration = Field(
-        timedelta(seconds=60),
-        description="Time for one request with its retries and waits; a Retry-After past it "
-        "fails the request at once.",
     )
 
     @field_validator("pipelines")
@@ -302,11 +294,7 @@ class HubSpotAdapter:
 
     def __init__(self, config: HubSpotOptions, /) -> None:
         self.options = config
-        self.policy = RetryPolicy(
-            attempts=config.retry_attempts,
-            deadline=config.retry_deadline.total_seconds(),
-            retry_after=first_of(retry_after_header, _hubspot_wait),
-        )
+        self.policy = config.retry_policy(first_of(retry_after_header, _hubspot_wait))
         self.client = make_client(
             config.base_url.rstrip("/") + "/",
             headers={"Authorization": f"Bearer {config.token.get_secret_value()}"},

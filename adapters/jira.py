@@ -25,7 +25,6 @@ from typing import Any, ClassVar, Final
 from pydantic import Field, SecretStr, field_validator
 
 from adapters.base import (
-    AdapterConfig,
     AdapterDataError,
     ChangeSet,
     Duration,
@@ -34,7 +33,7 @@ from adapters.base import (
 )
 from adapters.http import (
     CursorField,
-    RetryPolicy,
+    HttpOptions,
     first_of,
     get_json,
     make_client,
@@ -70,7 +69,7 @@ def _jql_clause(value: str) -> str:
     return value.strip()
 
 
-class JiraOptions(AdapterConfig):
+class JiraOptions(HttpOptions):
     """Options of a `jira` source."""
 
     base_url: str = Field(
@@ -99,13 +98,6 @@ class JiraOptions(AdapterConfig):
         timedelta(minutes=2),
         description="How far each poll reaches back before the previous one (JQL compares at "
         "minute precision, search lags a little: keep it over a minute).",
-    )
-    timeout: Duration = Field(timedelta(seconds=30), description="Per HTTP request.")
-    retry_attempts: int = Field(5, ge=1, description="Attempts per request (429, 5xx, network).")
-    retry_deadline: Duration = Field(
-        timedelta(seconds=60),
-        description="Time for one request with its retries and waits; a Retry-After past it "
-        "fails the request at once.",
     )
 
     @field_validator("jql")
@@ -185,11 +177,7 @@ class JiraAdapter:
         self.mapper = RecordMapper(ticket_mapping(site, config.fields))
         wanted = [*BUILTIN_FIELDS, *(p.partition(".")[0] for p in config.fields.values())]
         self.fields = list(dict.fromkeys(wanted))
-        self.policy = RetryPolicy(
-            attempts=config.retry_attempts,
-            deadline=config.retry_deadline.total_seconds(),
-            retry_after=first_of(retry_after_header, ratelimit_reset_header()),
-        )
+        self.policy = config.retry_policy(first_of(retry_after_header, ratelimit_reset_header()))
         self.client = make_client(
             site + "/",
             auth=(config.email, config.api_token.get_secret_value()),

@@ -22,17 +22,15 @@ from pydantic import Field, SecretStr, model_validator
 
 from adapters.base import (
     AdapterAuthError,
-    AdapterConfig,
     AdapterConfigError,
     AdapterDataError,
     ChangeSet,
-    Duration,
     InvalidRecord,
     Ticket,
 )
 from adapters.http import (
     CursorField,
-    RetryPolicy,
+    HttpOptions,
     first_of,
     make_client,
     paginate,
@@ -54,7 +52,7 @@ SEARCH_EXPORT: Final = "api/v2/search/export.json"
 INCREMENTAL: Final = "api/v2/incremental/tickets/cursor.json"
 
 
-class ZendeskOptions(AdapterConfig):
+class ZendeskOptions(HttpOptions):
     """Options of a `zendesk` source."""
 
     subdomain: str | None = Field(
@@ -77,13 +75,6 @@ class ZendeskOptions(AdapterConfig):
     )
     page_size: int = Field(
         100, ge=1, le=1000, description="Tickets per page of the export and of the change feed."
-    )
-    timeout: Duration = Field(timedelta(seconds=30), description="Per HTTP request.")
-    retry_attempts: int = Field(5, ge=1, description="Attempts per request (429, 5xx, network).")
-    retry_deadline: Duration = Field(
-        timedelta(seconds=60),
-        description="Time for one request with its retries and waits; a Retry-After past it "
-        "fails the request at once.",
     )
 
     @model_validator(mode="after")
@@ -151,12 +142,10 @@ class ZendeskAdapter:
     def __init__(self, config: ZendeskOptions, /) -> None:
         self.options = config
         self.mapper = RecordMapper(ticket_mapping(config.site, config.custom_fields))
-        self.policy = RetryPolicy(
-            attempts=config.retry_attempts,
-            deadline=config.retry_deadline.total_seconds(),
-            retry_after=first_of(
+        self.policy = config.retry_policy(
+            first_of(
                 retry_after_header, ratelimit_reset_header("ratelimit-reset", "ratelimit-remaining")
-            ),
+            )
         )
         self.client = make_client(
             config.site + "/",
