@@ -302,7 +302,8 @@ def chart(rows: list[Row], out: Path) -> None:
         ylabel="requests per 1%-churn cycle",
         title="Requests per cycle",
     )
-    left.legend()
+    left.set_ylim(top=left.get_ylim()[1] * 30)  # an empty decade on top for the legend
+    left.legend(loc="upper right", fontsize="small")
     right.plot(
         sizes, [mean([r.wall_s for r in steady[s]]) for s in sizes], "o-", label="churn cycle"
     )
