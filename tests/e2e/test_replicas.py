@@ -288,8 +288,8 @@ def test_without_shared_state_two_replicas_do_overlap(
     """The control: replicas with a SQLite store each know nothing of each other, and the
     sandbox does see two writers of one source at once (so the check above can fail)."""
     backoffice = Backoffice(tmp_path)
-    backoffice.create()
-    sandbox.store.set_faults(Faults(latency_s=0.2))
+    backoffice.create(per_source=600)  # six batches of 0.25 s per source: a wide window to meet
+    sandbox.store.set_faults(Faults(latency_s=0.25))
     for name in ("a", "b"):
         replicas.append(start_replica(name, tmp_path, sandbox, f"sqlite:///{tmp_path / name}.db"))
     wait_for(lambda: backoffice.matches(sandbox), 60, "the initial sync")
