@@ -117,9 +117,7 @@ class FakeServer:
         self.rate_limited = 0
         self.failing_pages: set[int] = set()
         self.url = ""
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self._socket: socket.socket | None = None
+        self._served: ServedApp | None = None
 
     def routes(self) -> list[BaseRoute]:
         """The vendor's endpoints."""
@@ -165,47 +163,18 @@ class FakeServer:
     def start(self) -> Self:
         """Serve in a daemon thread; returns once connections are accepted and `url` is set."""
         app = _Recorder(Starlette(routes=self.routes()), self)
-        # IPPROTO_TCP: asyncio sets TCP_NODELAY only on such sockets; without it keep-alive
-        # answers stall ~40 ms each (see connector/sandbox/server.py).
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(64)
-        port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            app,
-            log_level="warning",
-            access_log=False,
-            log_config=None,
-            lifespan="off",
-            ws="none",
-            # The fake writes its own Date, from its own clock.
-            date_header=False,
-            server_header=False,
-            timeout_graceful_shutdown=1,
+        # The fake writes its own Date, from its own clock.
+        self._served = serve_in_thread(
+            app, name=type(self).__name__, date_header=False, server_header=False
         )
-        server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-        self._server, self._thread, self._socket = server, thread, sock
-        thread.start()
-        deadline = time.monotonic() + 10
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"{type(self).__name__} did not start")
-            time.sleep(0.002)
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = self._served.url
         return self
 
     def stop(self) -> None:
         """Stop serving and release the socket."""
-        server, thread, sock = self._server, self._thread, self._socket
-        self._server = self._thread = self._socket = None
-        if server is not None:
-            server.should_exit = True
-        if thread is not None:
-            thread.join(10)
-        if sock is not None:
-            sock.close()
+        served, self._served = self._served, None
+        if served is not None:
+            served.stop()
 
     def __enter__(self) -> Self:
         return self.start()
@@ -217,3 +186,52 @@ class FakeServer:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+@dataclass
+class ServedApp:
+    """An ASGI app served by uvicorn on 127.0.0.1 in a daemon thread."""
+
+    url: str
+    server: uvicorn.Server
+    thread: threading.Thread
+    sock: socket.socket
+
+    def stop(self) -> None:
+        """Stop serving and release the socket."""
+        self.server.should_exit = True
+        self.thread.join(10)
+        self.sock.close()
+
+
+def serve_in_thread(app: ASGIApp, *, name: str, **options: Any) -> ServedApp:
+    """Serve `app` on a free port of 127.0.0.1; returns once it accepts connections.
+
+    `options` go to `uvicorn.Config` (e.g. `date_header=False` for a fake with its own clock).
+    """
+    # IPPROTO_TCP: asyncio sets TCP_NODELAY only on such sockets; without it keep-alive
+    # answers stall ~40 ms each (see connector/sandbox/server.py).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        access_log=False,
+        log_config=None,
+        lifespan="off",
+        ws="none",
+        timeout_graceful_shutdown=1,
+        **options,
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    served = ServedApp(f"http://127.0.0.1:{sock.getsockname()[1]}", server, thread, sock)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            served.stop()
+            raise RuntimeError(f"{name} did not start")
+        time.sleep(0.002)
+    return served

@@ -12,7 +12,6 @@ import asyncio
 import inspect
 import json
 import socket
-import threading
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
@@ -23,7 +22,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -47,6 +45,7 @@ from adapters.http import (
     retry_after_header,
     send,
 )
+from tests.fakes import serve_in_thread
 
 API_KEY = "qk-9f8e7d6c5b4a39281706"
 TOKEN = "tok-SECRET-0123456789abcdef"
@@ -103,30 +102,10 @@ class Backoffice:
 def _server() -> Iterator[Backoffice]:
     backoffice = Backoffice()
     app = Starlette(routes=[Route("/{path:path}", backoffice.endpoint, methods=["GET", "POST"])])
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
-    config = uvicorn.Config(
-        app,
-        log_level="warning",
-        access_log=False,
-        log_config=None,
-        lifespan="off",
-        ws="none",
-        timeout_graceful_shutdown=1,
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "test server did not start"
-        time.sleep(0.005)
-    backoffice.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    served = serve_in_thread(app, name="test back-office")
+    backoffice.url = served.url
     yield backoffice
-    server.should_exit = True
-    thread.join(5)
-    sock.close()
+    served.stop()
 
 
 @pytest.fixture
