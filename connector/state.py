@@ -178,10 +178,11 @@ class StateStore:
         self.instance = instance
         if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        connect_args = POSTGRES_CONNECT_ARGS if is_postgres(parsed) else {}
+        self._postgres = is_postgres(parsed)
+        connect_args = POSTGRES_CONNECT_ARGS if self._postgres else {}
         try:
             self._engine = sa.create_engine(
-                parsed, connect_args=connect_args, pool_pre_ping=is_postgres(parsed)
+                parsed, connect_args=connect_args, pool_pre_ping=self._postgres
             )
             self._migrate()
         except (ConfigError, StateError):
@@ -189,14 +190,12 @@ class StateStore:
             raise
         except (SQLAlchemyError, ImportError, OSError) as exc:
             raise StateError(f"cannot open the state store: {exc}") from None
-        self._insert: Any = (
-            postgresql.insert if self._engine.dialect.name == "postgresql" else sqlite.insert
-        )
+        self._insert: Any = postgresql.insert if self._postgres else sqlite.insert
 
     def _migrate(self) -> None:
         """Create the tables, or rebuild them when their shape is older; claim the store."""
         with self._engine.begin() as conn:
-            if conn.dialect.name == "postgresql":
+            if self._postgres:
                 # Replicas starting together would race on CREATE TABLE: one checks, the others
                 # wait for its transaction, then find the schema in place.
                 conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_MIGRATION_LOCK)))
