@@ -40,7 +40,7 @@ from connector.errors import (
     classify,
     most_severe,
 )
-from connector.fragment import FragmentClient
+from connector.fragment import FragmentClient, TaskPage
 from connector.guards import GuardPolicy, guard_plan
 from connector.identity import Markers, instance_namespace, owned_ticket_id, task_uid
 from connector.leases import Leases
@@ -347,20 +347,17 @@ class Reconciler:
             )
             if full:
                 # A full listing of the open tasks: the truth, and the mirror's periodic repair.
-                async for page in self._pages(name, statuses=OPEN_STATUSES):
-                    mirror.read(page)
+                started = await self._list_into(mirror, statuses=OPEN_STATUSES)
                 unseen = mirror.done()
-                watermark = watermark.after_full_listing(mirror.newest)
                 log.info("fragment.full_listing", source=name, open=len(mirror.open), unseen=unseen)
             else:
-                # Only what changed in Fragment since the last listing (any status): right after
-                # a large write, most of the backlog read back, which the digests make cheap.
+                # Only what changed in Fragment since the last listing began (any status): right
+                # after a large write, most of the backlog read back, which the digests make cheap.
                 assert watermark.seen is not None  # full_listing_due() is true without one
                 since = watermark.seen - self.settings.fragment.listing_overlap
-                async for page in self._pages(name, statuses=(), updated_at_after=since):
-                    mirror.read(page)
+                started = await self._list_into(mirror, statuses=(), updated_at_after=since)
                 mirror.done()
-                watermark = watermark.after(mirror.newest)
+            watermark = watermark.after_listing(started, full=full)
             check = check_sync(name, snapshot.tickets, mirror.open, self._policy(source))
             known.synced = check.synced
             known.tasks = self.store.tasks(check.unsynced)
@@ -386,7 +383,7 @@ class Reconciler:
         *,
         statuses: Sequence[TaskStatus],
         updated_at_after: datetime | None = None,
-    ) -> AsyncIterator[list[Task]]:
+    ) -> AsyncIterator[TaskPage]:
         """The source's tasks in Fragment, page by page."""
         count = 0
         async for page in self.client.iter_tasks(
@@ -397,6 +394,29 @@ class Reconciler:
             yield page
             count += len(page)
             self.progress(f"{source}: {count:,} tasks listed")
+
+    async def _list_into(
+        self,
+        mirror: Mirror,
+        *,
+        statuses: Sequence[TaskStatus],
+        updated_at_after: datetime | None = None,
+    ) -> datetime:
+        """Read a listing into the mirror; returns when it started, in Fragment's clock.
+
+        That is the `Date` of its first answer (RFC 9110 asks it of every server with a clock);
+        without one, this machine's clock as the listing began, which the overlap must then
+        cover for any skew.
+        """
+        started: datetime | None = None
+        local_start = datetime.now(UTC)
+        async for page in self._pages(
+            mirror.source, statuses=statuses, updated_at_after=updated_at_after
+        ):
+            if started is None:
+                started = page.server_date or local_start
+            mirror.read(page)
+        return started or local_start
 
     def _watermark(self, source: str) -> Watermark:
         return Watermark.parse(self.store.get_cursor(f"fragment:{source}"))

@@ -10,7 +10,6 @@ and the plan sees full tasks only where a digest differs from what the ticket wa
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -27,8 +26,8 @@ from connector.values import parse_timestamp, task_digest
 
 @dataclass(frozen=True)
 class Watermark:
-    """How far Fragment has been read for a source: the newest `updated_at` seen in a listing,
-    and when the last full listing of its open tasks was."""
+    """How far Fragment has been read for a source: when the last listing started, in Fragment's
+    clock, and when the last full listing of its open tasks was (in this machine's clock)."""
 
     seen: datetime | None = None
     full_at: datetime | None = None
@@ -57,17 +56,14 @@ class Watermark:
             return True
         return datetime.now(UTC) - self.full_at >= settings.fragment.full_listing_every
 
-    def after(self, newest: datetime | None) -> Watermark:
-        """Moved forward to the newest `updated_at` of a listing (never backwards)."""
-        if newest is None or (self.seen is not None and newest <= self.seen):
-            return self
-        return dataclasses.replace(self, seen=newest)
+    def after_listing(self, started: datetime, *, full: bool) -> Watermark:
+        """After a listing that started at `started` in Fragment's clock.
 
-    def after_full_listing(self, newest: datetime | None) -> Watermark:
-        """After a full listing that started now."""
-        moved = self.after(newest)
-        now = datetime.now(UTC)
-        return dataclasses.replace(moved, seen=moved.seen or now, full_at=now)
+        The next listing reads from the start of this one (minus the overlap), not from the
+        newest task this one read: a long listing reads its first pages minutes before its last,
+        and an edit made meanwhile to a page already read is older than anything read later.
+        """
+        return Watermark(seen=started, full_at=datetime.now(UTC) if full else self.full_at)
 
 
 class MirrorWriter:
@@ -127,7 +123,6 @@ class Mirror:
         self.markers = markers
         self._owned = owned
         self.open: dict[str, TaskDigest] = store.digests(source)
-        self.newest: datetime | None = None  # the newest `updated_at` read
         self.writer = MirrorWriter(store, source, markers)
         self._listed: set[str] | None = set() if full_listing else None
 
@@ -152,9 +147,6 @@ class Mirror:
                     self.open.pop(task.uid, None)
             if listed is not None and task.is_open:
                 listed.add(task.uid)
-            updated = task.updated_at
-            if updated is not None and (self.newest is None or updated > self.newest):
-                self.newest = updated
         self.writer.add(changed)
 
     def done(self) -> int:

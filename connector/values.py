@@ -132,6 +132,20 @@ def compact(fields: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def parse_http_date(value: str | None) -> datetime | None:
+    """The moment an HTTP date header (`Date`, RFC 9110) names, or None when absent or unreadable.
+
+    Hostile input: anything that is not a date reads as no date.
+    """
+    if not value:
+        return None
+    try:
+        moment = email.utils.parsedate_to_datetime(value.strip())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
 def parse_retry_after(value: str | None, *, now: float) -> float | None:
     """Seconds asked for by a Retry-After value (delta-seconds or an HTTP date), else None.
 

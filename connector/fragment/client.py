@@ -34,7 +34,13 @@ from connector.errors import (
 )
 from connector.fragment.pacing import TokenBucket
 from connector.models import JSONValue, Task, TaskStatus
-from connector.values import compact, format_timestamp, parse_retry_after, parse_timestamp
+from connector.values import (
+    compact,
+    format_timestamp,
+    parse_http_date,
+    parse_retry_after,
+    parse_timestamp,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -199,6 +205,14 @@ def _matches(task: Task, statuses: Sequence[TaskStatus], fields: Mapping[str, st
     return all(str(task.fields.get(key)) == value for key, value in fields.items())
 
 
+class TaskPage(list[Task]):
+    """One page of a listing, and when Fragment answered it in its own clock (None if unsaid)."""
+
+    def __init__(self, tasks: Iterable[Task] = (), server_date: datetime | None = None) -> None:
+        super().__init__(tasks)
+        self.server_date = server_date
+
+
 class FragmentClient:
     """One connection to the Fragment API, paced and retried; use as an async context manager."""
 
@@ -254,6 +268,19 @@ class FragmentClient:
         body: JSONValue = None,
     ) -> Any:
         """Send one logical request (retried as needed) and return its decoded JSON body."""
+        body, _ = await self._send_dated(method, path, endpoint=endpoint, params=params, body=body)
+        return body
+
+    async def _send_dated(
+        self,
+        method: str,
+        path: str,
+        *,
+        endpoint: str,
+        params: Sequence[tuple[str, str]] | None = None,
+        body: JSONValue = None,
+    ) -> tuple[Any, datetime | None]:
+        """`_send`, with the moment in Fragment's clock its answer was made (its `Date` header)."""
         deadline = time.monotonic() + self._deadline
         content = None if body is None else json.dumps(body, separators=(",", ":")).encode()
         headers = {"Content-Type": "application/json"} if content is not None else None
@@ -283,7 +310,7 @@ class FragmentClient:
             ) from exc.error
         _raise_for_status(method, endpoint, response)
         try:
-            return response.json()
+            return response.json(), parse_http_date(response.headers.get("Date"))
         except ValueError:
             snippet = response.text[:80].replace("\n", " ")
             raise FragmentProtocolError(
@@ -344,11 +371,13 @@ class FragmentClient:
         statuses: Sequence[TaskStatus] = (),
         fields: Mapping[str, str] | None = None,
         updated_at_after: datetime | None = None,
-    ) -> AsyncIterator[list[Task]]:
+    ) -> AsyncIterator[TaskPage]:
         """Yield pages of tasks matching the filters, each task once, the largest pages allowed.
 
         The filters are also applied on this side, so a server that ignores one still gives the
-        right answer; a server that rejects one gets a plainer listing from then on.
+        right answer; a server that rejects one gets a plainer listing from then on. The first
+        page is yielded even when empty: its `server_date` tells when the listing started in
+        Fragment's clock.
         """
         field_filters = dict(fields or {})
         seen: set[str] = set()
@@ -358,7 +387,9 @@ class FragmentClient:
         while True:
             params = self._listing_params(statuses, field_filters, updated_at_after, cursor)
             try:
-                body = await self._send("GET", "tasks", endpoint="/tasks", params=params)
+                body, server_date = await self._send_dated(
+                    "GET", "tasks", endpoint="/tasks", params=params
+                )
             except FragmentValidationError as exc:
                 if exc.status not in (400, 422):
                     raise
@@ -372,13 +403,17 @@ class FragmentClient:
                     log.warning("fragment.plain_listing", reason=str(exc))
                     continue
                 raise
-            page = [
-                task
-                for task in _items(body, "GET /tasks")
-                if task.uid not in seen and _matches(task, statuses, field_filters)
-            ]
+            page = TaskPage(
+                (
+                    task
+                    for task in _items(body, "GET /tasks")
+                    if task.uid not in seen and _matches(task, statuses, field_filters)
+                ),
+                server_date,
+            )
+            first = not seen_cursors and not seen
             seen.update(task.uid for task in page)
-            if page:
+            if page or first:
                 yield page
             meta = body.get("meta") if isinstance(body, dict) else None
             next_cursor = meta.get("next_cursor") if isinstance(meta, dict) else None

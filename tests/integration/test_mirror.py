@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import asyncio
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
 
 import pytest
 
 from connector.config import load_settings
 from connector.cycle import CycleOptions, report_counts
+from connector.fragment import TaskPage
 from connector.identity import instance_namespace, task_uid
 from connector.models import CycleReport, JSONValue, Task
 from connector.runtime import open_runtime
@@ -100,3 +103,54 @@ async def test_a_lost_mirror_costs_a_full_listing_not_correctness(workspace: Wor
         assert report.sources[0].open_tasks == 120
         assert listings(workspace) and not any("updated_at_after" in q for q in listings(workspace))
         assert actions(await reconciler.run(CycleOptions())) == []
+
+
+async def test_an_edit_during_a_long_full_listing_is_seen_by_the_next_delta_listing(
+    workspace: Workspace,
+) -> None:
+    """The watermark is the start of the listing in Fragment's clock, not the newest task read.
+
+    The full listing here outlasts the overlap (1 s): an operator renames a task of the first
+    page once it was read, then, past the overlap, a task of the last page before it is read.
+    Anchored at the newest `updated_at` read, the next delta listing would start after the first
+    edit and miss it until the next full listing.
+    """
+    tickets = make_tickets(300)
+    workspace.write_tickets(tickets)
+    workspace.write_config(fragment={"page_size": 100, "listing_overlap": "1s"})
+    settings = load_settings(workspace.config_path)
+    store = workspace.sandbox.store
+    async with open_runtime(settings) as reconciler:
+        await reconciler.run(CycleOptions())
+    workspace.state_path.unlink()  # the next cycle lists every open task
+
+    async with open_runtime(settings) as reconciler:
+        client = reconciler.client
+        iter_tasks = client.iter_tasks
+
+        async def listing_while_operators_act(**filters: Any) -> AsyncIterator[TaskPage]:
+            pages = 0
+            async for page in iter_tasks(**filters):
+                pages += 1
+                if pages == 1:
+                    assert uid("T-0") in {t.uid for t in page}
+                    assert uid("T-299") not in {t.uid for t in page}
+                    store.operator_edit(uid("T-0"), fields={"title": "renamed early"})
+                    await asyncio.sleep(1.5)  # longer than the overlap
+                    store.operator_edit(uid("T-299"), fields={"title": "renamed late"})
+                yield page
+            assert pages == 3
+
+        client.iter_tasks = listing_while_operators_act  # type: ignore[method-assign]
+        second = await reconciler.run(CycleOptions())
+        client.iter_tasks = iter_tasks  # type: ignore[method-assign]
+        assert actions(second) == [("update", "T-299", "title changed")]
+
+        store.clear_requests()
+        third = await reconciler.run(CycleOptions())
+        assert listings(workspace) and all("updated_at_after" in q for q in listings(workspace))
+        assert actions(third) == [("update", "T-0", "title changed")]
+
+    titles = {t["fields"]["fc_ticket_id"]: t["fields"]["title"] for t in workspace.tasks().values()}
+    assert titles["T-0"] == "Ticket number 0"
+    assert titles["T-299"] == "Ticket number 299"

@@ -241,3 +241,21 @@ async def test_token_bucket_paces_requests() -> None:
     for _ in range(5):
         await bucket.acquire()
     assert bucket.waited >= 0.39
+
+
+async def test_listing_pages_carry_fragments_date() -> None:
+    """Each page tells when Fragment answered it (its Date header); an empty first page is still
+    yielded so that an idle delta listing learns the time too; a bad Date reads as none."""
+    from datetime import UTC, datetime
+
+    dates = iter(["Sun, 06 Dec 2026 01:02:03 GMT", "not a date"])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"items": [], "meta": {}}, headers={"Date": next(dates)})
+
+    async with client(handler) as c:
+        pages = [page async for page in c.iter_tasks()]
+        assert [(list(p), p.server_date) for p in pages] == [
+            ([], datetime(2026, 12, 6, 1, 2, 3, tzinfo=UTC))
+        ]
+        assert [p.server_date async for p in c.iter_tasks()] == [None]
