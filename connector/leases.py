@@ -156,6 +156,7 @@ class PostgresLeases:
         self._replica = replica  # False: a one-shot command, not counted, no fair share
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._guard = asyncio.Lock()  # one statement at a time on the connection
+        self._deciding = asyncio.Lock()  # one share decision (count, then lock) at a time
         self._held: set[str] = set()
         self._confirmed = -math.inf
         self._problem: str | None = "not connected yet"
@@ -167,20 +168,23 @@ class PostgresLeases:
         self._beating = asyncio.create_task(self._beat(), name="leases-heartbeat")
 
     async def acquire(self, source: str) -> bool:
-        replicas = await self._query(_REPLICAS if self._replica else _PING)
-        if replicas is None:
-            return False
-        if source in self._held:
+        # One decision at a time: jobs that fire together (no jitter) would otherwise all find
+        # this replica below its share while the database answers, and take every source.
+        async with self._deciding:
+            replicas = await self._query(_REPLICAS if self._replica else _PING)
+            if replicas is None:
+                return False
+            if source in self._held:
+                return True
+            share = self._share(int(replicas)) if self._replica else len(self._keys)
+            if len(self._held) >= share:
+                return False
+            won = await self._query(_TRY_LOCK, key=self._keys[source])
+            if not won:
+                return False
+            self._held.add(source)
+            log.info("lease.acquired", source=source, replicas=replicas, share=share)
             return True
-        share = self._share(int(replicas)) if self._replica else len(self._keys)
-        if len(self._held) >= share:
-            return False
-        won = await self._query(_TRY_LOCK, key=self._keys[source])
-        if not won:
-            return False
-        self._held.add(source)
-        log.info("lease.acquired", source=source, replicas=replicas, share=share)
-        return True
 
     def holds(self, source: str) -> bool:
         fresh = time.monotonic() - self._confirmed < self._trust_s
@@ -192,14 +196,19 @@ class PostgresLeases:
         return source in self._held and await self._query(_PING) is not None and self.holds(source)
 
     async def settle(self, source: str) -> None:
-        if source not in self._held:
-            return
-        replicas = await self._query(_REPLICAS)
-        if replicas is None or len(self._held) <= self._share(int(replicas)):
-            return
-        if await self._query(_UNLOCK, key=self._keys[source]) is not None:
-            self._held.discard(source)
-            log.info("lease.handed_over", source=source, replicas=replicas, held=len(self._held))
+        # Under the same lock as `acquire`: cycles that end together would each count this
+        # replica over its share and hand every source back, not just the surplus.
+        async with self._deciding:
+            if source not in self._held:
+                return
+            replicas = await self._query(_REPLICAS)
+            if replicas is None or len(self._held) <= self._share(int(replicas)):
+                return
+            if await self._query(_UNLOCK, key=self._keys[source]) is not None:
+                self._held.discard(source)
+                log.info(
+                    "lease.handed_over", source=source, replicas=replicas, held=len(self._held)
+                )
 
     def held(self) -> frozenset[str]:
         return frozenset(s for s in self._held if self.holds(s))

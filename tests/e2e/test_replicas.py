@@ -114,6 +114,7 @@ def start_replica(
     sandbox: SandboxServer,
     state_url: str,
     sources: list[str] = SOURCES,
+    jitter: str | None = f"{JITTER_S}s",
 ) -> Replica:
     workdir = root / name
     workdir.mkdir()
@@ -128,7 +129,7 @@ def start_replica(
         },
         "schedule": {
             "full_refresh": f"{INTERVAL_S}s",
-            "jitter": f"{JITTER_S}s",
+            "jitter": jitter,
             "grace_period": "5s",
         },
         "state": {"url": state_url},
@@ -184,10 +185,28 @@ def holders(running: list[Replica]) -> dict[str, list[str]]:
 
 
 def each_held_once(running: list[Replica], share: int) -> bool:
+    """Every source held by exactly one of the live replicas, and each of them holds `share`."""
     owners = holders(running)
+    live = {r.name for r in running}
     counts = Counter(owner for names in owners.values() for owner in names)
-    exclusive = all(len(names) == 1 for names in owners.values())
-    return exclusive and all(counts[r.name] <= share for r in running)
+    exclusive = all(len(names) == 1 and names[0] in live for names in owners.values())
+    return exclusive and all(counts[r.name] == share for r in running)
+
+
+def answering(replica: Replica) -> bool:
+    try:
+        httpx.get(f"http://127.0.0.1:{replica.port}/healthz", timeout=2)
+    except httpx.HTTPError:
+        return False
+    return True
+
+
+def stays(condition: Callable[[], bool], seconds: float) -> None:
+    """Assert the condition holds at every look for that long."""
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        assert condition()
+        time.sleep(0.1)
 
 
 def run_history(state_url: str) -> list[tuple[str, str, datetime, datetime]]:
@@ -280,6 +299,43 @@ def test_three_replicas_share_six_sources_and_survive_a_sigkill(
         cycles = sorted((s, f, r) for src, r, s, f in history if src == name)
         for (_, finished, _), (started, _, _) in itertools.pairwise(cycles):
             assert started >= finished, f"{name}: overlapping cycles {cycles}"
+
+
+@pytest.mark.parametrize("jitter", [None, f"{JITTER_S}s"], ids=["jitter-off", "jitter-on"])
+def test_the_fair_share_settles_within_one_period_and_stays(
+    tmp_path: Path,
+    sandbox: SandboxServer,
+    postgres_state_url: str,
+    replicas: list[Replica],
+    jitter: str | None,
+) -> None:
+    """Three replicas started together settle to 2/2/2 of six sources within one period and stay
+    there; after a SIGKILL the two survivors settle to 3/3 within one period and stay there.
+
+    With `jitter: null` every source's job fires at the same instant: the share decision and the
+    count it rests on must be one step, or one replica takes all six and hands them all back.
+    """
+    backoffice = Backoffice(tmp_path)
+    backoffice.create(per_source=20)
+    one_period = INTERVAL_S + (JITTER_S if jitter else 0.0) + 1.5  # + a cycle and the polling
+    replicas.extend(
+        start_replica(name, tmp_path, sandbox, postgres_state_url, jitter=jitter)
+        for name in ("a", "b", "c")
+    )
+    wait_for(lambda: all(answering(r) for r in replicas), 60, "three replicas up")
+    took = wait_for(lambda: each_held_once(replicas, share=2), 30, "2/2/2")
+    assert took <= one_period, f"2/2/2 after {took:.1f}s"
+    stays(lambda: each_held_once(replicas, share=2), 3 * INTERVAL_S)
+    assert backoffice.matches(sandbox)
+
+    victim = replicas[0]
+    victim.process.send_signal(signal.SIGKILL)
+    victim.process.wait()
+    survivors = replicas[1:]
+    took = wait_for(lambda: each_held_once(survivors, share=3), 30, "3/3")
+    assert took <= one_period, f"3/3 after {took:.1f}s"
+    stays(lambda: each_held_once(survivors, share=3), 3 * INTERVAL_S)
+    print(f"settled 3/3 {took:.2f}s after the SIGKILL")
 
 
 def test_without_shared_state_two_replicas_do_overlap(

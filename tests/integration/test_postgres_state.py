@@ -179,6 +179,33 @@ async def test_a_replica_beyond_its_share_hands_sources_over(pool: LeasePool) ->
     assert await acquired(b) == set(SOURCES) - a.held()
 
 
+async def test_jobs_that_fire_together_take_and_hand_over_only_the_share(
+    pool: LeasePool,
+) -> None:
+    """Every source's job at the same instant (`schedule.jitter: null`): the decision and the count
+    are one step, so a replica takes its share, not every source, and hands over the surplus,
+    not every source it holds."""
+    a, b = pool.make(), pool.make()
+    await a.start()
+    alone = await asyncio.gather(*(a.acquire(s) for s in SOURCES))
+    assert all(alone)
+    await b.start()
+    await asyncio.gather(*(a.settle(s) for s in SOURCES))
+    assert len(a.held()) == len(SOURCES) // 2  # the surplus only
+    taken = await asyncio.gather(*(b.acquire(s) for s in SOURCES))
+    assert sum(taken) == len(SOURCES) // 2
+    assert a.held().isdisjoint(b.held()) and a.held() | b.held() == set(SOURCES)
+
+    c = pool.make()
+    await c.start()
+    await b.close()
+    await a.close()
+    d = pool.make()
+    await d.start()
+    taken = await asyncio.gather(*(c.acquire(s) for s in SOURCES))
+    assert sum(taken) == len(SOURCES) // 2  # two replicas alive: half each, at once
+
+
 async def test_instances_do_not_contend(pool: LeasePool) -> None:
     """Two instances may use one database: their locks live in different key spaces."""
     a = pool.make()
