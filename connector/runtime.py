@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from adapters.base import SourceAdapter
+from connector.budget import pacer_for
 from connector.config import Settings
 from connector.cycle import Reconciler
 from connector.errors import ConfigError
@@ -73,11 +74,19 @@ async def open_runtime(
             base_url = sandbox.base_url
         store = StateStore(settings.state.url, instance=settings.connector.instance)
         stack.callback(store.close)
+        pacer, budget = pacer_for(
+            settings.state.url,
+            base_url=base_url,
+            token=token,
+            requests_per_minute=fragment.requests_per_minute,
+            burst=fragment.burst,
+        )
+        if budget is not None:
+            stack.push_async_callback(budget.aclose)
         client = FragmentClient(
             base_url,
             token,
-            requests_per_minute=fragment.requests_per_minute,
-            burst=fragment.burst,
+            pacer=pacer,
             timeout=fragment.timeout.total_seconds(),
             retry_deadline=fragment.retry_deadline.total_seconds(),
             page_size=fragment.page_size,

@@ -7,10 +7,11 @@ from connector.fragment.client import (
     TaskPage,
     parse_task,
 )
-from connector.fragment.pacing import TokenBucket
+from connector.fragment.pacing import Pacer, TokenBucket
 
 __all__ = [
     "FragmentClient",
+    "Pacer",
     "RequestListener",
     "RequestStats",
     "TaskPage",

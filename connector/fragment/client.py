@@ -32,7 +32,7 @@ from connector.errors import (
     FragmentServerError,
     FragmentValidationError,
 )
-from connector.fragment.pacing import TokenBucket
+from connector.fragment.pacing import Pacer, TokenBucket
 from connector.models import JSONValue, Task, TaskStatus
 from connector.values import (
     compact,
@@ -229,7 +229,10 @@ class FragmentClient:
         page_size: int = 100,
         max_attempts: int = 10,
         listener: RequestListener | None = None,
+        pacer: Pacer | None = None,
     ) -> None:
+        """`pacer` replaces the local token bucket (`requests_per_minute`, `burst`): one budget
+        shared by the processes that use the same account."""
         self._http = httpx.AsyncClient(
             base_url=base_url.rstrip("/") + "/",
             headers={
@@ -240,7 +243,7 @@ class FragmentClient:
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
             transport=transport or httpx.AsyncHTTPTransport(retries=0),
         )
-        self.pacer = TokenBucket(requests_per_minute, burst=burst)
+        self.pacer: Pacer = pacer or TokenBucket(requests_per_minute, burst=burst)
         self.stats = RequestStats()
         self._deadline = retry_deadline
         self._page_size = page_size

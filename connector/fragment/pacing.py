@@ -10,6 +10,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from typing import Protocol
+
+
+class Pacer(Protocol):
+    """What the client awaits before every request: this process's bucket, or the account's
+    budget shared through the state database (`connector.budget`)."""
+
+    async def acquire(self) -> None:
+        """Wait until a request may be sent, then take its slot."""
 
 
 class TokenBucket:

@@ -78,8 +78,8 @@ class Backoffice:
         """Whether Fragment's open tasks are exactly the open tickets, titles included."""
         shown: dict[str, dict[str, str]] = {name: {} for name in self.sources}
         for task in sandbox.store.all_tasks():
-            if task["status"] in OPEN:
-                fields = task["fields"]
+            fields = task["fields"]
+            if task["status"] in OPEN and fields["fc_source"] in shown:
                 shown[fields["fc_source"]][fields["fc_ticket_id"]] = fields["title"]
         return all(
             shown[name] == {t["id"]: t["title"] for t in self.tickets[name]}
@@ -115,6 +115,7 @@ def start_replica(
     state_url: str,
     sources: list[str] = SOURCES,
     jitter: str | None = f"{JITTER_S}s",
+    requests_per_minute: float = 100000,
 ) -> Replica:
     workdir = root / name
     workdir.mkdir()
@@ -123,7 +124,7 @@ def start_replica(
         "connector": {"instance": f"replicas-{root.name}"},
         "fragment": {
             "base_url": sandbox.base_url,
-            "requests_per_minute": 100000,
+            "requests_per_minute": requests_per_minute,
             "burst": 100,
             "retry_deadline": "20s",
         },
@@ -336,6 +337,83 @@ def test_the_fair_share_settles_within_one_period_and_stays(
     assert took <= one_period, f"3/3 after {took:.1f}s"
     stays(lambda: each_held_once(survivors, share=3), 3 * INTERVAL_S)
     print(f"settled 3/3 {took:.2f}s after the SIGKILL")
+
+
+def busiest_window(times: list[float], window: float) -> int:
+    """The most requests that arrived within any `window` seconds, wherever it starts."""
+    times = sorted(times)
+    most, first = 0, 0
+    for last, at in enumerate(times):
+        while at - times[first] >= window:
+            first += 1
+        most = max(most, last - first + 1)
+    return most
+
+
+@pytest.mark.timeout(300)
+def test_three_replicas_and_a_one_shot_run_share_one_request_budget(
+    tmp_path: Path,
+    sandbox: SandboxServer,
+    postgres_state_url: str,
+    replicas: list[Replica],
+) -> None:
+    """One Fragment account, one budget: three daemons and a one-shot `reconcile`, all busy at
+    once, never send more than `requests_per_minute` within any window of a minute, as the
+    sandbox received them.
+
+    Scaled for test time: 300 requests a minute (Fragment allows 60), measured over every
+    60-second window of a load that lasts longer. Each process alone would be allowed 300 a
+    minute with a burst of 100; sharing nothing, they would send well over the budget.
+    """
+    rpm, window = 300.0, 60.0
+    allowed = int(rpm * window / 60)
+    backoffice = Backoffice(tmp_path)
+    backoffice.create(per_source=20)
+    replicas.extend(
+        start_replica(name, tmp_path, sandbox, postgres_state_url, requests_per_minute=rpm)
+        for name in ("a", "b", "c")
+    )
+    wait_for(lambda: backoffice.matches(sandbox), 60, "the initial sync")
+    wait_for(lambda: each_held_once(replicas, share=2), 30, "2/2/2")
+
+    # The one-shot run: a seventh source no daemon works, same instance, token and database.
+    one_shot = tmp_path / "one-shot"
+    one_shot.mkdir()
+    config = yaml.safe_load((tmp_path / "a" / "config.yaml").read_text())
+    config["sources"] = [
+        {"name": "s7", "adapter": "file", "options": {"path": str(one_shot / "s7.json")}}
+    ]
+    (one_shot / "s7.json").write_text(json.dumps(make_tickets(1500, prefix="s7-")))
+    (one_shot / "config.yaml").write_text(yaml.safe_dump(config))
+
+    sandbox.store.clear_requests()
+    began = time.monotonic()
+    for name in SOURCES:  # every daemon has 50 batches to send at once
+        backoffice.tickets[name] += make_tickets(2500, start=backoffice.next_id, prefix=f"{name}-")
+        backoffice.next_id += 2500
+        backoffice.save(name)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAGMENT_CONNECTOR")}
+    env["FRAGMENT_CONNECTOR__FRAGMENT__TOKEN"] = TOKEN
+    reconcile = subprocess.run(
+        [sys.executable, "-m", "connector", "reconcile", "--config", "config.yaml"],
+        cwd=one_shot,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert reconcile.returncode == 0, reconcile.stderr[-3000:]
+    wait_for(lambda: backoffice.matches(sandbox), 300, "the daemons' backlog")
+    took = time.monotonic() - began
+
+    arrivals = [datetime.fromisoformat(r["at"]).timestamp() for r in sandbox.store.requests()]
+    busiest = busiest_window(arrivals, window)
+    writes = [r for r in sandbox.store.requests() if r["method"] == "PUT"]
+    print(f"{len(arrivals)} requests in {took:.1f}s, busiest {window:g}s window: {busiest}")
+    assert len(writes) >= 165  # 150 batches of the daemons and 15 of the one-shot run
+    assert busiest <= allowed, f"{busiest} requests within {window:g}s, over {allowed}"
+    assert busiest >= allowed * 0.8, "the budget was not the limit: the test proves nothing"
 
 
 def test_without_shared_state_two_replicas_do_overlap(
