@@ -352,8 +352,21 @@ def demo(workdir: Path | None) -> int:
 @click.option(
     "--data", type=click.Path(path_type=Path, dir_okay=False), help="Keep tasks in this JSON file."
 )
+@click.option(
+    "--profile",
+    type=click.Choice(["strict", "lenient"]),
+    default="strict",
+    show_default=True,
+    help="strict: 422 for undocumented keys; lenient: ignore them and undocumented filters.",
+)
 def sandbox(
-    host: str, port: int, token: str, test_mode: bool, rate_limit: float, data: Path | None
+    host: str,
+    port: int,
+    token: str,
+    test_mode: bool,
+    rate_limit: float,
+    data: Path | None,
+    profile: str,
 ) -> int:
     """Serve the embedded fake Fragment API (for adapter writers and tests)."""
     from connector.sandbox import SandboxConfig, serve
@@ -363,8 +376,12 @@ def sandbox(
         test_mode=test_mode,
         requests_per_minute=rate_limit or None,
         data_path=data,
+        profile=profile,
     )
-    click.echo(f"sandbox Fragment API on http://{host}:{port}/api/v1 (token: {token})", err=True)
+    click.echo(
+        f"sandbox Fragment API ({profile}) on http://{host}:{port}/api/v1 (token: {token})",
+        err=True,
+    )
     serve(config, host=host, port=port)
     return EXIT_OK
 

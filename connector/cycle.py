@@ -33,14 +33,13 @@ from connector.errors import (
     EXIT_REFUSED,
     ConnectorError,
     FragmentAuthError,
-    FragmentValidationError,
     LeaseLostError,
     SourceError,
     SourceHeldElsewhere,
     classify,
     most_severe,
 )
-from connector.fragment import FragmentClient
+from connector.fragment import FragmentClient, TaskFinder
 from connector.guards import GuardPolicy, guard_plan
 from connector.identity import Markers, instance_namespace, owned_ticket_id, task_uid
 from connector.leases import Leases
@@ -106,6 +105,8 @@ class _Inputs:
     next_cursor: str | None = None
     watermark: Watermark | None = None
     misses: Mapping[str, int] = field(default_factory=dict)
+    # Tickets whose task could be neither found nor proven absent: left alone this cycle.
+    unresolved: set[str] = field(default_factory=set)
 
 
 class Reconciler:
@@ -129,6 +130,7 @@ class Reconciler:
         self.should_stop = should_stop
         self.namespace = instance_namespace(settings.connector.instance)
         self.markers: Markers = settings.connector.markers.to_markers()
+        self.finder = TaskFinder(client)
 
     def _policy(self, source: SourceSection) -> PlanPolicy:
         return PlanPolicy(
@@ -282,7 +284,8 @@ class Reconciler:
             else:
                 inputs = await self._incremental_inputs(source)
             report = await self._plan_and_apply(source, inputs, options, kind=kind)
-            if kind == INCREMENTAL and report.applied and report.ok and not report.failures:
+            settled = not report.failures and not report.unresolved
+            if kind == INCREMENTAL and report.applied and report.ok and settled:
                 # Only now: a crash before this line makes the next poll apply them again,
                 # which is harmless; the other order could lose them.
                 self.store.set_cursor(source.name, inputs.next_cursor)
@@ -366,7 +369,7 @@ class Reconciler:
             known.tasks = self.store.tasks(check.unsynced)
             open_before = len(mirror.open)
             del mirror, check  # the digests are not needed past this point
-        await self._resolve(
+        unresolved = await self._resolve(
             name, [t for t in snapshot.tickets if t.is_open], known, dry_run=dry_run
         )
         misses = self.store.misses(name) if self.settings.guards.close_after_misses > 1 else {}
@@ -378,6 +381,7 @@ class Reconciler:
             open_before=open_before,
             watermark=None if dry_run else watermark,
             misses=misses,
+            unresolved=unresolved,
         )
 
     async def _pages(
@@ -425,22 +429,26 @@ class Reconciler:
                     InvalidRecord(f"change {position}", problem, getattr(ticket, "id", None))
                 )
         known = _Known()
-        await self._resolve(name, list(latest.values()), known)
+        unresolved = await self._resolve(name, list(latest.values()), known)
         return _Inputs(
             tickets=list(latest.values()),
             known=known,
             invalid=invalid,
             open_before=self.store.count_open(name),
             next_cursor=changes.cursor,
+            unresolved=unresolved,
         )
 
     async def _resolve(
         self, source: str, tickets: Sequence[Ticket], known: _Known, *, dry_run: bool = False
-    ) -> None:
+    ) -> set[str]:
         """Find the tasks of tickets missing from `known`: DONE, not yet listed, or absent.
 
-        The index answers for tasks it saw DONE; Fragment is asked about every other uid, so a
-        lost index costs requests, never a duplicate or a reopened operator decision.
+        The index answers for tasks it saw DONE; Fragment is asked about every other uid (see
+        `connector.fragment.lookup`), so a lost index costs requests, never a duplicate or a
+        reopened operator decision. Returns the ids of the tickets whose task could not be
+        proven absent nor found as the source's: they must get no create this cycle (a PUT would
+        replace whatever holds the uid), and are reported as unresolved.
         """
         wanted = {
             uid: t.id
@@ -449,44 +457,59 @@ class Reconciler:
             and (uid := task_uid(self.namespace, source, t.id)) not in known.tasks
         }
         if not wanted:
-            return
+            return set()
         entries = self.store.lookup(wanted)
         for entry in entries.values():
             if entry.status is TaskStatus.DONE and entry.source == source:
                 known.add(entry.as_task(self.markers))
         unknown = [uid for uid in wanted if uid not in known.tasks]
         if not unknown:
-            return
-        try:
-            found = await self.client.query_uids(unknown)
-        except FragmentValidationError as exc:
-            # POST /tasks/query is optional in the contract; without it a task an operator
-            # closed may be re-created, which is logged so the operator knows.
-            log.warning("fragment.query_unavailable", source=source, error=str(exc))
-            return
+            return set()
+        page = self.settings.fragment.page_size
+        lookup = await self.finder.find(
+            unknown,
+            listing_fields={self.markers.source: source},
+            # The listing holds at least the tasks the index knows and those looked for.
+            listing_pages=-(-(self.store.count_known(source) + len(unknown)) // page),
+        )
         resolved = []
-        for task in found:
+        unresolved = {wanted[uid] for uid in lookup.unresolved}
+        for uid, task in lookup.found.items():
             ticket_id = self._owned(source, task)
-            if ticket_id is not None:
-                known.add(task)
-                resolved.append((task, ticket_id))
+            if ticket_id is None:
+                # A task holds the uid but not this source's markers (edited by hand?): never
+                # PUT over it.
+                unresolved.add(wanted[uid])
+                continue
+            known.add(task)
+            resolved.append((task, ticket_id))
+        if unresolved:
+            log.warning(
+                "fragment.presence_unknown",
+                source=source,
+                tickets=len(unresolved),
+                action="no create this cycle; looked up again next cycle",
+            )
         if dry_run:
-            return
+            return unresolved
         self.store.remember(source, resolved, self.markers)
-        gone = [uid for uid in unknown if uid not in known.tasks and uid in entries]
+        gone = [uid for uid in lookup.absent if uid in entries]
         if gone:
             self.store.forget(gone)
+        return unresolved
 
     async def _plan_and_apply(
         self, source: SourceSection, inputs: _Inputs, options: CycleOptions, *, kind: str
     ) -> SourceReport:
         name = source.name
+        unresolved = inputs.unresolved
+        kept = {r.ticket_id for r in inputs.invalid if r.ticket_id is not None} | unresolved
         plan = plan_source(
             name,
-            inputs.tickets,
+            [t for t in inputs.tickets if t.id not in unresolved] if unresolved else inputs.tickets,
             inputs.known.tasks,
             self._policy(source),
-            kept_ticket_ids={r.ticket_id for r in inputs.invalid if r.ticket_id is not None},
+            kept_ticket_ids=kept,
             close_absent=kind == FULL,
             misses=inputs.misses,
             synced=inputs.known.synced,
@@ -517,6 +540,7 @@ class Reconciler:
             invalid_records=tuple(inputs.invalid),
             tickets=len(inputs.tickets),
             open_tasks=inputs.open_before,
+            unresolved=tuple(sorted(unresolved)),
         )
         if options.dry_run:
             return report
@@ -592,9 +616,10 @@ def report_counts(report: SourceReport) -> dict[str, int]:
 
 
 def source_exit_code(report: SourceReport, *, dry_run: bool) -> int:
-    """Exit code for one source: 1 failed, 3 guard refused, 2 pending dry-run changes, else 0."""
+    """Exit code for one source: 1 failed (or a ticket unresolved), 3 guard refused, 2 pending
+    dry-run changes, else 0."""
     codes = [EXIT_OK]
-    if not report.ok or report.failures:
+    if not report.ok or report.failures or report.unresolved:
         codes.append(EXIT_FAILURE)
     if report.refusals:
         codes.append(EXIT_REFUSED)
@@ -607,7 +632,7 @@ def source_outcome(report: SourceReport) -> str:
     """One label for how a source's cycle ended: ok, refused, partial or an error label."""
     if not report.ok:
         return report.error_label or "error"
-    if report.failures:
+    if report.failures or report.unresolved:
         return "partial"
     if report.refusals:
         return "refused"

@@ -176,6 +176,9 @@ class SourceReport:
     kind: str = "full"
     duration_s: float = 0.0
     requests: int = 0
+    # Ids of open tickets whose task Fragment could neither show nor prove absent: no create was
+    # planned for them (it could replace an operator's task); they are looked up again next cycle.
+    unresolved: tuple[str, ...] = ()
 
     @property
     def planned(self) -> tuple[Action, ...]:

@@ -96,6 +96,7 @@ def report_json(report: CycleReport) -> dict[str, Any]:
                     {"position": r.position, "ticket_id": r.ticket_id, "reason": r.reason}
                     for r in s.invalid_records
                 ],
+                "unresolved": list(s.unresolved),
             }
             for s in report.sources
         ],
@@ -156,6 +157,20 @@ def _source_text(source: SourceReport, console: Console) -> None:
         console.print(Text(f"  skipped {record.position}{ident}: {record.reason}", "yellow"))
     if len(source.invalid_records) > ROWS_PER_KIND:
         console.print(f"  … and {len(source.invalid_records) - ROWS_PER_KIND} more skipped records")
+    if source.unresolved:
+        ids = ", ".join(source.unresolved[:ROWS_PER_KIND])
+        more = (
+            f" and {len(source.unresolved) - ROWS_PER_KIND} more"
+            if len(source.unresolved) > ROWS_PER_KIND
+            else ""
+        )
+        console.print(
+            Text(
+                f"  UNRESOLVED {len(source.unresolved)} tickets ({ids}{more}): Fragment could "
+                "not show whether their task exists, so none was created; retried next cycle",
+                "red",
+            )
+        )
     if source.failures:
         console.print(Text(f"  {len(source.failures)} actions were NOT applied:", "red"))
         for failure in source.failures[:ROWS_PER_KIND]:

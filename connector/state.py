@@ -409,6 +409,15 @@ class StateStore:
         except SQLAlchemyError as exc:
             raise StateError(f"cannot read the task index: {exc}") from None
 
+    def count_known(self, source: str) -> int:
+        """How many of a source's tasks the index holds, in any status."""
+        query = sa.select(sa.func.count()).where(task_index.c.source == source)
+        try:
+            with self._engine.connect() as conn:
+                return int(conn.execute(query).scalar_one())
+        except SQLAlchemyError as exc:
+            raise StateError(f"cannot read the task index: {exc}") from None
+
     def get_cursor(self, source: str) -> str | None:
         """The incremental cursor stored for a source, if any."""
         try:

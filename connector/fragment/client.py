@@ -26,6 +26,7 @@ from connector import __version__
 from connector.errors import (
     FragmentAuthError,
     FragmentError,
+    FragmentFilterIgnored,
     FragmentNetworkError,
     FragmentProtocolError,
     FragmentRateLimited,
@@ -407,19 +408,34 @@ class FragmentClient:
         return params
 
     async def query_uids(self, uids: Iterable[str]) -> list[Task]:
-        """The tasks with these uids, whatever their status (`POST /tasks/query`, 100 per call)."""
+        """The tasks with these uids, whatever their status (`POST /tasks/query`, 100 per call).
+
+        The body is the documented one: the condition tree under `condition`. The `in` operator
+        and the `uid` field are assumed, so every answer is checked: a task that was not asked
+        for, or more tasks than asked, proves the server ignored the filter, and then what the
+        answer lacks proves nothing (FragmentFilterIgnored; a 400/422 raises as usual).
+        """
         wanted = list(dict.fromkeys(uids))
         found: list[Task] = []
         for start in range(0, len(wanted), self._page_size):
             chunk = wanted[start : start + self._page_size]
             body = {
-                "combinator": "and",
-                "conditions": [{"field": "uid", "operator": "in", "value": chunk}],
+                "condition": {
+                    "combinator": "and",
+                    "conditions": [{"field": "uid", "operator": "in", "value": chunk}],
+                },
                 "limit": len(chunk),
             }
             answer = await self._send("POST", "tasks/query", endpoint="/tasks/query", body=body)
+            tasks = _items(answer, "POST /tasks/query")
             chunk_set = set(chunk)
-            found.extend(t for t in _items(answer, "POST /tasks/query") if t.uid in chunk_set)
+            stray = sum(1 for t in tasks if t.uid not in chunk_set)
+            if stray or len(tasks) > len(chunk):
+                raise FragmentFilterIgnored(
+                    f"POST /tasks/query answered {len(tasks)} tasks for {len(chunk)} uids, "
+                    f"{stray} of them not asked for: the server ignored the filter"
+                )
+            found.extend(tasks)
         return found
 
     async def put_batch(self, items: Sequence[Mapping[str, JSONValue]]) -> list[Task]:

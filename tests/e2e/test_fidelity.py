@@ -1,0 +1,132 @@
+"""Fidelity to the documented Fragment API: an operator's decision survives state loss, a query
+the server ignores or refuses, and a look-up that cannot conclude. Each runs against a strict and a
+lenient sandbox (tests/conftest.py, BOTH_PROFILES)."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from typing import Any
+
+from connector.sandbox import FailRule, Faults
+from tests.conftest import BOTH_PROFILES, Workspace, make_tickets
+from tests.e2e.test_reconcile import uid_of
+
+
+def _synced_with_operator_done(ws: Workspace) -> str:
+    """Five tickets synced, then an operator marks T-2's task DONE while T-2 stays open."""
+    ws.write_tickets(make_tickets(5))
+    assert ws.reconcile().returncode == 0
+    done = uid_of("T-2")
+    ws.sandbox.store.operator_edit(done, status="DONE")
+    return done
+
+
+def _index_forgets(ws: Workspace, uid: str) -> None:
+    """The state store loses one task's entry (a partial loss: an older backup, a bad edit),
+    and a later write moves the listing watermark past the operator's edit, so the next
+    incremental listing does not show that task again (on a server that honours the filter)."""
+    time.sleep(1.2)  # past the 1 s listing overlap these tests configure
+    ws.sandbox.store.operator_edit(uid_of("T-0"), fields={"title": "edited by hand"})
+    assert ws.reconcile().returncode == 0  # writes T-0's title back: a newer updated_at
+    with sqlite3.connect(ws.state_path) as db:
+        db.execute("DELETE FROM fc_task_index WHERE uid = ?", (uid,))
+
+
+def _puts(ws: Workspace) -> list[dict[str, Any]]:
+    return [r for r in ws.sandbox.store.requests() if r["method"] == "PUT"]
+
+
+@BOTH_PROFILES
+def test_operator_done_survives_state_loss(workspace: Workspace) -> None:
+    """State file deleted: the operator's DONE task is not re-created or reopened (issue 1)."""
+    done = _synced_with_operator_done(workspace)
+    workspace.state_path.unlink()
+    workspace.sandbox.store.clear_requests()
+    code, report = workspace.reconcile_json()
+    assert code == 0, report
+    assert report["counts"]["create"] == 0
+    assert workspace.tasks()[done]["status"] == "DONE"
+    assert _puts(workspace) == []
+
+
+@BOTH_PROFILES
+def test_operator_done_survives_a_partial_state_loss(workspace: Workspace) -> None:
+    """The index forgot the DONE task: the query finds it on a strict server; a lenient one
+    ignores the listing's filters, so the listing itself shows the task again."""
+    workspace.write_config(fragment={"listing_overlap": "1s"})
+    done = _synced_with_operator_done(workspace)
+    assert workspace.reconcile().returncode == 0  # the index learns of the DONE
+    _index_forgets(workspace, done)
+    workspace.sandbox.store.clear_requests()
+    code, report = workspace.reconcile_json()
+    assert code == 0, report
+    assert report["counts"]["create"] == 0 and report["sources"][0]["unresolved"] == []
+    assert workspace.tasks()[done]["status"] == "DONE"
+    assert _puts(workspace) == []
+    routes = [r["route"] for r in workspace.sandbox.store.requests()]
+    assert ("/tasks/query" in routes) is not workspace.sandbox.config.lenient
+
+
+@BOTH_PROFILES
+def test_new_tickets_are_created_once_when_the_query_is_ignored(workspace: Workspace) -> None:
+    """New tickets are looked up before their create; a lenient server answers the query with
+    every task (foreign ones too), which proves nothing: the look-up falls back and each new
+    ticket gets exactly one task."""
+    workspace.sandbox.store.seed([{"uid": uid_of("X-1", source="other"), "fields": {"title": "x"}}])
+    workspace.write_tickets(make_tickets(3))
+    assert workspace.reconcile().returncode == 0
+    workspace.write_tickets(make_tickets(6))
+    workspace.sandbox.store.clear_requests()
+    code, report = workspace.reconcile_json()
+    assert code == 0, report
+    assert report["counts"]["create"] == 3
+    assert len(workspace.tasks()) == 7
+    routes = [r["route"] for r in workspace.sandbox.store.requests()]
+    assert "/tasks/query" in routes
+
+
+@BOTH_PROFILES
+def test_operator_done_survives_when_the_query_is_refused(workspace: Workspace) -> None:
+    """A 422 from POST /tasks/query no longer falls through to re-creating (issue 3)."""
+    workspace.write_config(fragment={"listing_overlap": "1s"})
+    done = _synced_with_operator_done(workspace)
+    assert workspace.reconcile().returncode == 0
+    _index_forgets(workspace, done)
+    workspace.sandbox.store.set_faults(
+        Faults(fail_next=(FailRule("POST", "/tasks/query", 422, count=5),))
+    )
+    code, report = workspace.reconcile_json()
+    assert code == 0, report
+    assert report["counts"]["create"] == 0
+    assert workspace.tasks()[done]["status"] == "DONE"
+
+
+@BOTH_PROFILES
+def test_unprovable_absence_leaves_the_ticket_unresolved(workspace: Workspace) -> None:
+    """A new ticket whose uid neither the query nor GET /tasks/{uid} can settle gets no PUT (it
+    could replace an operator's task): reported unresolved, exit 1; the next run, with Fragment
+    answering again, creates it."""
+    workspace.write_tickets(make_tickets(5))
+    assert workspace.reconcile().returncode == 0
+    workspace.write_tickets(make_tickets(6))
+    refuse = (
+        FailRule("POST", "/tasks/query", 422, count=5),
+        FailRule("GET", "/tasks/{uid}", 422, count=5),
+    )
+    workspace.sandbox.store.set_faults(Faults(fail_next=refuse))
+    workspace.sandbox.store.clear_requests()
+    code, report = workspace.reconcile_json()
+    assert code == 1
+    assert report["sources"][0]["unresolved"] == ["T-5"]
+    assert report["counts"]["create"] == 0
+    assert _puts(workspace) == []
+    text = workspace.reconcile()
+    assert text.returncode == 1
+    assert "UNRESOLVED 1 tickets (T-5)" in text.stdout
+    workspace.sandbox.store.set_faults(Faults())
+    code, report = workspace.reconcile_json()
+    assert code == 0, report
+    assert report["sources"][0]["unresolved"] == []
+    assert report["counts"]["create"] == 1
+    assert len(workspace.tasks()) == 6
