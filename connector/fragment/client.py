@@ -194,6 +194,40 @@ def _items(body: object, what: str) -> list[Task]:
     return [parse_task(item) for item in body["items"]]
 
 
+@dataclass(frozen=True, slots=True)
+class BatchAnswer:
+    """A batch write's 200 answer: the tasks it returned, and the items it says failed.
+
+    `errors` maps a uid (or `#<index>` of the item sent) to a message, from an `errors` list in
+    the answer, if the server sends one (its shape is not documented: read defensively). The
+    caller checks every item sent against both; a 200 alone proves nothing about one item.
+    """
+
+    tasks: list[Task]
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+def _batch_answer(body: object, what: str) -> BatchAnswer:
+    tasks = _items(body, what)
+    errors: dict[str, str] = {}
+    raw = body.get("errors") if isinstance(body, dict) else None
+    for entry in raw if isinstance(raw, list) else ():
+        if not isinstance(entry, dict):
+            continue
+        message = next(
+            (str(entry[k]) for k in ("msg", "message", "detail", "error") if k in entry),
+            "refused",
+        )[:MAX_ERROR_TEXT]
+        uid, index, loc = entry.get("uid"), entry.get("index"), entry.get("loc")
+        if index is None and isinstance(loc, list) and len(loc) >= 3 and loc[1] == "items":
+            index = loc[2]
+        if isinstance(uid, str):
+            errors[uid] = message
+        elif isinstance(index, int) and not isinstance(index, bool):
+            errors[f"#{index}"] = message
+    return BatchAnswer(tasks, errors)
+
+
 def _matches(task: Task, statuses: Sequence[TaskStatus], fields: Mapping[str, str]) -> bool:
     if statuses and task.status not in statuses:
         return False
@@ -438,16 +472,16 @@ class FragmentClient:
             found.extend(tasks)
         return found
 
-    async def put_batch(self, items: Sequence[Mapping[str, JSONValue]]) -> list[Task]:
+    async def put_batch(self, items: Sequence[Mapping[str, JSONValue]]) -> BatchAnswer:
         """Create (or replace) tasks with one `PUT /tasks/batch`."""
         answer = await self._send(
             "PUT", "tasks/batch", endpoint="/tasks/batch", body={"items": list(items)}
         )
-        return _items(answer, "PUT /tasks/batch")
+        return _batch_answer(answer, "PUT /tasks/batch")
 
-    async def patch_batch(self, items: Sequence[Mapping[str, JSONValue]]) -> list[Task]:
+    async def patch_batch(self, items: Sequence[Mapping[str, JSONValue]]) -> BatchAnswer:
         """Update, close or reopen tasks with one `PATCH /tasks/batch`."""
         answer = await self._send(
             "PATCH", "tasks/batch", endpoint="/tasks/batch", body={"items": list(items)}
         )
-        return _items(answer, "PATCH /tasks/batch")
+        return _batch_answer(answer, "PATCH /tasks/batch")

@@ -263,6 +263,10 @@ class _Api:
                             send, 502, page, headers, (b"content-type", b"text/html")
                         )
                     return await _reply(send, decision.status, _detail("injected fault"), headers)
+            if decision is not None and decision.partial and isinstance(body, dict):
+                items = body.get("items")
+                if isinstance(items, list) and items:
+                    body = {**body, "items": items[:-1]}
             status, payload = _call(handler, store, body, uid, entry["query"])
             if decision is not None and decision.lose_response:
                 settle("lost")

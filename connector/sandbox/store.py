@@ -181,13 +181,15 @@ class FailRule:
 
     `path` is relative to /api/v1 and matches the concrete path (`/tasks/batch`), the route
     template (`/tasks/{uid}`) or anything (`*`); `method` may also be `*`. `status` is an HTTP
-    status to answer with, `"drop"` (close the connection before handling) or `"lost"` (handle
-    the request, apply its write, then close the connection without answering).
+    status to answer with, `"drop"` (close the connection before handling), `"lost"` (handle
+    the request, apply its write, then close the connection without answering) or `"partial"`
+    (a batch write whose last item is neither applied nor answered, the rest as usual: a 200
+    that does not account for every item).
     """
 
     method: str
     path: str
-    status: int | Literal["drop", "lost"]
+    status: int | Literal["drop", "lost", "partial"]
     count: int = 1
 
     def __post_init__(self) -> None:
@@ -195,10 +197,12 @@ class FailRule:
             raise ValueError("fail_next.method must be an HTTP method or '*'")
         if not isinstance(self.path, str) or not (self.path == "*" or self.path.startswith("/")):
             raise ValueError("fail_next.path must start with '/' or be '*'")
-        if self.status not in ("drop", "lost") and not (
+        if self.status not in ("drop", "lost", "partial") and not (
             _is_int(self.status) and 400 <= cast(int, self.status) <= 599
         ):
-            raise ValueError("fail_next.status must be a 4xx/5xx status, 'drop' or 'lost'")
+            raise ValueError(
+                "fail_next.status must be a 4xx/5xx status, 'drop', 'lost' or 'partial'"
+            )
         if not (_is_int(self.count) and self.count >= 1):
             raise ValueError("fail_next.count must be an integer >= 1")
 
@@ -296,6 +300,7 @@ class FaultDecision:
     retry_after_s: int | None = None
     drop: bool = False
     lose_response: bool = False
+    partial: bool = False
 
 
 # --- time and JSON -----------------------------------------------------------------------------
@@ -1072,6 +1077,8 @@ class SandboxStore:
                         return FaultDecision(latency_s=latency, drop=True)
                     if rule.status == "lost":
                         return FaultDecision(latency_s=latency, lose_response=True)
+                    if rule.status == "partial":
+                        return FaultDecision(latency_s=latency, partial=True)
                     status = rule.status
                     retry = faults.retry_after_s if status in (429, 503) else None
                     return FaultDecision(latency_s=latency, status=status, retry_after_s=retry)

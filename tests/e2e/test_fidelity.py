@@ -130,3 +130,44 @@ def test_unprovable_absence_leaves_the_ticket_unresolved(workspace: Workspace) -
     assert report["sources"][0]["unresolved"] == []
     assert report["counts"]["create"] == 1
     assert len(workspace.tasks()) == 6
+
+
+@BOTH_PROFILES
+def test_an_item_missing_from_a_200_batch_answer_fails_and_is_retried(
+    workspace: Workspace,
+) -> None:
+    """Fragment answers a batch 200 without one of its items (not created): that action is
+    reported failed (exit 1) and planned again by the next run, which creates it (issue 4)."""
+    workspace.write_tickets(make_tickets(5))
+    rule = FailRule("PUT", "/tasks/batch", "partial")
+    workspace.sandbox.store.set_faults(Faults(fail_next=(rule,)))
+    code, report = workspace.reconcile_json()
+    assert code == 1
+    assert report["counts"]["failed"] == 1
+    [failed] = report["sources"][0]["failed"]
+    assert failed["ticket_id"] == "T-4" and failed["kind"] == "create"
+    assert "did not include the task" in failed["error"]
+    assert uid_of("T-4") not in workspace.tasks()
+    code, report = workspace.reconcile_json()
+    assert code == 0, report
+    assert [(a["kind"], a["ticket_id"]) for a in report["sources"][0]["actions"]] == [
+        ("create", "T-4")
+    ]
+    assert len(workspace.tasks()) == 5
+
+    tickets = make_tickets(5)
+    for ticket in tickets:
+        ticket["title"] += " (edited)"
+    workspace.write_tickets(tickets)
+    workspace.sandbox.store.set_faults(
+        Faults(fail_next=(FailRule("PATCH", "/tasks/batch", "partial"),))
+    )
+    code, report = workspace.reconcile_json()
+    assert code == 1 and report["counts"]["failed"] == 1
+    assert report["sources"][0]["failed"][0]["kind"] == "update"
+    code, report = workspace.reconcile_json()
+    assert code == 0, report
+    assert [(a["kind"], a["ticket_id"]) for a in report["sources"][0]["actions"]] == [
+        ("update", "T-4")
+    ]
+    assert all(t["fields"]["title"].endswith("(edited)") for t in workspace.tasks().values())
