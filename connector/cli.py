@@ -108,14 +108,28 @@ def cli(ctx: click.Context, config_path: Path | None, verbose: int) -> None:
 @click.option(
     "--allow-mass-close", is_flag=True, help="Apply closes even past the mass-close guard."
 )
+@click.option(
+    "--full",
+    "full_listing",
+    is_flag=True,
+    help="List every open task in Fragment rather than what changed since the last listing.",
+)
 @click.pass_obj
 def reconcile(
-    state: CliState, dry_run: bool, only_source: str | None, output: str, allow_mass_close: bool
+    state: CliState,
+    dry_run: bool,
+    only_source: str | None,
+    output: str,
+    allow_mass_close: bool,
+    full_listing: bool,
 ) -> int:
     """Run one reconciliation cycle and print what it did (or would do)."""
     settings = state.settings()
     options = CycleOptions(
-        dry_run=dry_run, only_source=only_source, allow_mass_close=allow_mass_close
+        dry_run=dry_run,
+        only_source=only_source,
+        allow_mass_close=allow_mass_close,
+        full_listing=full_listing,
     )
 
     async def run() -> Any:

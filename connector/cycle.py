@@ -64,6 +64,12 @@ log = structlog.get_logger(__name__)
 FULL = "full"
 INCREMENTAL = "incremental"
 
+# Which listing of Fragment a cycle planned from (shown with the plan).
+LISTING_EVERY_STATUS = "full, every status"  # the index knew nothing of the source
+LISTING_FULL = "full"  # every open task
+LISTING_CHANGES = "changes since the last listing"  # deletions in Fragment unseen until a full one
+LISTING_BY_UID = "tickets' tasks by uid"  # an incremental poll
+
 
 async def _always() -> bool:
     return True
@@ -76,6 +82,8 @@ class CycleOptions:
     dry_run: bool = False
     only_source: str | None = None
     allow_mass_close: bool = False
+    # List every open task in Fragment, whatever the watermark says (a hard refresh).
+    full_listing: bool = False
     # Awaited before every batch: False once this replica can no longer prove it owns the
     # source (another may have taken over), which stops the writes.
     may_write: Callable[[], Awaitable[bool]] = _always
@@ -107,6 +115,7 @@ class _Inputs:
     misses: Mapping[str, int] = field(default_factory=dict)
     # Tickets whose task could be neither found nor proven absent: left alone this cycle.
     unresolved: set[str] = field(default_factory=set)
+    listing: str = ""
 
 
 class Reconciler:
@@ -280,7 +289,7 @@ class Reconciler:
         requests_before = self.client.stats.total
         try:
             if kind == FULL:
-                inputs = await self._full_inputs(source, dry_run=options.dry_run)
+                inputs = await self._full_inputs(source, options)
             else:
                 inputs = await self._incremental_inputs(source)
             report = await self._plan_and_apply(source, inputs, options, kind=kind)
@@ -327,8 +336,9 @@ class Reconciler:
         )
         return report
 
-    async def _full_inputs(self, source: SourceSection, *, dry_run: bool) -> _Inputs:
+    async def _full_inputs(self, source: SourceSection, options: CycleOptions) -> _Inputs:
         name = source.name
+        dry_run = options.dry_run
         snapshot = await read_snapshot(
             name,
             self.adapters[name],
@@ -336,41 +346,59 @@ class Reconciler:
         )
         known = _Known()
         watermark = self._watermark(name)
-        if dry_run:
-            # A dry-run lists every open task and writes no local state, not even the mirror.
-            async for page in self._pages(name, statuses=OPEN_STATUSES):
-                known.tasks.update(
-                    (t.uid, t) for t in page if t.is_open and self._owned(name, t) is not None
-                )
-            open_before = len(known.tasks)
-        else:
-            full = watermark.full_listing_due(self.settings)
-            mirror = Mirror(
-                self.store, name, self.markers, lambda t: self._owned(name, t), full_listing=full
+        # A source the index knows nothing of (a first import, a lost state) is listed in every
+        # status: one listing is then both the mirror and the look-up of every DONE task, so no
+        # uid needs asking about (an empty Fragment costs one request).
+        cold = self.store.count_known(name) == 0
+        full = cold or options.full_listing or watermark.full_listing_due(self.settings)
+        listing = LISTING_EVERY_STATUS if cold else LISTING_FULL if full else LISTING_CHANGES
+        # A dry-run reads exactly what the real run would, and writes no local state.
+        mirror = Mirror(
+            self.store,
+            name,
+            self.markers,
+            lambda t: self._owned(name, t),
+            full_listing=full,
+            read_only=dry_run,
+        )
+        if full:
+            # A full listing of the open tasks: the truth, and the mirror's periodic repair.
+            async for page in self._pages(name, statuses=() if cold else OPEN_STATUSES):
+                mirror.read(page)
+                if cold:
+                    known.tasks.update(
+                        (t.uid, t) for t in page if not t.is_open and self._owned(name, t)
+                    )
+            unseen = mirror.done()
+            watermark = watermark.after_full_listing(mirror.newest)
+            log.info(
+                "fragment.full_listing",
+                source=name,
+                listing=listing,
+                open=len(mirror.open),
+                unseen=unseen,
             )
-            if full:
-                # A full listing of the open tasks: the truth, and the mirror's periodic repair.
-                async for page in self._pages(name, statuses=OPEN_STATUSES):
-                    mirror.read(page)
-                unseen = mirror.done()
-                watermark = watermark.after_full_listing(mirror.newest)
-                log.info("fragment.full_listing", source=name, open=len(mirror.open), unseen=unseen)
-            else:
-                # Only what changed in Fragment since the last listing (any status): right after
-                # a large write, most of the backlog read back, which the digests make cheap.
-                assert watermark.seen is not None  # full_listing_due() is true without one
-                since = watermark.seen - self.settings.fragment.listing_overlap
-                async for page in self._pages(name, statuses=(), updated_at_after=since):
-                    mirror.read(page)
-                mirror.done()
-                watermark = watermark.after(mirror.newest)
-            check = check_sync(name, snapshot.tickets, mirror.open, self._policy(source))
-            known.synced = check.synced
-            known.tasks = self.store.tasks(check.unsynced)
-            open_before = len(mirror.open)
-            del mirror, check  # the digests are not needed past this point
+        else:
+            # Only what changed in Fragment since the last listing (any status): right after
+            # a large write, most of the backlog read back, which the digests make cheap.
+            assert watermark.seen is not None  # full_listing_due() is true without one
+            since = watermark.seen - self.settings.fragment.listing_overlap
+            async for page in self._pages(name, statuses=(), updated_at_after=since):
+                mirror.read(page)
+            mirror.done()
+            watermark = watermark.after(mirror.newest)
+            known.tasks.update((u, t) for u, t in mirror.changed.items() if not t.is_open)
+        check = check_sync(name, snapshot.tickets, mirror.open, self._policy(source))
+        known.synced = check.synced
+        known.tasks.update(mirror.tasks(check.unsynced))
+        open_before = len(mirror.open)
+        del mirror, check  # the digests are not needed past this point
         unresolved = await self._resolve(
-            name, [t for t in snapshot.tickets if t.is_open], known, dry_run=dry_run
+            name,
+            [t for t in snapshot.tickets if t.is_open],
+            known,
+            dry_run=dry_run,
+            listed_everything=cold,
         )
         misses = self.store.misses(name) if self.settings.guards.close_after_misses > 1 else {}
         return _Inputs(
@@ -382,6 +410,7 @@ class Reconciler:
             watermark=None if dry_run else watermark,
             misses=misses,
             unresolved=unresolved,
+            listing=listing,
         )
 
     async def _pages(
@@ -437,16 +466,25 @@ class Reconciler:
             open_before=self.store.count_open(name),
             next_cursor=changes.cursor,
             unresolved=unresolved,
+            listing=LISTING_BY_UID,
         )
 
     async def _resolve(
-        self, source: str, tickets: Sequence[Ticket], known: _Known, *, dry_run: bool = False
+        self,
+        source: str,
+        tickets: Sequence[Ticket],
+        known: _Known,
+        *,
+        dry_run: bool = False,
+        listed_everything: bool = False,
     ) -> set[str]:
         """Find the tasks of tickets missing from `known`: DONE, not yet listed, or absent.
 
         The index answers for tasks it saw DONE; Fragment is asked about every other uid (see
         `connector.fragment.lookup`), so a lost index costs requests, never a duplicate or a
-        reopened operator decision. Returns the ids of the tickets whose task could not be
+        reopened operator decision. After a listing of the source's tasks in every status
+        (`listed_everything`) there is nothing left to ask: a task it did not show does not
+        exist. Returns the ids of the tickets whose task could not be
         proven absent nor found as the source's: they must get no create this cycle (a PUT would
         replace whatever holds the uid), and are reported as unresolved.
         """
@@ -456,7 +494,7 @@ class Reconciler:
             if t.id not in known.synced
             and (uid := task_uid(self.namespace, source, t.id)) not in known.tasks
         }
-        if not wanted:
+        if not wanted or listed_everything:
             return set()
         entries = self.store.lookup(wanted)
         for entry in entries.values():
@@ -541,6 +579,7 @@ class Reconciler:
             tickets=len(inputs.tickets),
             open_tasks=inputs.open_before,
             unresolved=tuple(sorted(unresolved)),
+            listing=inputs.listing,
         )
         if options.dry_run:
             return report

@@ -120,8 +120,15 @@ class Mirror:
         owned: Callable[[Task], str | None],
         *,
         full_listing: bool,
+        read_only: bool = False,
     ) -> None:
-        """`full_listing`: the pages to read list every open task, so those missing are not."""
+        """`full_listing`: the pages to read list every open task, so those missing are not.
+
+        `read_only` (a dry-run): the store is not written; what differs from it is kept in
+        `changed` instead, so the plan sees what a real run would.
+        """
+        self.read_only = read_only
+        self.changed: dict[str, Task] = {}
         self.store = store
         self.source = source
         self.markers = markers
@@ -155,15 +162,28 @@ class Mirror:
             updated = task.updated_at
             if updated is not None and (self.newest is None or updated > self.newest):
                 self.newest = updated
-        self.writer.add(changed)
+        if self.read_only:
+            self.changed.update((task.uid, task) for task, _ in changed)
+        else:
+            self.writer.add(changed)
 
     def done(self) -> int:
         """After the last page: everything read goes to the store. After a full listing, the open
         tasks it did not show are no longer known to be open (closed or deleted in Fragment);
         returns how many."""
-        self.writer.flush()
+        if not self.read_only:
+            self.writer.flush()
         if self._listed is None:
             return 0
-        for uid in self.open.keys() - self._listed:
+        unseen = self.open.keys() - self._listed
+        for uid in unseen:
             del self.open[uid]
+        if self.read_only:
+            return len(unseen)
         return self.store.mark_unseen(self.source, self._listed)
+
+    def tasks(self, uids: list[str]) -> dict[str, Task]:
+        """The full tasks of these uids: as this cycle's listing showed them, else as stored."""
+        found = self.store.tasks(uid for uid in uids if uid not in self.changed)
+        found.update((uid, self.changed[uid]) for uid in uids if uid in self.changed)
+        return found

@@ -179,6 +179,7 @@ class SourceReport:
     # Ids of open tickets whose task Fragment could neither show nor prove absent: no create was
     # planned for them (it could replace an operator's task); they are looked up again next cycle.
     unresolved: tuple[str, ...] = ()
+    listing: str = ""  # which listing of Fragment the plan came from (cycle.LISTING_*)
 
     @property
     def planned(self) -> tuple[Action, ...]:

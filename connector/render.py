@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from connector.cycle import cycle_exit_code, report_counts
+from connector.cycle import LISTING_CHANGES, cycle_exit_code, report_counts
 from connector.fragment import RequestStats
 from connector.models import Action, ActionKind, CycleReport, SourceReport
 
@@ -97,6 +97,7 @@ def report_json(report: CycleReport) -> dict[str, Any]:
                     for r in s.invalid_records
                 ],
                 "unresolved": list(s.unresolved),
+                "listing": s.listing,
             }
             for s in report.sources
         ],
@@ -141,6 +142,10 @@ def _source_text(source: SourceReport, console: Console) -> None:
         ", ".join(f"{counts[k]} to {k}" for k in _KINDS) + f", {counts['unchanged']} unchanged"
     )
     console.print(head)
+    if source.listing:
+        hint = " (tasks deleted in Fragment show at the next full one; --full lists now)"
+        stale = source.listing == LISTING_CHANGES
+        console.print(f"  planned from Fragment's listing: {source.listing}{hint if stale else ''}")
     planned = source.planned
     labels = {"create": "Create", "update": "Update", "reopen": "Reopen", "close": "Close (DONE)"}
     for kind in _KINDS:

@@ -967,6 +967,13 @@ class SandboxStore:
         self._persist()
         return result
 
+    def delete(self, uids: Iterable[str]) -> int:
+        """Tasks deleted in Fragment's UI (listings stop showing them); returns how many."""
+        with self._lock:
+            gone = [self._tasks.pop(normalize_uid(uid) or uid, None) for uid in uids]
+        self._persist()
+        return sum(task is not None for task in gone)
+
     def reset(self) -> None:
         """Forget all tasks, snapshots, faults, rate buckets, the log and config changes."""
         with self._lock:

@@ -171,3 +171,50 @@ def test_an_item_missing_from_a_200_batch_answer_fails_and_is_retried(
         ("update", "T-4")
     ]
     assert all(t["fields"]["title"].endswith("(edited)") for t in workspace.tasks().values())
+
+
+@BOTH_PROFILES
+def test_dry_run_shows_what_the_real_run_does_and_full_lists_everything(
+    workspace: Workspace,
+) -> None:
+    """Tasks deleted in Fragment: between full listings the dry-run and the real run agree (both
+    plan from the changes listing, and say so); with --full both list every task and recreate
+    them, the dry-run's action list identical to the real run's (issue 5)."""
+    workspace.write_tickets(make_tickets(10))
+    assert workspace.reconcile().returncode == 0
+    deleted = [uid_of(f"T-{n}") for n in (3, 5, 7)]
+    assert workspace.sandbox.store.delete(deleted) == 3
+
+    code, planned = workspace.reconcile_json("--dry-run")
+    assert code == 0
+    assert planned["sources"][0]["listing"] == "changes since the last listing"
+    code, done = workspace.reconcile_json()
+    assert code == 0
+    assert done["sources"][0]["actions"] == planned["sources"][0]["actions"] == []
+    text = workspace.reconcile("--dry-run")
+    assert "planned from Fragment's listing: changes since the last listing" in text.stdout
+    assert "--full lists now" in text.stdout
+
+    workspace.sandbox.store.clear_requests()
+    code, planned = workspace.reconcile_json("--dry-run", "--full")
+    assert code == 2
+    assert planned["sources"][0]["listing"] == "full"
+    assert workspace.writes() == []
+    code, done = workspace.reconcile_json("--full")
+    assert code == 0
+    assert done["sources"][0]["actions"] == planned["sources"][0]["actions"]
+    assert sorted(a["ticket_id"] for a in done["sources"][0]["actions"]) == ["T-3", "T-5", "T-7"]
+    assert {a["kind"] for a in done["sources"][0]["actions"]} == {"create"}
+    assert len(workspace.tasks()) == 10
+
+
+@BOTH_PROFILES
+def test_first_import_into_an_empty_fragment_asks_nothing_per_uid(workspace: Workspace) -> None:
+    """A first import lists the source in every status (one request when Fragment is empty)
+    and then only writes: no query, no look-up by uid."""
+    workspace.write_tickets(make_tickets(250))
+    code, report = workspace.reconcile_json()
+    assert code == 0
+    assert report["sources"][0]["listing"] == "full, every status"
+    routes = [(r["method"], r["route"]) for r in workspace.sandbox.store.requests()]
+    assert routes == [("GET", "/tasks")] + [("PUT", "/tasks/batch")] * 3
