@@ -560,7 +560,9 @@ class Reconciler:
                 close_ratio=self.settings.guards.close_ratio,
                 close_min=self.settings.guards.close_min,
                 allow_mass_close=options.allow_mass_close,
+                allow_empty=source.allow_empty,
             ),
+            snapshot_empty=kind == FULL and not inputs.tickets and not inputs.invalid,
         )
         if refusals:
             log.error(

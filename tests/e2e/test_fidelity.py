@@ -218,3 +218,27 @@ def test_first_import_into_an_empty_fragment_asks_nothing_per_uid(workspace: Wor
     assert report["sources"][0]["listing"] == "full, every status"
     routes = [(r["method"], r["route"]) for r in workspace.sandbox.store.requests()]
     assert routes == [("GET", "/tasks")] + [("PUT", "/tasks/batch")] * 3
+
+
+@BOTH_PROFILES
+def test_empty_snapshot_of_a_small_source_is_refused(workspace: Workspace) -> None:
+    """17 open tasks (under close_min: 20) and a back-office answering []: no close, exit 3;
+    the source's allow_empty: true lets them through (issue 6)."""
+    workspace.write_tickets(make_tickets(17))
+    assert workspace.reconcile().returncode == 0
+    workspace.write_tickets([])
+    result = workspace.reconcile()
+    assert result.returncode == 3
+    assert "REFUSED 17 closes (empty_snapshot)" in result.stdout
+    assert all(t["status"] == "TODO" for t in workspace.tasks().values())
+    source = {
+        "name": "backoffice",
+        "adapter": "file",
+        "options": {"path": str(workspace.tickets_path)},
+        "allow_empty": True,
+    }
+    workspace.write_config(sources=[source])
+    code, report = workspace.reconcile_json()
+    assert code == 0, report
+    assert report["counts"]["close"] == 17
+    assert all(t["status"] == "DONE" for t in workspace.tasks().values())

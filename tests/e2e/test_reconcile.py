@@ -243,14 +243,14 @@ def test_unreadable_record_blocks_closes_but_not_the_rest(workspace: Workspace) 
     assert len(open_tasks(workspace)) == 11
 
 
-def test_empty_source_trips_the_mass_close_guard(workspace: Workspace) -> None:
+def test_empty_source_trips_the_empty_snapshot_guard(workspace: Workspace) -> None:
     """An empty back-office against 100 open tasks closes nothing and exits 3."""
     workspace.write_tickets(make_tickets(100))
     assert workspace.reconcile().returncode == 0
     workspace.write_tickets([])
     result = workspace.reconcile()
     assert result.returncode == 3
-    assert "REFUSED 100 closes (mass_close)" in result.stdout
+    assert "REFUSED 100 closes (empty_snapshot)" in result.stdout
     assert len(open_tasks(workspace)) == 100
     result = workspace.reconcile("--allow-mass-close")
     assert result.returncode == 0
