@@ -55,7 +55,7 @@ from connector.models import (
     TaskStatus,
     Ticket,
 )
-from connector.plan import PlanPolicy, check_sync, plan_source
+from connector.plan import PlanPolicy, check_sync, plan_source, written_keys
 from connector.snapshot import read_snapshot, ticket_problem
 from connector.state import StateStore
 
@@ -388,7 +388,13 @@ class Reconciler:
             mirror.done()
             watermark = watermark.after(mirror.newest)
             known.tasks.update((u, t) for u, t in mirror.changed.items() if not t.is_open)
-        check = check_sync(name, snapshot.tickets, mirror.open, self._policy(source))
+        check = check_sync(
+            name,
+            snapshot.tickets,
+            mirror.open,
+            self._policy(source),
+            self.store.due_written(name) if mirror.open else (),
+        )
         known.synced = check.synced
         known.tasks.update(mirror.tasks(check.unsynced))
         open_before = len(mirror.open)
@@ -542,11 +548,13 @@ class Reconciler:
         name = source.name
         unresolved = inputs.unresolved
         kept = {r.ticket_id for r in inputs.invalid if r.ticket_id is not None} | unresolved
+        known_open = [uid for uid, task in inputs.known.tasks.items() if task.is_open]
         plan = plan_source(
             name,
             [t for t in inputs.tickets if t.id not in unresolved] if unresolved else inputs.tickets,
             inputs.known.tasks,
             self._policy(source),
+            managed=self.store.managed(known_open),
             kept_ticket_ids=kept,
             close_absent=kind == FULL,
             misses=inputs.misses,
@@ -606,7 +614,14 @@ class Reconciler:
         with MirrorWriter(self.store, name, self.markers) as mirror:
 
             def remember(pairs: list[tuple[Action, Task | None]]) -> None:
-                mirror.add((task, action.ticket_id) for action, task in pairs if task is not None)
+                mirror.add(
+                    ((task, action.ticket_id) for action, task in pairs if task is not None),
+                    {
+                        action.uid: written_keys(action.payload)
+                        for action, task in pairs
+                        if task is not None and action.kind is not ActionKind.CLOSE
+                    },
+                )
 
             result = await apply_actions(
                 self.client,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
@@ -84,10 +84,16 @@ class MirrorWriter:
         self.source = source
         self.markers = markers
         self._pending: list[tuple[Task, str]] = []
+        self._managed: dict[str, frozenset[str]] = {}
 
-    def add(self, tasks: Iterable[tuple[Task, str]]) -> None:
-        """Record these (task, ticket id) pairs, soon."""
+    def add(
+        self,
+        tasks: Iterable[tuple[Task, str]],
+        managed: Mapping[str, frozenset[str]] | None = None,
+    ) -> None:
+        """Record these (task, ticket id) pairs, soon, and the keys just written to them."""
         self._pending.extend(tasks)
+        self._managed.update(managed or {})
         if len(self._pending) >= self.EVERY:
             self.flush()
 
@@ -96,6 +102,9 @@ class MirrorWriter:
         if self._pending:
             self.store.remember(self.source, self._pending, self.markers)
             self._pending = []
+        if self._managed:
+            self.store.set_managed(self._managed)
+            self._managed = {}
 
     def __enter__(self) -> Self:
         return self

@@ -105,6 +105,7 @@ class DesiredTask:
     due_at: datetime | None = None
     assignee_email: str | None = None
     updated_at: datetime | None = None
+    clear_due_at: bool = False  # the ticket lost the due date the connector had written
 
 
 class ActionKind(enum.StrEnum):

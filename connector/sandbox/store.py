@@ -613,7 +613,8 @@ def _check_write(
                 errors.add(where, "status must be one of TODO, STARTED, DONE", "enum")
         elif key == "due_at":
             due = parse_instant(value)
-            if due is None:
+            # [assumed] a PATCH of null puts back the default (the creation time).
+            if due is None and not (value is None and mode == "patch"):
                 errors.add(where, "due_at must be ISO 8601 with a time zone", "datetime_parsing")
             values[key] = due
         elif key == "assignee_email":
@@ -1264,6 +1265,8 @@ class SandboxStore:
         changed = False
         if "status" in values:
             changed = task.set_status(values["status"], now)
+        if "due_at" in values and values["due_at"] is None:
+            values = {**values, "due_at": task.created_at}
         for name in ("due_at", "assignee_email", "archived"):
             if name in values and values[name] != getattr(task, name):
                 setattr(task, name, values[name])

@@ -242,3 +242,36 @@ def test_empty_snapshot_of_a_small_source_is_refused(workspace: Workspace) -> No
     assert code == 0, report
     assert report["counts"]["close"] == 17
     assert all(t["status"] == "DONE" for t in workspace.tasks().values())
+
+
+@BOTH_PROFILES
+def test_values_a_ticket_lost_are_cleared_on_its_task(workspace: Workspace) -> None:
+    """A ticket loses a custom field and its due date: its task loses them too (a PATCH of
+    null); the field an operator added by hand stays (issue 7)."""
+    tickets = make_tickets(3)
+    tickets[1]["due_at"] = "2031-05-01T09:00:00Z"
+    workspace.write_tickets(tickets)
+    assert workspace.reconcile().returncode == 0
+    uid = uid_of("T-1")
+    created = workspace.tasks()[uid]
+    assert created["due_at"] == "2031-05-01T09:00:00.000Z"
+    workspace.sandbox.store.operator_edit(uid, fields={"operator_note": "call back"})
+    del tickets[1]["due_at"], tickets[1]["amount"]
+    workspace.write_tickets(tickets)
+
+    code, planned = workspace.reconcile_json("--dry-run")
+    assert code == 2
+    [action] = planned["sources"][0]["actions"]
+    assert action["changes"] == {
+        "amount": [10, None],
+        "due_at": ["2031-05-01T09:00:00.000Z", None],
+    }
+    code, report = workspace.reconcile_json()
+    assert code == 0, report
+    assert report["sources"][0]["actions"] == planned["sources"][0]["actions"]
+    task = workspace.tasks()[uid]
+    assert "amount" not in task["fields"]
+    assert task["fields"]["operator_note"] == "call back"
+    assert task["due_at"] == created["created_at"]
+    code, report = workspace.reconcile_json()
+    assert code == 0 and report["sources"][0]["actions"] == []
