@@ -352,6 +352,7 @@ class Reconciler:
         cold = self.store.count_known(name) == 0
         full = cold or options.full_listing or watermark.full_listing_due(self.settings)
         listing = LISTING_EVERY_STATUS if cold else LISTING_FULL if full else LISTING_CHANGES
+        everything = cold  # whether the listing shows every task of the source, in any status
         # A dry-run reads exactly what the real run would, and writes no local state.
         mirror = Mirror(
             self.store,
@@ -383,11 +384,20 @@ class Reconciler:
             # a large write, most of the backlog read back, which the digests make cheap.
             assert watermark.seen is not None  # full_listing_due() is true without one
             since = watermark.seen - self.settings.fragment.listing_overlap
+            done: dict[str, Task] = {}
             async for page in self._pages(name, statuses=(), updated_at_after=since):
                 mirror.read(page)
+                done.update((t.uid, t) for t in page if not t.is_open and self._owned(name, t))
+                # A task older than the filter proves the server ignored `updated_at_after`
+                # [assumed]: the answer then holds every task of the source, in every status.
+                everything = everything or any(
+                    t.updated_at is not None and t.updated_at < since for t in page
+                )
             mirror.done()
             watermark = watermark.after(mirror.newest)
-            known.tasks.update((u, t) for u, t in mirror.changed.items() if not t.is_open)
+            known.tasks.update(done)
+            if everything:
+                log.info("fragment.listing_filter_ignored", source=name, filter="updated_at_after")
         check = check_sync(
             name,
             snapshot.tickets,
@@ -404,7 +414,7 @@ class Reconciler:
             [t for t in snapshot.tickets if t.is_open],
             known,
             dry_run=dry_run,
-            listed_everything=cold,
+            listed_everything=everything,
         )
         misses = self.store.misses(name) if self.settings.guards.close_after_misses > 1 else {}
         return _Inputs(
