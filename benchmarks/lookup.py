@@ -42,9 +42,7 @@ INSTANCE = "bench"
 
 
 def tickets(count: int, start: int = 0) -> list[dict[str, Any]]:
-    return [
-        {"id": f"T-{n}", "title": f"Case {n}", "amount": n % 97} for n in range(start, count)
-    ]
+    return [{"id": f"T-{n}", "title": f"Case {n}", "amount": n % 97} for n in range(start, count)]
 
 
 def reconcile(workdir: Path) -> dict[str, Any]:
