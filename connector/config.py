@@ -87,7 +87,8 @@ class FragmentSection(Section):
     burst: int = Field(5, ge=1)
     timeout: Duration = timedelta(seconds=30)
     retry_deadline: Duration = timedelta(seconds=120)
-    full_listing_every: Duration = timedelta(hours=1)
+    drift_check_every: Duration = timedelta(hours=1)
+    full_listing_every: Duration = timedelta(days=1)
     listing_overlap: Duration = timedelta(minutes=2)
 
     @field_validator("base_url")

@@ -67,7 +67,7 @@ INCREMENTAL = "incremental"
 # Which listing of Fragment a cycle planned from (shown with the plan).
 LISTING_EVERY_STATUS = "full, every status"  # the index knew nothing of the source
 LISTING_FULL = "full"  # every open task
-LISTING_CHANGES = "changes since the last listing"  # deletions in Fragment unseen until a full one
+LISTING_CHANGES = "changes since the last listing"  # deletions: seen by the count check
 LISTING_BY_UID = "tickets' tasks by uid"  # an incremental poll
 
 
@@ -384,8 +384,9 @@ class Reconciler:
             read_only=dry_run,
         )
         started = Started()
-        if full:
-            # A full listing of the open tasks: the truth, and the mirror's periodic repair.
+
+        async def list_in_full(mirror: Mirror) -> None:
+            # A full listing of the open tasks: the truth, and the mirror's repair.
             async for page in self._pages(name, statuses=() if cold else OPEN_STATUSES):
                 started.see(page)
                 mirror.read(page)
@@ -401,6 +402,10 @@ class Reconciler:
                 open=len(mirror.open),
                 unseen=unseen,
             )
+
+        checked = False
+        if full:
+            await list_in_full(mirror)
         else:
             # Only what changed in Fragment since the last listing began (any status): right
             # after a large write, most of the backlog read back, which the digests make cheap.
@@ -420,7 +425,28 @@ class Reconciler:
             known.tasks.update(done)
             if everything:
                 log.info("fragment.listing_filter_ignored", source=name, filter="updated_at_after")
-        watermark = watermark.after_listing(started.at(), full=full)
+            elif watermark.drift_check_due(self.settings):
+                # What `updated_at_after` cannot show (a task deleted in Fragment, an edit
+                # missed) shows in the count: one request, and a full listing only if it differs.
+                # A server that ignores a filter counts more, so it can cause a listing, never
+                # skip one.
+                checked = True
+                shown = await self.client.count_tasks(
+                    statuses=OPEN_STATUSES, fields={self.markers.source: name}
+                )
+                if shown != len(mirror.open):
+                    log.info("fragment.drift", source=name, fragment=shown, mirror=len(mirror.open))
+                    full, listing = True, LISTING_FULL
+                    mirror = Mirror(
+                        self.store,
+                        name,
+                        self.markers,
+                        lambda t: self._owned(name, t),
+                        full_listing=True,
+                        read_only=dry_run,
+                    )
+                    await list_in_full(mirror)
+        watermark = watermark.after_listing(started.at(), full=full, checked=checked)
         check = check_sync(
             name,
             snapshot.tickets,

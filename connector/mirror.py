@@ -31,6 +31,7 @@ class Watermark:
 
     seen: datetime | None = None
     full_at: datetime | None = None
+    checked_at: datetime | None = None  # the last count of open tasks compared (or full listing)
 
     @classmethod
     def parse(cls, text: str | None) -> Watermark:
@@ -39,16 +40,31 @@ class Watermark:
             data = json.loads(text) if text else {}
         except ValueError:
             data = {}
-        return cls(parse_timestamp(data.get("seen")), parse_timestamp(data.get("full_at")))
+        if not isinstance(data, dict):
+            data = {}
+        return cls(
+            parse_timestamp(data.get("seen")),
+            parse_timestamp(data.get("full_at")),
+            parse_timestamp(data.get("checked_at")),
+        )
 
     def dump(self) -> str:
         """The stored form."""
         return json.dumps(
             {
-                "seen": self.seen.isoformat() if self.seen else None,
-                "full_at": self.full_at.isoformat() if self.full_at else None,
+                key: value.isoformat() if value else None
+                for key, value in (
+                    ("seen", self.seen),
+                    ("full_at", self.full_at),
+                    ("checked_at", self.checked_at),
+                )
             }
         )
+
+    def drift_check_due(self, settings: Settings) -> bool:
+        """Whether this cycle compares Fragment's count of open tasks with the mirror's."""
+        last = self.checked_at or self.full_at
+        return last is None or datetime.now(UTC) - last >= settings.fragment.drift_check_every
 
     def full_listing_due(self, settings: Settings) -> bool:
         """Whether this cycle must list every open task rather than what changed."""
@@ -56,14 +72,19 @@ class Watermark:
             return True
         return datetime.now(UTC) - self.full_at >= settings.fragment.full_listing_every
 
-    def after_listing(self, started: datetime, *, full: bool) -> Watermark:
+    def after_listing(self, started: datetime, *, full: bool, checked: bool = False) -> Watermark:
         """After a listing that started at `started` in Fragment's clock.
 
         The next listing reads from the start of this one (minus the overlap), not from the
         newest task this one read: a long listing reads its first pages minutes before its last,
         and an edit made meanwhile to a page already read is older than anything read later.
         """
-        return Watermark(seen=started, full_at=datetime.now(UTC) if full else self.full_at)
+        now = datetime.now(UTC)
+        return Watermark(
+            seen=started,
+            full_at=now if full else self.full_at,
+            checked_at=now if full or checked else self.checked_at,
+        )
 
 
 class MirrorWriter:

@@ -462,6 +462,29 @@ class FragmentClient:
             seen_cursors.add(next_cursor)
             cursor = next_cursor
 
+    async def count_tasks(
+        self, *, statuses: Sequence[TaskStatus] = (), fields: Mapping[str, str] | None = None
+    ) -> int | None:
+        """How many tasks match the filters, by Fragment's `meta.total_count` of a one-item
+        listing; None when the answer has no usable count.
+
+        A server that ignores a filter counts more tasks, never fewer: a caller comparing the
+        count with what it expects sees a difference, not a false match.
+        """
+        params = self._listing_params(statuses, dict(fields or {}), None, None)
+        params[0] = ("limit", "1")
+        try:
+            body = await self._send("GET", "tasks", endpoint="/tasks", params=params)
+        except FragmentValidationError as exc:
+            if exc.status not in (400, 422):
+                raise
+            return None
+        meta = body.get("meta") if isinstance(body, dict) else None
+        total = meta.get("total_count") if isinstance(meta, dict) else None
+        if isinstance(total, bool) or not isinstance(total, int) or total < 0:
+            return None
+        return total
+
     def _listing_params(
         self,
         statuses: Sequence[TaskStatus],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
@@ -156,3 +157,42 @@ async def test_an_edit_during_a_long_full_listing_is_seen_by_the_next_delta_list
     titles = {t["fields"]["fc_ticket_id"]: t["fields"]["title"] for t in workspace.tasks().values()}
     assert titles["T-0"] == "Ticket number 0"
     assert titles["T-299"] == "Ticket number 299"
+
+
+async def test_a_full_listing_only_when_fragments_count_differs_from_the_mirrors(
+    workspace: Workspace,
+) -> None:
+    """The drift check: Fragment's count of the source's open tasks (`meta.total_count` of a
+    one-item listing) against the mirror's; equal, the cycle stays incremental; a task deleted
+    in Fragment makes them differ, and that cycle lists in full and re-creates it."""
+    tickets = make_tickets(300)
+    workspace.write_tickets(tickets)
+    workspace.write_config(fragment={"drift_check_every": "1ms"})
+    store = workspace.sandbox.store
+    async with open_runtime(load_settings(workspace.config_path)) as reconciler:
+        await reconciler.run(CycleOptions())
+
+        def kinds() -> Counter[str]:
+            return Counter(
+                "count" if q.startswith("limit=1&") else "changes" if "updated_at" in q else "full"
+                for q in listings(workspace)
+            )
+
+        store.clear_requests()
+        quiet = await reconciler.run(CycleOptions())
+        assert actions(quiet) == []
+        assert kinds()["count"] == 1 and kinds()["full"] == 0
+        (counted,) = (q for q in listings(workspace) if q.startswith("limit=1&"))
+        assert "status=TODO&status=STARTED&fields.fc_source=backoffice" in counted
+
+        assert store.delete([uid("T-7")]) == 1
+        store.clear_requests()
+        repaired = await reconciler.run(CycleOptions())
+        assert [(kind, ticket) for kind, ticket, _ in actions(repaired)] == [("create", "T-7")]
+        assert repaired.sources[0].listing == "full"
+        assert kinds()["count"] == 1 and kinds()["full"] == 3  # 300 open tasks, pages of 100
+
+        store.clear_requests()
+        assert actions(await reconciler.run(CycleOptions())) == []
+        assert kinds()["count"] == 1 and kinds()["full"] == 0
+    assert len(workspace.tasks()) == 300

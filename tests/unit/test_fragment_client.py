@@ -259,3 +259,23 @@ async def test_listing_pages_carry_fragments_date() -> None:
             ([], datetime(2026, 12, 6, 1, 2, 3, tzinfo=UTC))
         ]
         assert [p.server_date async for p in c.iter_tasks()] == [None]
+
+
+async def test_count_is_the_total_count_of_a_one_item_listing() -> None:
+    """`meta.total_count` of `limit=1` with the filters; a missing or odd count is no count."""
+    from connector.models import OPEN_STATUSES
+
+    seen: list[httpx.QueryParams] = []
+    metas = iter([{"total_count": 42}, {}, {"total_count": "42"}, {"total_count": True}])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.params)
+        return httpx.Response(200, json={"items": [task("a")], "meta": next(metas)})
+
+    async with client(handler) as c:
+        counts = [
+            await c.count_tasks(statuses=OPEN_STATUSES, fields={"fc_source": "s"}) for _ in range(4)
+        ]
+    assert counts == [42, None, None, None]
+    assert seen[0]["limit"] == "1" and seen[0].get_list("status") == ["TODO", "STARTED"]
+    assert seen[0]["fields.fc_source"] == "s"
