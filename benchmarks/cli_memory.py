@@ -26,6 +26,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "bench-token"
+CLI_ARGS = ("--config", "config.yaml", "--output", "json")
 
 
 def free_port() -> int:
@@ -53,9 +54,7 @@ def one_run(code: Path, size: int, work: Path) -> dict[str, float | int | str]:
             "burst": 1000,
         },
         "state": {"url": f"sqlite:///{work / 'state.db'}"},
-        "sources": [
-            {"name": "backoffice", "adapter": "file", "options": {"path": "tickets.json"}}
-        ],
+        "sources": [{"name": "backoffice", "adapter": "file", "options": {"path": "tickets.json"}}],
     }
     (work / "config.yaml").write_text(yaml.safe_dump(config))
     sandbox = subprocess.Popen(
@@ -80,8 +79,7 @@ def one_run(code: Path, size: int, work: Path) -> dict[str, float | int | str]:
         began = time.monotonic()
         run_env = {**env, "PYTHONPATH": str(code)}
         result = subprocess.run(
-            ["/usr/bin/time", "-v", sys.executable, "-m", "connector", "reconcile"]
-            + ["--config", "config.yaml", "--output", "json"],
+            [*("/usr/bin/time", "-v", sys.executable, "-m", "connector", "reconcile"), *CLI_ARGS],
             cwd=work,
             env=run_env,
             capture_output=True,
