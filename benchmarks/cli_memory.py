@@ -93,12 +93,13 @@ def one_run(code: Path, size: int, work: Path) -> dict[str, float | int | str]:
     peak = re.search(r"Maximum resident set size \(kbytes\): (\d+)", result.stderr)
     report = json.loads(result.stdout) if result.stdout.strip() else {}
     sources = report.get("sources", [{}])
+    requests = report.get("requests", {})  # {total, reads, writes}, or by endpoint (older)
     return {
         "code": str(code),
         "exit": result.returncode,
         "peak_rss_mb": round(int(peak.group(1)) / 1024, 1) if peak else -1,
         "wall_s": round(wall, 1),
-        "requests": sum(report.get("requests", {}).values()),
+        "requests": requests.get("total", sum(requests.values())),
         "created": sources[0].get("counts", {}).get("create", -1) if sources else -1,
     }
 
