@@ -38,9 +38,7 @@ def test_a_burst_over_the_cap_in_one_second_fails_the_listing() -> None:
     with SearchdeskBackoffice(tickets=500, burst=450) as fake:
         with pytest.raises(AdapterDataError, match="cannot be split further") as caught:
             asyncio.run(open_ids(fake))
-        assert "created [2025-06-01T00:00:00+00:00, 2025-06-01T00:00:01+00:00)" in str(
-            caught.value
-        )
+        assert "created [2025-06-01T00:00:00+00:00, 2025-06-01T00:00:01+00:00)" in str(caught.value)
 
 
 def test_a_cap_the_adapter_does_not_know_fails_the_listing() -> None:

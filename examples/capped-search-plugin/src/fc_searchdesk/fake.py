@@ -32,7 +32,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-API_KEY = "searchdesk-key-8842"  # noqa: S105 - the fake's own test key
+API_KEY = "searchdesk-key-8842"
 PAGE_SIZE = 30
 MAX_PAGES = 10
 OPEN_STATUSES = ("open", "pending")
