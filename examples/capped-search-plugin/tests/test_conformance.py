@@ -17,7 +17,7 @@ class TestSearchdeskConformance(AdapterConformance):
 
     @pytest.fixture
     def backoffice(self) -> Iterator[SearchdeskBackoffice]:
-        # 700 tickets, about 480 open: more than the 300 one search answers.
+        # 700 tickets, 620 open: more than the 300 one search answers.
         with SearchdeskBackoffice(tickets=700) as fake:
             yield fake
 
