@@ -44,7 +44,8 @@ class SearchdeskBackoffice:
 
     def __init__(self, tickets: int = 700, *, burst: int = 40, api_key: str = API_KEY) -> None:
         self.api_key = api_key
-        self.now = EPOCH + timedelta(days=30)
+        # The clock starts a day after the last creation: no ticket is created in the future.
+        self.now = EPOCH + timedelta(minutes=10 * tickets, days=1)
         self.tickets: dict[int, dict[str, Any]] = {}
         for n in range(1, tickets + 1):
             created = EPOCH + timedelta(minutes=10 * n) if n > burst else EPOCH
