@@ -21,10 +21,10 @@ adapters with `changes_since`, changes and closes are seen, cursors move forward
 resumed. Each failure message says what the adapter did wrong (and where a secret leaked, never
 the secret).
 
-The checks that expect a failure (a failing page, the secret scan) run with stamina's testing
-mode (`stamina.set_testing(True, attempts=2, cap=True)`): retries through `adapters.http` happen
-without their waits, and at most twice. Set `fast_retries = False` to run them with the real
-backoff; an adapter that sleeps on its own is not shortened.
+The checks that expect a failure (a failing page, the secret scan, the cap) run in stamina's
+testing mode (`stamina.set_testing(True, attempts=2, cap=True)`): retries through
+`adapters.http` happen without their waits, and at most twice. Set `fast_retries = False` to run
+them with the real backoff; an adapter that sleeps on its own is not shortened.
 """
 
 from __future__ import annotations
@@ -331,8 +331,7 @@ class AdapterConformance:
                 messages.append((where, f"{exc!r} {exc}"))
 
         with self.quick_retries():
-            for label, opts in (("with bad credentials", bad_options),):
-                self._entry_point_errors(opts, label, attempt)
+            self._entry_point_errors(bad_options, "with bad credentials", attempt)
             backoffice.fail_page(1)
             self._entry_point_errors(options, "with a failing page", attempt)
         leaks = []
@@ -382,6 +381,8 @@ class AdapterConformance:
                 ids = self.open_ticket_ids(options, backoffice)
         except SourceError:
             return
+        except Exception as exc:
+            pytest.fail(f"a capped listing raised {type(exc).__name__}, not a SourceError: {exc}")
         missing = sorted(expected - set(ids))
         assert not missing, (
             f"with the back-office answering at most {limit} results a query, list_open "
