@@ -149,6 +149,10 @@ class SharedBudget:
             self._conninfo, autocommit=True, **POSTGRES_CONNECT_ARGS
         )
         try:
+            # A reservation need not wait for the disk: a crash of PostgreSQL forgets at most
+            # the last few slots taken (a handful of requests booked twice, once); a WAL flush
+            # per request would make every request wait for a loaded disk.
+            await conn.execute("SET synchronous_commit = off")
             async with conn.transaction():
                 await conn.execute(_CREATE)
         except BaseException:
