@@ -47,6 +47,7 @@ log = structlog.get_logger(__name__)
 
 QUERY_TIMEOUT_S = 5.0
 RETRY_CONNECT_S = 30.0
+MAX_RETAKES = 3  # slots a request may give up for waking up late
 
 _CREATE: LiteralString = (
     "SELECT pg_advisory_xact_lock(hashtext('fragment-connector/request-budget'));"
@@ -102,20 +103,22 @@ class SharedBudget:
 
     async def acquire(self) -> None:
         """Wait for this request's slot in the account's budget."""
-        while True:
-            asked = time.monotonic()
+        for _ in range(MAX_RETAKES):
             wait = await self._reserve()
             if wait is None:
                 await self._local.acquire()
                 return
-            # The slot lies between asked + wait and now + wait (the database answered in
-            # between): sleep to the later, never early; judge lateness from the earlier.
-            if wait > 0:
-                self.waited += wait
-                await asyncio.sleep(wait)
-            if time.monotonic() - (asked + wait) <= self._spacing / 2:
+            if wait <= 0:
+                return  # the slot is now
+            # Sleep from when the database answered (the slot is at most that late), and judge
+            # the wake-up: a process busy elsewhere can wake up well after its slot.
+            due = time.monotonic() + wait
+            self.waited += wait
+            await asyncio.sleep(wait)
+            if time.monotonic() - due <= self._spacing / 2:
                 return
             self.late += 1
+        # Late again and again (a starved machine): send rather than wait without end.
 
     async def aclose(self) -> None:
         """Close the connection."""
