@@ -108,14 +108,27 @@ def cli(ctx: click.Context, config_path: Path | None, verbose: int) -> None:
 @click.option(
     "--allow-mass-close", is_flag=True, help="Apply closes even past the mass-close guard."
 )
+@click.option(
+    "--allow-mass-write-back",
+    is_flag=True,
+    help="Make write-backs even past guards.write_back_max.",
+)
 @click.pass_obj
 def reconcile(
-    state: CliState, dry_run: bool, only_source: str | None, output: str, allow_mass_close: bool
+    state: CliState,
+    dry_run: bool,
+    only_source: str | None,
+    output: str,
+    allow_mass_close: bool,
+    allow_mass_write_back: bool,
 ) -> int:
     """Run one reconciliation cycle and print what it did (or would do)."""
     settings = state.settings()
     options = CycleOptions(
-        dry_run=dry_run, only_source=only_source, allow_mass_close=allow_mass_close
+        dry_run=dry_run,
+        only_source=only_source,
+        allow_mass_close=allow_mass_close,
+        allow_mass_write_back=allow_mass_write_back,
     )
 
     async def run() -> Any:
@@ -304,6 +317,7 @@ def adapters(output: str, schema: bool) -> int:
                     "distribution": info.distribution,
                     "version": info.version,
                     "usable": info.adapter is not None,
+                    "write_back": info.write_back(),
                     "error": info.error,
                     "options_schema": info.config_schema(),
                 }
@@ -318,7 +332,11 @@ def adapters(output: str, schema: bool) -> int:
             click.echo(f"BROKEN  {name:<12} {where}: {info.error}")
             continue
         options = ", ".join(info.config_schema().get("properties", {})) or "none"
-        click.echo(f"ok      {name:<12} {where}  options: {options}")
+        write_back = {"yes": "yes", "no": "no", "with_options": "with its write options"}
+        click.echo(
+            f"ok      {name:<12} {where}  write-back: {write_back[info.write_back()]}  "
+            f"options: {options}"
+        )
         if schema:
             click.echo(json.dumps(info.config_schema(), indent=2))
     return EXIT_OK
