@@ -61,7 +61,12 @@ def _rest(fake: RestBackoffice) -> Backoffice:
         "auth": fake.credentials(),
         "request": {"path": "single/tickets"},
         "records": "data",
-        "mapping": {"id": "id", "title": "subject", "url": "html_url", "is_open": "status != 'closed'"},
+        "mapping": {
+            "id": "id",
+            "title": "subject",
+            "url": "html_url",
+            "is_open": "status != 'closed'",
+        },
         "retry": FAST_RETRY,
         "write_back": {
             "close": {"path": "tickets/{ticket_id}/close", "body": {"note": "{note}"}},
