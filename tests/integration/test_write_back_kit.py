@@ -1,0 +1,129 @@
+"""The conformance kit's write-back checks over each built-in adapter that writes back.
+
+Each class runs `adapters.testing_write_back.WriteBackConformance` against the adapter's fake
+back-office (tests/fakes/write_back.py); the `file` adapter cannot write back and says so.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from adapters.base import (
+    AdapterAuthError,
+    AdapterConfigError,
+    TicketGone,
+    WriteBackOutcome,
+    WriteBackRequest,
+    can_write_back,
+)
+from adapters.file import FileAdapter
+from adapters.github import GitHubAdapter
+from adapters.rest import RestAdapter
+from adapters.testing_write_back import WriteBackConformance
+from adapters.zendesk import ZendeskAdapter
+from tests.fakes.write_back import Backoffice, backoffice
+
+
+class _Kit(WriteBackConformance):
+    adapter: str
+    missing: str
+
+    @pytest.fixture
+    def bo(self) -> Iterator[Backoffice]:
+        with backoffice(self.adapter) as running:
+            yield running
+
+    @pytest.fixture
+    def backoffice(self, bo: Backoffice) -> Any:
+        return bo.fake
+
+    @pytest.fixture
+    def options(self, bo: Backoffice) -> dict[str, Any]:
+        return bo.options
+
+    @pytest.fixture
+    def bad_options(self, bo: Backoffice) -> dict[str, Any]:
+        wrong = {"rest": "auth", "zendesk": "api_token", "github": "token"}[self.adapter]
+        options = dict(bo.options)
+        options[wrong] = bo.fake.credentials(wrong=True) if wrong == "auth" else "wrong-secret-1"
+        return options
+
+    @pytest.fixture
+    def missing_ticket_id(self) -> str:
+        return self.missing
+
+
+class TestRestWriteBack(_Kit):
+    adapter_class = RestAdapter
+    adapter = "rest"
+    missing = "99999"
+
+
+class TestZendeskWriteBack(_Kit):
+    adapter_class = ZendeskAdapter
+    adapter = "zendesk"
+    missing = "99999"
+
+
+class TestGitHubWriteBack(_Kit):
+    adapter_class = GitHubAdapter
+    adapter = "github"
+    missing = "acme/app#9999"
+
+
+def test_file_adapter_cannot_write_back() -> None:
+    """The file adapter has no write-back: a source asking for one is refused at start-up."""
+    assert not can_write_back(FileAdapter)
+
+
+# --- the checks fail broken adapters -----------------------------------------------------------
+
+
+class LeakyZendesk(ZendeskAdapter):
+    """Puts its token in the error of a refused write-back."""
+
+    async def write_back(self, request: WriteBackRequest) -> WriteBackOutcome:
+        token = self.options.api_token.get_secret_value()
+        raise AdapterAuthError(f"Zendesk refused token {token}")
+
+
+class UntypedGitHub(GitHubAdapter):
+    """Reports a missing issue as a config error, not TicketGone."""
+
+    async def write_back(self, request: WriteBackRequest) -> WriteBackOutcome:
+        try:
+            return await super().write_back(request)
+        except TicketGone as exc:
+            raise AdapterConfigError(str(exc)) from None
+
+
+def test_the_kit_fails_a_close_that_is_not_idempotent() -> None:
+    """A rest source whose API answers 409 to a second close, not told it means "closed"."""
+    with backoffice("rest") as bo:
+        options = copy.deepcopy(bo.options)
+        options["write_back"]["already_closed_statuses"] = []
+        kit = TestRestWriteBack()
+        with pytest.raises(pytest.fail.Exception, match="closing it again"):
+            kit.test_write_back_close_is_idempotent(bo.fake, options)
+
+
+def test_the_kit_fails_a_secret_in_an_error() -> None:
+    with backoffice("zendesk") as bo:
+        kit = TestZendeskWriteBack()
+        kit.adapter_class = LeakyZendesk
+        with pytest.raises(AssertionError, match="a secret appears"):
+            kit.test_write_back_errors_are_typed_without_secrets(bo.fake, bo.options, bo.options)
+
+
+def test_the_kit_fails_an_untyped_missing_ticket() -> None:
+    with backoffice("github") as bo:
+        kit = TestGitHubWriteBack()
+        kit.adapter_class = UntypedGitHub
+        with pytest.raises(pytest.fail.Exception, match="not TicketGone"):
+            kit.test_write_back_to_a_missing_ticket_raises_ticket_gone(
+                bo.fake, bo.options, "acme/app#9999"
+            )
