@@ -14,11 +14,14 @@ from typing import Any
 from tests.fakes import FakeServer
 from tests.fakes.github import TOKEN as GITHUB_TOKEN
 from tests.fakes.github import GitHubFake
+from tests.fakes.jira import EMAIL as JIRA_EMAIL
+from tests.fakes.jira import TOKEN as JIRA_TOKEN
+from tests.fakes.jira import JiraFake
 from tests.fakes.rest_backoffice import RestBackoffice
 from tests.fakes.zendesk import EMAIL, ZendeskFake
 from tests.fakes.zendesk import TOKEN as ZENDESK_TOKEN
 
-WRITING_ADAPTERS = ("rest", "zendesk", "github")
+WRITING_ADAPTERS = ("rest", "zendesk", "github", "jira")
 FAST_RETRY = {"attempts": 3, "deadline": 5, "wait_initial": 0.01, "wait_max": 0.05}
 
 
@@ -117,17 +120,42 @@ def _github(fake: GitHubFake) -> Backoffice:
     return Backoffice("github", fake, options, "state:closed", notes)
 
 
+def _jira(fake: JiraFake) -> Backoffice:
+    options = {
+        "base_url": fake.url,
+        "email": JIRA_EMAIL,
+        "api_token": JIRA_TOKEN,
+        "retry_attempts": 3,
+        "retry_deadline": 5,
+    }
+
+    def notes(ticket_id: str) -> list[str]:
+        with fake.lock:
+            documents = fake.comments.get(ticket_id, [])
+            return [
+                "\n".join(
+                    "".join(t.get("text", "") for t in paragraph["content"])
+                    for paragraph in document["content"]
+                )
+                for document in documents
+            ]
+
+    return Backoffice("jira", fake, options, "status:Done", notes)
+
+
 def _fake(adapter: str) -> FakeServer:
     if adapter == "rest":
         return RestBackoffice(tickets=10)
     if adapter == "zendesk":
         return ZendeskFake(tickets=12, recent_window=0)
+    if adapter == "jira":
+        return JiraFake(issues=12)
     return GitHubFake(items=10, repositories={"acme/app": 1224437532})
 
 
 @contextlib.contextmanager
 def backoffice(adapter: str) -> Iterator[Backoffice]:
     """A running fake back-office for `adapter` (one of WRITING_ADAPTERS)."""
-    build = {"rest": _rest, "zendesk": _zendesk, "github": _github}[adapter]
+    build = {"rest": _rest, "zendesk": _zendesk, "github": _github, "jira": _jira}[adapter]
     with _fake(adapter) as fake:
         yield build(fake)  # type: ignore[arg-type]

@@ -22,6 +22,7 @@ from adapters.base import (
 )
 from adapters.file import FileAdapter
 from adapters.github import GitHubAdapter
+from adapters.jira import JiraAdapter
 from adapters.rest import RestAdapter
 from adapters.testing_write_back import WriteBackConformance
 from adapters.zendesk import ZendeskAdapter
@@ -47,7 +48,9 @@ class _Kit(WriteBackConformance):
 
     @pytest.fixture
     def bad_options(self, bo: Backoffice) -> dict[str, Any]:
-        wrong = {"rest": "auth", "zendesk": "api_token", "github": "token"}[self.adapter]
+        wrong = {"rest": "auth", "zendesk": "api_token", "github": "token", "jira": "api_token"}[
+            self.adapter
+        ]
         options = dict(bo.options)
         options[wrong] = bo.fake.credentials(wrong=True) if wrong == "auth" else "wrong-secret-1"
         return options
@@ -73,6 +76,12 @@ class TestGitHubWriteBack(_Kit):
     adapter_class = GitHubAdapter
     adapter = "github"
     missing = "acme/app#9999"
+
+
+class TestJiraWriteBack(_Kit):
+    adapter_class = JiraAdapter
+    adapter = "jira"
+    missing = "99999"
 
 
 def test_file_adapter_cannot_write_back() -> None:
