@@ -14,6 +14,8 @@ from typing import Any
 from tests.fakes import FakeServer
 from tests.fakes.github import TOKEN as GITHUB_TOKEN
 from tests.fakes.github import GitHubFake
+from tests.fakes.hubspot import TOKEN as HUBSPOT_TOKEN
+from tests.fakes.hubspot import HubSpotFake
 from tests.fakes.jira import EMAIL as JIRA_EMAIL
 from tests.fakes.jira import TOKEN as JIRA_TOKEN
 from tests.fakes.jira import JiraFake
@@ -21,7 +23,7 @@ from tests.fakes.rest_backoffice import RestBackoffice
 from tests.fakes.zendesk import EMAIL, ZendeskFake
 from tests.fakes.zendesk import TOKEN as ZENDESK_TOKEN
 
-WRITING_ADAPTERS = ("rest", "zendesk", "github", "jira")
+WRITING_ADAPTERS = ("rest", "zendesk", "github", "jira", "hubspot")
 FAST_RETRY = {"attempts": 3, "deadline": 5, "wait_initial": 0.01, "wait_max": 0.05}
 
 
@@ -43,8 +45,12 @@ class Backoffice:
         return ticket_id in self.fake.open_ids()
 
     def closes(self, ticket_id: str) -> int:
-        """Closes the fake applied to this ticket."""
-        return len(self.fake.writes_to(ticket_id, self.close_write))
+        """Closes the fake applied to this ticket (writes logged as `close_write`, or starting
+        with it when it ends with a colon: HubSpot's `stage:<id>`)."""
+        writes = self.fake.writes_to(ticket_id)
+        if self.close_write.endswith(":"):
+            return sum(1 for w in writes if w.startswith(self.close_write))
+        return writes.count(self.close_write)
 
     def notes(self, ticket_id: str) -> list[str]:
         """The notes the ticket received."""
@@ -143,6 +149,23 @@ def _jira(fake: JiraFake) -> Backoffice:
     return Backoffice("jira", fake, options, "status:Done", notes)
 
 
+def _hubspot(fake: HubSpotFake) -> Backoffice:
+    options = {
+        "token": HUBSPOT_TOKEN,
+        "base_url": fake.url,
+        "portal_id": 24681357,
+        "search_requests_per_second": 50,
+        "retry_attempts": 3,
+        "retry_deadline": 5,
+    }
+
+    def notes(ticket_id: str) -> list[str]:
+        with fake.lock:
+            return list(fake.tickets[int(ticket_id)].get("notes", []))
+
+    return Backoffice("hubspot", fake, options, "stage:", notes)
+
+
 def _fake(adapter: str) -> FakeServer:
     if adapter == "rest":
         return RestBackoffice(tickets=10)
@@ -150,12 +173,20 @@ def _fake(adapter: str) -> FakeServer:
         return ZendeskFake(tickets=12, recent_window=0)
     if adapter == "jira":
         return JiraFake(issues=12)
+    if adapter == "hubspot":
+        return HubSpotFake(tickets=12)
     return GitHubFake(items=10, repositories={"acme/app": 1224437532})
 
 
 @contextlib.contextmanager
 def backoffice(adapter: str) -> Iterator[Backoffice]:
     """A running fake back-office for `adapter` (one of WRITING_ADAPTERS)."""
-    build = {"rest": _rest, "zendesk": _zendesk, "github": _github, "jira": _jira}[adapter]
+    build = {
+        "rest": _rest,
+        "zendesk": _zendesk,
+        "github": _github,
+        "jira": _jira,
+        "hubspot": _hubspot,
+    }[adapter]
     with _fake(adapter) as fake:
         yield build(fake)  # type: ignore[arg-type]

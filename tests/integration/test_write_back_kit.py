@@ -22,6 +22,7 @@ from adapters.base import (
 )
 from adapters.file import FileAdapter
 from adapters.github import GitHubAdapter
+from adapters.hubspot import HubSpotAdapter
 from adapters.jira import JiraAdapter
 from adapters.rest import RestAdapter
 from adapters.testing_write_back import WriteBackConformance
@@ -48,9 +49,13 @@ class _Kit(WriteBackConformance):
 
     @pytest.fixture
     def bad_options(self, bo: Backoffice) -> dict[str, Any]:
-        wrong = {"rest": "auth", "zendesk": "api_token", "github": "token", "jira": "api_token"}[
-            self.adapter
-        ]
+        wrong = {
+            "rest": "auth",
+            "zendesk": "api_token",
+            "github": "token",
+            "jira": "api_token",
+            "hubspot": "token",
+        }[self.adapter]
         options = dict(bo.options)
         options[wrong] = bo.fake.credentials(wrong=True) if wrong == "auth" else "wrong-secret-1"
         return options
@@ -81,6 +86,12 @@ class TestGitHubWriteBack(_Kit):
 class TestJiraWriteBack(_Kit):
     adapter_class = JiraAdapter
     adapter = "jira"
+    missing = "99999"
+
+
+class TestHubSpotWriteBack(_Kit):
+    adapter_class = HubSpotAdapter
+    adapter = "hubspot"
     missing = "99999"
 
 
