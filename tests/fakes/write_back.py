@@ -7,8 +7,11 @@ what the fake applied: closes, notes, whether a ticket is still open.
 from __future__ import annotations
 
 import contextlib
+import sqlite3
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from tests.fakes import FakeServer
@@ -23,7 +26,7 @@ from tests.fakes.rest_backoffice import RestBackoffice
 from tests.fakes.zendesk import EMAIL, ZendeskFake
 from tests.fakes.zendesk import TOKEN as ZENDESK_TOKEN
 
-WRITING_ADAPTERS = ("rest", "zendesk", "github", "jira", "hubspot")
+WRITING_ADAPTERS = ("rest", "zendesk", "github", "jira", "hubspot", "sql")
 FAST_RETRY = {"attempts": 3, "deadline": 5, "wait_initial": 0.01, "wait_max": 0.05}
 
 
@@ -166,6 +169,106 @@ def _hubspot(fake: HubSpotFake) -> Backoffice:
     return Backoffice("hubspot", fake, options, "stage:", notes)
 
 
+class SqliteBackoffice:
+    """A SQLite back-office for the `sql` adapter: a tickets table, notes, and a log of writes.
+
+    Triggers log every status change and note, so tests count what the connector's statements
+    did. `gone` ids stay listed, but the write statements skip them (as if deleted meanwhile).
+    A database answers when it commits: `write_delay` cannot hold an answer back.
+    """
+
+    write_delay = 0.0
+
+    def __init__(self, path: Path, tickets: int = 10) -> None:
+        self.path = path
+        with self._db() as db:
+            db.executescript(
+                """
+                CREATE TABLE tickets (id INTEGER PRIMARY KEY, title TEXT NOT NULL, status TEXT);
+                CREATE TABLE notes (ticket_id INTEGER NOT NULL, body TEXT NOT NULL);
+                CREATE TABLE gone (ticket_id INTEGER PRIMARY KEY);
+                CREATE TABLE write_log (ticket_id INTEGER, what TEXT);
+                CREATE TRIGGER status_log AFTER UPDATE OF status ON tickets
+                    BEGIN INSERT INTO write_log VALUES (NEW.id, 'status:' || NEW.status); END;
+                CREATE TRIGGER note_log AFTER INSERT ON notes
+                    BEGIN INSERT INTO write_log VALUES (NEW.ticket_id, 'comment'); END;
+                """
+            )
+            db.executemany(
+                "INSERT INTO tickets VALUES (?, ?, ?)",
+                [
+                    (n, f"Chargeback #{n}", "closed" if n % 4 == 0 else "open")
+                    for n in range(1, tickets + 1)
+                ],
+            )
+
+    def _db(self) -> contextlib.closing[sqlite3.Connection]:
+        return contextlib.closing(sqlite3.connect(self.path, isolation_level=None, timeout=30))
+
+    def _rows(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        with self._db() as db:
+            return db.execute(sql, params).fetchall()
+
+    def open_ids(self) -> set[str]:
+        return {str(r[0]) for r in self._rows("SELECT id FROM tickets WHERE status = 'open'")}
+
+    def close(self, ticket_id: str) -> None:
+        """Solved in the back-office by someone (not a write-back: logged as `status:solved`)."""
+        self._rows("UPDATE tickets SET status = 'solved' WHERE id = ?", int(ticket_id))
+
+    def rate_limit_next(self, count: int) -> None:
+        """A database has no rate limit."""
+
+    @property
+    def applied(self) -> list[tuple[str, str]]:
+        return [(str(t), w) for t, w in self._rows("SELECT ticket_id, what FROM write_log")]
+
+    def writes_to(self, ticket_id: str, what: str | None = None) -> list[str]:
+        return [w for t, w in self.applied if t == ticket_id and what in (None, w)]
+
+    @property
+    def gone(self) -> _Gone:
+        return _Gone(self)
+
+    def notes(self, ticket_id: str) -> list[str]:
+        rows = self._rows("SELECT body FROM notes WHERE ticket_id = ?", int(ticket_id))
+        return [r[0] for r in rows]
+
+    def credentials(self, *, wrong: bool = False) -> dict[str, Any]:
+        return {}
+
+    def __enter__(self) -> SqliteBackoffice:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+@dataclass
+class _Gone:
+    backoffice: SqliteBackoffice
+
+    def add(self, ticket_id: str) -> None:
+        self.backoffice._rows("INSERT INTO gone VALUES (?)", int(ticket_id))
+
+
+def _sql(fake: SqliteBackoffice) -> Backoffice:
+    skip_gone = "AND id NOT IN (SELECT ticket_id FROM gone)"
+    options = {
+        # The listing reads through a read-only connection; writes go through `write_dsn`.
+        "dsn": f"sqlite+aiosqlite:///file:{fake.path}?mode=ro&uri=true",
+        "query": "SELECT id, title, status FROM tickets WHERE status = 'open' ORDER BY id",
+        "mapping": {"id": "id", "title": "title", "is_open": "status == 'open'"},
+        "write_dsn": f"sqlite+aiosqlite:///{fake.path}",
+        "close_statement": "UPDATE tickets SET status = 'closed' "
+        f"WHERE id = :ticket_id {skip_gone}",
+        "comment_statement": "INSERT INTO notes (ticket_id, body) "
+        f"SELECT id, :note FROM tickets WHERE id = :ticket_id {skip_gone}",
+        "ticket_id_type": "integer",
+    }
+    return Backoffice("sql", fake, options, "status:closed", fake.notes)
+
+
 def _fake(adapter: str) -> FakeServer:
     if adapter == "rest":
         return RestBackoffice(tickets=10)
@@ -181,6 +284,10 @@ def _fake(adapter: str) -> FakeServer:
 @contextlib.contextmanager
 def backoffice(adapter: str) -> Iterator[Backoffice]:
     """A running fake back-office for `adapter` (one of WRITING_ADAPTERS)."""
+    if adapter == "sql":
+        with tempfile.TemporaryDirectory() as folder:
+            yield _sql(SqliteBackoffice(Path(folder) / "backoffice.db"))
+        return
     build = {
         "rest": _rest,
         "zendesk": _zendesk,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,9 +26,11 @@ from adapters.github import GitHubAdapter
 from adapters.hubspot import HubSpotAdapter
 from adapters.jira import JiraAdapter
 from adapters.rest import RestAdapter
+from adapters.sql import SqlAdapter
 from adapters.testing_write_back import WriteBackConformance
 from adapters.zendesk import ZendeskAdapter
 from tests.fakes.write_back import Backoffice, backoffice
+from tests.integration.test_sql_adapter import SqlBackoffice, database_for
 
 
 class _Kit(WriteBackConformance):
@@ -55,6 +58,7 @@ class _Kit(WriteBackConformance):
             "github": "token",
             "jira": "api_token",
             "hubspot": "token",
+            "sql": "write_dsn",
         }[self.adapter]
         options = dict(bo.options)
         options[wrong] = bo.fake.credentials(wrong=True) if wrong == "auth" else "wrong-secret-1"
@@ -93,6 +97,55 @@ class TestHubSpotWriteBack(_Kit):
     adapter_class = HubSpotAdapter
     adapter = "hubspot"
     missing = "99999"
+
+
+class TestSqliteWriteBack(_Kit):
+    adapter_class = SqlAdapter
+    adapter = "sql"
+    missing = "99999"
+    remote = False
+
+
+class _ServerSqlWriteBack(WriteBackConformance):
+    """On a real database server: the listing on `dsn`, the writes on `write_dsn`."""
+
+    adapter_class = SqlAdapter
+    kind: str
+
+    @pytest.fixture
+    def backoffice(self, tmp_path: Path) -> Iterator[SqlBackoffice]:
+        table = SqlBackoffice(database_for(self.kind, tmp_path), rows=20)
+        yield table
+        table.drop()
+
+    def _writes(self, table: SqlBackoffice, write_dsn: str) -> dict[str, Any]:
+        return table.options(
+            write_dsn=write_dsn,
+            close_statement=f"UPDATE {table.table} SET status = 'closed' WHERE id = :ticket_id",
+            comment_statement=f"UPDATE {table.table} SET title = :note WHERE id = :ticket_id",
+            ticket_id_type="integer",
+        )
+
+    @pytest.fixture
+    def options(self, backoffice: SqlBackoffice) -> dict[str, Any]:
+        return self._writes(backoffice, backoffice.db.dsn)
+
+    @pytest.fixture
+    def bad_options(self, backoffice: SqlBackoffice) -> dict[str, Any]:
+        assert backoffice.db.bad_dsn is not None
+        return self._writes(backoffice, backoffice.db.bad_dsn)
+
+    @pytest.fixture
+    def missing_ticket_id(self) -> str:
+        return "99999"
+
+
+class TestPostgresWriteBack(_ServerSqlWriteBack):
+    kind = "postgresql"
+
+
+class TestMariaDbWriteBack(_ServerSqlWriteBack):
+    kind = "mariadb"
 
 
 def test_file_adapter_cannot_write_back() -> None:
