@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from connector.sandbox import FailRule, Faults
 from tests.conftest import Workspace
 from tests.e2e.test_crash import kill_when
 from tests.e2e.test_reconcile import uid_of
@@ -90,22 +91,34 @@ def test_operator_done_closes_the_ticket_once(workspace: Workspace, bo: Backoffi
     assert bo.closes(finished) == 1 and len(bo.notes(finished)) == 1
 
 
-@pytest.mark.parametrize("lose_state", [False, True])
+@pytest.mark.parametrize(
+    ("killed", "lose_state"),
+    [("before_answer", False), ("before_marker", False), ("before_marker", True)],
+)
 def test_killed_between_the_backoffice_and_the_marker(
-    workspace: Workspace, bo: Backoffice, lose_state: bool
+    workspace: Workspace, bo: Backoffice, killed: str, lose_state: bool
 ) -> None:
-    """SIGKILL after the back-office closed the ticket but before the marker: the rerun (with or
-    without its state store) does not close it again."""
+    """SIGKILL after the back-office closed the ticket but before the marker was recorded
+    (before its answer arrived, or while Fragment refused the marker): the rerun, with or
+    without its state store, does not close it again."""
     configure(workspace, bo, on_done="close")
     first_sync(workspace)
     finished = bo.open_ids()[0]
     done(workspace, finished)
-    bo.fake.write_delay = 30  # the back-office applies the close, then holds its answer
+    if killed == "before_answer":
+        if bo.adapter == "sql":
+            pytest.skip("a database answers when it commits: there is no answer to hold back")
+        bo.fake.write_delay = 30  # the back-office applies the close, then holds its answer
+    else:
+        # The back-office answers; Fragment keeps failing the marker's PATCH (retried).
+        rule = FailRule("PATCH", "/tasks/batch", 503, count=10_000)
+        workspace.sandbox.store.set_faults(Faults(fail_next=(rule,)))
     kill_when(workspace, lambda: bo.closes(finished) >= 1)
     assert MARKER not in task(workspace, finished)["fields"]
     if lose_state:
         workspace.state_path.unlink()
     bo.fake.write_delay = 0
+    workspace.sandbox.store.set_faults(Faults())
 
     code, report = workspace.reconcile_json()
     assert code == 0, report
