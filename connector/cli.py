@@ -251,6 +251,7 @@ def explain(state: CliState, source: str, ticket_id: str, output: str) -> int:
     click.echo(f"next     {found['next_cycle']}")
     for key, (old, new) in found["changes"].items():
         click.echo(f"         {key}: {old!r} → {new!r}")
+    click.echo(f"write    {found['write_back']}")
     return EXIT_OK
 
 
@@ -334,8 +335,8 @@ def adapters(output: str, schema: bool) -> int:
         options = ", ".join(info.config_schema().get("properties", {})) or "none"
         write_back = {"yes": "yes", "no": "no", "with_options": "with its write options"}
         click.echo(
-            f"ok      {name:<12} {where}  write-back: {write_back[info.write_back()]}  "
-            f"options: {options}"
+            f"ok      {name:<12} {where}  options: {options}  "
+            f"write-back: {write_back[info.write_back()]}"
         )
         if schema:
             click.echo(json.dumps(info.config_schema(), indent=2))

@@ -239,8 +239,9 @@ async def _mark(
 def log_write_back(write_back: WriteBack) -> None:
     """One log line per write-back, whatever came of it."""
     request = write_back.request
-    log.log(
-        30 if write_back.outcome in FAILED or write_back.error else 20,
+    failed = write_back.outcome in FAILED or write_back.error is not None
+    emit = log.warning if failed else log.info
+    emit(
         "write_back",
         source=write_back.source,
         ticket_id=request.ticket_id,
