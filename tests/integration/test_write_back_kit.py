@@ -7,6 +7,9 @@ back-office (tests/fakes/write_back.py); the `file` adapter cannot write back an
 from __future__ import annotations
 
 import copy
+import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -200,3 +203,61 @@ def test_the_kit_fails_an_untyped_missing_ticket() -> None:
             kit.test_write_back_to_a_missing_ticket_raises_ticket_gone(
                 bo.fake, bo.options, "acme/app#9999"
             )
+
+
+def test_the_adapters_listing_says_who_can_write_back() -> None:
+    """`fragment-connector adapters` (text and JSON) shows which adapters can write back."""
+    result = subprocess.run(
+        [sys.executable, "-m", "connector", "adapters", "--output", "json"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    listed = {a["name"]: a["write_back"] for a in json.loads(result.stdout)["adapters"]}
+    assert {
+        k: listed[k] for k in ("file", "rest", "sql", "zendesk", "jira", "github", "hubspot")
+    } == {
+        "file": "no",
+        "rest": "with_options",
+        "sql": "with_options",
+        "zendesk": "yes",
+        "jira": "yes",
+        "github": "yes",
+        "hubspot": "yes",
+    }
+    text = subprocess.run(
+        [sys.executable, "-m", "connector", "adapters"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    lines = {line.split()[1]: line for line in text.splitlines() if line.startswith("ok")}
+    assert lines["file"].endswith("write-back: no")
+    assert lines["zendesk"].endswith("write-back: yes")
+    assert lines["sql"].endswith("write-back: with its write options")
+
+
+def test_a_source_cannot_turn_on_write_back_its_adapter_lacks(tmp_path: Path) -> None:
+    """The file adapter (or rest without `write_back` requests): a config error at start."""
+    (tmp_path / "tickets.json").write_text("[]")
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "fragment: {base_url: sandbox}\n"
+        f"state: {{url: 'sqlite:///{tmp_path}/state.db'}}\n"
+        "sources:\n"
+        "  - name: backoffice\n"
+        "    adapter: file\n"
+        f"    options: {{path: {tmp_path}/tickets.json}}\n"
+        "    write_back: {on_done: close}\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "connector", "check", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 4, result.stderr
+    assert "sources[backoffice].write_back: adapter 'file' cannot write back" in result.stderr
