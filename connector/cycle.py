@@ -323,8 +323,6 @@ class Reconciler:
             else:
                 inputs = await self._incremental_inputs(source)
             report = await self._plan_and_apply(source, inputs, options, kind=kind)
-            if kind == FULL and source.write_back.enabled and report.ok:
-                report = await self._write_back(source, inputs, report, options)
             if kind == INCREMENTAL and report.applied and report.ok and not report.failures:
                 # Only now: a crash before this line makes the next poll apply them again,
                 # which is harmless; the other order could lose them.
@@ -337,6 +335,9 @@ class Reconciler:
             counted = kind == FULL and report.applied and inputs.complete
             if counted and plan is not None and (plan.misses or inputs.misses):
                 self.store.set_misses(source.name, plan.misses)
+            if kind == FULL and source.write_back.enabled and report.ok:
+                # After the cycle's own bookkeeping: a failed write-back must not undo it.
+                report = await self._write_back(source, inputs, report, options)
         except ConnectorError as exc:
             label = classify(exc)[1]
             log.error(

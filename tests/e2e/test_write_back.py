@@ -156,7 +156,8 @@ def test_comment_is_written_once_even_after_the_state_store_is_lost(
 
 
 def test_dry_run_lists_write_backs_without_writing(workspace: Workspace, bo: Backoffice) -> None:
-    """A dry-run shows each write-back with its reason (exit 2) and writes nothing anywhere."""
+    """A dry-run shows each write-back with its reason (exit 2) and writes nothing anywhere;
+    `explain` tells what the next cycle will write back, then that it was written back."""
     configure(workspace, bo, on_done="close", comment=NOTE)
     first_sync(workspace)
     finished = bo.open_ids()[0]
@@ -173,8 +174,17 @@ def test_dry_run_lists_write_backs_without_writing(workspace: Workspace, bo: Bac
     assert bo.fake.applied == [] and bo.is_open(finished)
     assert len(workspace.writes()) == before
 
+    assert "write    close: an operator moved the task to DONE" in explain(workspace, finished)
+
     code, report = workspace.reconcile_json()
     assert code == 0 and bo.closes(finished) == 1
+    assert "write    done: written back to the back-office at 20" in explain(workspace, finished)
+
+
+def explain(ws: Workspace, ticket_id: str) -> str:
+    result = ws.cli("explain", "backoffice", ticket_id, "--config", str(ws.config_path))
+    assert result.returncode == 0, result.stderr
+    return result.stdout
 
 
 def test_guard_refuses_a_mass_write_back(workspace: Workspace, bo: Backoffice) -> None:
