@@ -92,8 +92,7 @@ def test_operator_done_closes_the_ticket_once(workspace: Workspace, bo: Backoffi
 
 
 @pytest.mark.parametrize(
-    ("killed", "lose_state"),
-    [("before_answer", False), ("before_marker", False), ("before_marker", True)],
+    ("killed", "lose_state"), [("before_answer", False), ("before_marker", True)]
 )
 def test_killed_between_the_backoffice_and_the_marker(
     workspace: Workspace, bo: Backoffice, killed: str, lose_state: bool

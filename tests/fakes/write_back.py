@@ -184,7 +184,9 @@ class SqliteBackoffice:
         with self._db() as db:
             db.executescript(
                 """
-                CREATE TABLE tickets (id INTEGER PRIMARY KEY, title TEXT NOT NULL, status TEXT);
+                CREATE TABLE tickets (
+                    id INTEGER PRIMARY KEY, title TEXT NOT NULL, status TEXT, resolution TEXT
+                );
                 CREATE TABLE notes (ticket_id INTEGER NOT NULL, body TEXT NOT NULL);
                 CREATE TABLE gone (ticket_id INTEGER PRIMARY KEY);
                 CREATE TABLE write_log (ticket_id INTEGER, what TEXT);
@@ -195,7 +197,7 @@ class SqliteBackoffice:
                 """
             )
             db.executemany(
-                "INSERT INTO tickets VALUES (?, ?, ?)",
+                "INSERT INTO tickets (id, title, status) VALUES (?, ?, ?)",
                 [
                     (n, f"Chargeback #{n}", "closed" if n % 4 == 0 else "open")
                     for n in range(1, tickets + 1)
@@ -213,8 +215,9 @@ class SqliteBackoffice:
         return {str(r[0]) for r in self._rows("SELECT id FROM tickets WHERE status = 'open'")}
 
     def close(self, ticket_id: str) -> None:
-        """Solved in the back-office by someone (not a write-back: logged as `status:solved`)."""
+        """Solved in the back-office by someone: not a write-back, so not in the write log."""
         self._rows("UPDATE tickets SET status = 'solved' WHERE id = ?", int(ticket_id))
+        self._rows("DELETE FROM write_log WHERE what = 'status:solved'")
 
     def rate_limit_next(self, count: int) -> None:
         """A database has no rate limit."""
@@ -231,8 +234,11 @@ class SqliteBackoffice:
         return _Gone(self)
 
     def notes(self, ticket_id: str) -> list[str]:
-        rows = self._rows("SELECT body FROM notes WHERE ticket_id = ?", int(ticket_id))
-        return [r[0] for r in rows]
+        """The close's resolution note, then the notes added by comments."""
+        key = int(ticket_id)
+        resolution = self._rows("SELECT resolution FROM tickets WHERE id = ?", key)
+        rows = self._rows("SELECT body FROM notes WHERE ticket_id = ?", key)
+        return [r[0] for r in resolution if r[0]] + [r[0] for r in rows]
 
     def credentials(self, *, wrong: bool = False) -> dict[str, Any]:
         return {}
@@ -260,7 +266,7 @@ def _sql(fake: SqliteBackoffice) -> Backoffice:
         "query": "SELECT id, title, status FROM tickets WHERE status = 'open' ORDER BY id",
         "mapping": {"id": "id", "title": "title", "is_open": "status == 'open'"},
         "write_dsn": f"sqlite+aiosqlite:///{fake.path}",
-        "close_statement": "UPDATE tickets SET status = 'closed' "
+        "close_statement": "UPDATE tickets SET status = 'closed', resolution = :note "
         f"WHERE id = :ticket_id {skip_gone}",
         "comment_statement": "INSERT INTO notes (ticket_id, body) "
         f"SELECT id, :note FROM tickets WHERE id = :ticket_id {skip_gone}",
