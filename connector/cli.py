@@ -113,6 +113,12 @@ def cli(ctx: click.Context, config_path: Path | None, verbose: int) -> None:
     is_flag=True,
     help="Make write-backs even past guards.write_back_max.",
 )
+@click.option(
+    "--full",
+    "full_listing",
+    is_flag=True,
+    help="List every open task in Fragment rather than what changed since the last listing.",
+)
 @click.pass_obj
 def reconcile(
     state: CliState,
@@ -121,6 +127,7 @@ def reconcile(
     output: str,
     allow_mass_close: bool,
     allow_mass_write_back: bool,
+    full_listing: bool,
 ) -> int:
     """Run one reconciliation cycle and print what it did (or would do)."""
     settings = state.settings()
@@ -129,6 +136,7 @@ def reconcile(
         only_source=only_source,
         allow_mass_close=allow_mass_close,
         allow_mass_write_back=allow_mass_write_back,
+        full_listing=full_listing,
     )
 
     async def run() -> Any:
@@ -371,8 +379,21 @@ def demo(workdir: Path | None) -> int:
 @click.option(
     "--data", type=click.Path(path_type=Path, dir_okay=False), help="Keep tasks in this JSON file."
 )
+@click.option(
+    "--profile",
+    type=click.Choice(["strict", "lenient"]),
+    default="strict",
+    show_default=True,
+    help="strict: 422 for undocumented keys; lenient: ignore them and undocumented filters.",
+)
 def sandbox(
-    host: str, port: int, token: str, test_mode: bool, rate_limit: float, data: Path | None
+    host: str,
+    port: int,
+    token: str,
+    test_mode: bool,
+    rate_limit: float,
+    data: Path | None,
+    profile: str,
 ) -> int:
     """Serve the embedded fake Fragment API (for adapter writers and tests)."""
     from connector.sandbox import SandboxConfig, serve
@@ -382,8 +403,12 @@ def sandbox(
         test_mode=test_mode,
         requests_per_minute=rate_limit or None,
         data_path=data,
+        profile=profile,
     )
-    click.echo(f"sandbox Fragment API on http://{host}:{port}/api/v1 (token: {token})", err=True)
+    click.echo(
+        f"sandbox Fragment API ({profile}) on http://{host}:{port}/api/v1 (token: {token})",
+        err=True,
+    )
     serve(config, host=host, port=port)
     return EXIT_OK
 

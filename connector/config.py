@@ -195,6 +195,8 @@ class SourceSection(Section):
     task: TaskTemplate = TaskTemplate()
     reopen: Literal["never", "on_activity"] = "never"
     write_back: WriteBackSection = WriteBackSection()
+    # An empty snapshot may close every open task of the source (otherwise refused, exit 3).
+    allow_empty: bool = False
 
 
 class Settings(BaseSettings):

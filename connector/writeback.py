@@ -27,7 +27,6 @@ from connector.config import WriteBackSection
 from connector.errors import (
     FragmentAuthError,
     FragmentError,
-    FragmentValidationError,
     SourceError,
     TicketGone,
     WriteBackRejected,
@@ -124,20 +123,6 @@ def find_write_backs(
     return found
 
 
-async def _fresh(client: FragmentClient, uids: Sequence[str]) -> dict[str, Task]:
-    """These tasks as Fragment shows them now."""
-    try:
-        return {t.uid: t for t in await client.query_uids(uids)}
-    except FragmentValidationError:
-        # POST /tasks/query is optional in the contract: one GET per task instead.
-        found = {}
-        for uid in uids:
-            task = await client.get_task(uid)
-            if task is not None:
-                found[uid] = task
-        return found
-
-
 async def _ask(adapter: SupportsWriteBack, request: WriteBackRequest) -> WriteBackOutcome:
     outcome = await adapter.write_back(request)
     if not isinstance(outcome, WriteBackOutcome) or outcome not in ACCEPTED:
@@ -152,6 +137,7 @@ async def perform_write_backs(
     *,
     adapter: SupportsWriteBack,
     client: FragmentClient,
+    current: Callable[[Sequence[str]], Awaitable[Mapping[str, Task]]],
     markers: Markers,
     owned: Callable[[Task], str | None],
     now: Callable[[], datetime],
@@ -160,15 +146,16 @@ async def perform_write_backs(
 ) -> tuple[WriteBack, ...]:
     """Make the write-backs, each marked on its task once the back-office accepted it.
 
-    A task Fragment no longer shows as an operator's unmarked DONE is skipped (reopened since,
-    or marked by an earlier run that was killed before it could remember so).
+    `current` reads the tasks again from Fragment (the cycle's TaskFinder): a task Fragment no
+    longer shows as an operator's unmarked DONE is skipped (reopened since, or marked by an
+    earlier run that was killed before it could remember so), and so is one it cannot show.
     """
     if not planned:
         return ()
-    current = await _fresh(client, [w.uid for w in planned])
+    fresh = await current([w.uid for w in planned])
     done: list[WriteBack] = []
     for write_back in planned:
-        task = current.get(write_back.uid)
+        task = fresh.get(write_back.uid)
         ticket_id = write_back.request.ticket_id
         if task is None or owned(task) != ticket_id or not wants_write_back(task, markers):
             log.info(
@@ -224,15 +211,23 @@ async def _mark(
 ) -> str | None:
     """Record the write-back on the task (PATCH merges fields: nothing else changes)."""
     item = {"uid": task.uid, "fields": {markers.written_back: format_timestamp(moment)}}
+    # The back-office has it; without the marker a `comment` may be repeated next cycle (a
+    # `close` is not: the ticket is closed then).
+    lost = "written back, but the marker could not be recorded in Fragment"
     try:
-        for marked in await client.patch_batch([item]):
-            on_marked(marked, ticket_id)
+        answer = await client.patch_batch([item])
     except FragmentAuthError:
         raise
     except FragmentError as exc:
-        # The back-office has it; without the marker a `comment` may be repeated next cycle (a
-        # `close` is not: the ticket is closed then).
-        return f"written back, but the marker could not be recorded in Fragment: {exc}"
+        return f"{lost}: {exc}"
+    refused = answer.errors.get(task.uid) or answer.errors.get("#0")
+    if refused is not None:
+        return f"{lost}: {refused}"
+    marked = next((t for t in answer.tasks if t.uid == task.uid), None)
+    if marked is None or not marked.fields.get(markers.written_back):
+        # A 200 alone proves nothing about one item (docs/fragment-contract.md).
+        return f"{lost}: the answer does not show it"
+    on_marked(marked, ticket_id)
     return None
 
 
