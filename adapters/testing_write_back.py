@@ -34,7 +34,7 @@ from adapters.base import (
     WriteBackRequest,
     can_write_back,
 )
-from adapters.testing import _secrets
+from adapters.testing import _masked, _secrets
 
 __all__ = ["KitWriteBackoffice", "WriteBackConformance"]
 
@@ -139,7 +139,7 @@ class WriteBackConformance:
         if not self.remote:
             pytest.skip("no credentials (remote = False)")
         secrets = _secrets(self.adapter_class.Config.model_validate(bad_options))
-        secrets += _secrets(self.adapter_class.Config.model_validate(options))
+        secrets.update(_secrets(self.adapter_class.Config.model_validate(options)))
         ticket_id = self._some_open(backoffice)
         try:
             self._write(bad_options, WriteBackRequest(ticket_id, WriteBackAction.CLOSE))
@@ -149,6 +149,10 @@ class WriteBackConformance:
             pytest.fail(f"bad credentials raised {type(exc).__name__}, not AdapterAuthError")
         else:
             pytest.fail("a write-back with bad credentials raised nothing")
-        for secret in secrets:
-            assert secret not in message, f"a secret appears in an error: {message[:200]!r}"
+        for secret, option in secrets.items():
+            # The failure names the option, never shows its value.
+            assert secret not in message, (
+                f"a secret (the {option} option) appears in an error: "
+                f"{_masked(message, secrets)[:200]!r}"
+            )
         assert ticket_id in backoffice.open_ids(), "bad credentials closed the ticket"
