@@ -25,9 +25,10 @@ from connector.config import Settings, load_settings
 from connector.cycle import CycleOptions, cycle_exit_code
 from connector.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, ConnectorError, exit_code_for
 from connector.leases import leases_for
-from connector.logging import REDACTOR, configure_logging
+from connector.logging import configure_logging
+from connector.redaction import REDACTOR, ScrubbingStream
 from connector.render import write_json, write_text
-from connector.runtime import build_adapters, fragment_token, open_runtime
+from connector.runtime import build_adapters, fragment_token, open_runtime, remember_secrets
 from connector.state import StateStore
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -41,8 +42,10 @@ class CliState:
     verbose: int = 0
 
     def settings(self) -> Settings:
-        """The validated settings."""
-        return load_settings(self.config_path)
+        """The validated settings; every secret in them is masked in all output from now on."""
+        settings = load_settings(self.config_path)
+        remember_secrets(settings)
+        return settings
 
 
 def _remember_config(ctx: click.Context, _param: click.Parameter, value: Path | None) -> None:
@@ -372,6 +375,9 @@ def sandbox(
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI and exit with its code."""
     state = CliState()
+    # Every byte the commands print passes the redactor, whichever code printed it.
+    stdout, stderr = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = ScrubbingStream(stdout), ScrubbingStream(stderr)
     try:
         code = cli.main(args=argv, prog_name="fragment-connector", standalone_mode=False, obj=state)
     except click.exceptions.Exit as exc:
@@ -392,4 +398,8 @@ def main(argv: list[str] | None = None) -> None:
             REDACTOR.mask(f"internal error: {exc!r} (rerun with -vv for the traceback)"), err=True
         )
         code = EXIT_FAILURE
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        sys.stdout, sys.stderr = stdout, stderr
     sys.exit(code if isinstance(code, int) else EXIT_OK)

@@ -27,6 +27,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from connector.errors import ConfigError, StateError
 from connector.identity import Markers, closed_by_connector
 from connector.models import Task, TaskDigest, TaskStatus
+from connector.redaction import REDACTOR
 from connector.values import parse_timestamp, task_digest
 
 _CHUNK = 500
@@ -444,7 +445,8 @@ class StateStore:
             "outcome": record.outcome,
             "counts": json.dumps(record.counts, sort_keys=True),
             "requests": record.requests,
-            "error": record.error,
+            # Errors quote servers, and servers echo credentials: the store keeps them scrubbed.
+            "error": REDACTOR.scrub(record.error) if record.error else None,
             "replica": record.replica,
         }
         try:
