@@ -32,6 +32,16 @@ from connector.values import parse_timestamp, task_digest
 
 _CHUNK = 500
 
+
+def _storable(text: str, limit: int) -> str:
+    """Text any database keeps: PostgreSQL refuses NUL in text, and the column has a length.
+
+    A task's ticket id is whatever Fragment holds in its marker field; one odd task must not
+    make the store refuse the cycle (snapshots never carry such ids: they are invalid records).
+    """
+    return text.replace("\x00", "\ufffd")[:limit]
+
+
 metadata = sa.MetaData()
 
 task_index = sa.Table(
@@ -261,7 +271,7 @@ class StateStore:
             return {
                 "uid": task.uid,
                 "source": source,
-                "ticket_id": ticket_id,
+                "ticket_id": _storable(ticket_id, 512),
                 "status": task.status.value,
                 "closed_by_connector": closed_by_connector(task, markers),
                 "done_at": task.done_at.isoformat() if task.done_at else None,
