@@ -430,7 +430,7 @@ class SqlAdapter:
             ) from None
         except (ArgumentError, TypeError, ValueError) as exc:
             raise AdapterConfigError(
-                self._mask(f"unusable `dsn` for {self._where}: {exc}")
+                f"unusable `dsn` for {self._where}: {self._mask(str(exc))}"
             ) from None
         return self._engine
 
@@ -440,7 +440,9 @@ class SqlAdapter:
         return message
 
     def _error(self, exc: BaseException, doing: str) -> SourceError:
-        message = self._mask(f"{doing} {self._where}: {_describe(exc)}")
+        # Only the driver's words are masked: `_where` is rendered without the password, and a
+        # password that is a common substring (`sql`) would mask the dialect or the database.
+        message = f"{doing} {self._where}: {self._mask(_describe(exc))}"
         if "greenlet" in message:
             return AdapterConfigError(
                 f"{doing} {self._where}: SQLAlchemy's asyncio support needs greenlet "

@@ -32,6 +32,17 @@ SECRET_KEY = re.compile(
 _URL_WITH_USERINFO = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/@\s]*@")
 
 
+_USERINFO_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\- ]*://[^:/@\s]*:)[^@\s]*@")
+
+
+def mask_url_password(text: str) -> str:
+    """`text` with the password of every URL in it as `***`; scheme, host, port and database kept.
+
+    For URLs that do not parse (a malformed `state.url`): the masking must not need them to.
+    """
+    return _USERINFO_PASSWORD.sub(r"\g<head>***@", text)
+
+
 def url_password(text: str) -> str | None:
     """The password of a URL with userinfo (`scheme://user:password@host`), if it has one."""
     if not _URL_WITH_USERINFO.match(text):

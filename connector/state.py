@@ -27,7 +27,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from connector.errors import ConfigError, StateError
 from connector.identity import Markers, closed_by_connector
 from connector.models import Task, TaskDigest, TaskStatus
-from connector.redaction import REDACTOR
+from connector.redaction import REDACTOR, mask_url_password
 from connector.values import parse_timestamp, task_digest
 
 _CHUNK = 500
@@ -164,8 +164,10 @@ def database_url(url: str) -> URL:
     """`state.url` as SQLAlchemy takes it; `postgresql://` (or `postgres://`) means psycopg 3."""
     try:
         parsed = make_url(url)
-    except ArgumentError:
-        raise ConfigError(f"state.url is not a database URL: {url!r}") from None
+    except (ArgumentError, ValueError):
+        # Masked: the malformed URL still holds the password, and this message is printed.
+        shown = mask_url_password(url)
+        raise ConfigError(f"state.url is not a database URL: {shown!r}") from None
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     return parsed

@@ -221,3 +221,56 @@ def test_no_secret_reaches_any_output_or_the_state_store(
         if value in text
     }
     assert not leaks, leaks
+
+
+def test_a_malformed_state_url_is_shown_without_its_password(tmp_path: Path) -> None:
+    """Item 3: exit 4, the host, port and database named, the password masked."""
+    tickets = tmp_path / "tickets.json"
+    tickets.write_text("[]")
+    password = "state-pw-malformed-51c9"
+    for url in (
+        f"postgresql://fc:{password}@db.internal:notaport/backoffice",
+        f"postgres ql://fc:{password}@db.internal:5432/backoffice",
+    ):
+        config = {
+            "fragment": {"base_url": "sandbox"},
+            "state": {"url": url},
+            "sources": [{"name": "f", "adapter": "file", "options": {"path": str(tickets)}}],
+        }
+        path = tmp_path / "config.yaml"
+        path.write_text(yaml.safe_dump(config))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FRAGMENT_CONNECTOR")}
+        for command in ("reconcile", "status"):
+            result = subprocess.run(
+                [sys.executable, "-m", "connector", command, "--config", str(path)],
+                cwd=tmp_path,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+            assert result.returncode == 4, result.stderr
+            assert "state.url is not a database URL" in result.stderr
+            assert "fc:***@db.internal:" in result.stderr and "/backoffice" in result.stderr
+            assert password not in result.stdout + result.stderr
+
+
+async def test_a_dsn_error_keeps_dialect_host_and_database_visible() -> None:
+    """Item 3: a password that is a common substring (`sql`) masks only itself."""
+    from adapters.base import AdapterAuthError
+    from adapters.sql import SqlAdapter
+    from tests.integration.test_sql_adapter import server_dsn
+
+    url = make_url(server_dsn("mariadb")).set(password="sql")
+    options = {"dsn": url.render_as_string(hide_password=False), "query": "SELECT 1 AS id"}
+    adapter = SqlAdapter(SqlAdapter.Config.model_validate(options))
+    try:
+        with pytest.raises(AdapterAuthError) as raised:
+            await adapter.check()
+    finally:
+        await adapter.aclose()
+    message = str(raised.value)
+    shown = url.set(query={}).render_as_string(hide_password=True)
+    assert shown in message, message  # e.g. mysql+aiomysql://root:***@127.0.0.1:3306/test
+    assert ":sql@" not in message
