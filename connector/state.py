@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+import structlog
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
@@ -30,7 +31,34 @@ from connector.models import Task, TaskDigest, TaskStatus
 from connector.redaction import REDACTOR, mask_url_password
 from connector.values import parse_timestamp, task_digest
 
+log = structlog.get_logger(__name__)
+
 _CHUNK = 500
+
+
+class _Corrupt(Exception):
+    """What `PRAGMA quick_check` found wrong with a SQLite file."""
+
+
+_CORRUPT_WORDS = ("file is not a database", "malformed", "corrupt", "quick_check")
+
+
+def _corrupt(exc: BaseException) -> bool:
+    """Whether a SQLite error says the file is damaged (not busy, not missing, not read-only)."""
+    text = str(exc).lower()
+    return isinstance(exc, sa.exc.DatabaseError) and any(w in text for w in _CORRUPT_WORDS)
+
+
+def _move_aside(path: Path) -> Path:
+    """Rename a damaged state file (and its journal files) out of the way; return its new name."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    kept = path.with_name(f"{path.name}.corrupt-{stamp}")
+    path.rename(kept)
+    for suffix in ("-wal", "-shm", "-journal"):
+        companion = path.with_name(path.name + suffix)
+        if companion.exists():
+            companion.rename(kept.with_name(kept.name + suffix))
+    return kept
 
 
 def _storable(text: str, limit: int) -> str:
@@ -189,25 +217,54 @@ class StateStore:
     def __init__(self, url: str, *, instance: str) -> None:
         parsed = database_url(url)
         self.instance = instance
+        self._file: Path | None = None
         if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            self._file = Path(parsed.database)
+            self._file.parent.mkdir(parents=True, exist_ok=True)
         self._postgres = is_postgres(parsed)
         connect_args = POSTGRES_CONNECT_ARGS if self._postgres else {}
         try:
             self._engine = sa.create_engine(
                 parsed, connect_args=connect_args, pool_pre_ping=self._postgres
             )
-            self._migrate()
+            try:
+                self._migrate()
+            except sa.exc.DatabaseError as exc:
+                if self._file is None or not _corrupt(exc):
+                    raise
+                # A cache: a damaged file is moved aside (kept for a post-mortem) and rebuilt,
+                # as a lost one is.
+                self._engine.dispose()
+                kept = _move_aside(self._file)
+                log.warning("state.corrupt_file_moved_aside", file=str(self._file), kept=str(kept))
+                self._migrate()
         except (ConfigError, StateError):
             self._engine.dispose()
             raise
         except (SQLAlchemyError, ImportError, OSError) as exc:
-            raise StateError(f"cannot open the state store: {exc}") from None
+            raise StateError(f"cannot open the state store: {self._why(exc)}") from None
         self._insert: Any = postgresql.insert if self._postgres else sqlite.insert
+
+    def _why(self, exc: BaseException) -> str:
+        """An error's text, or what it means when the SQLite file went away under us."""
+        if self._file is not None and not self._file.exists():
+            # SQLite says "attempt to write a readonly database" when its file was deleted.
+            return (
+                f"the state file {self._file} was deleted or moved during the run "
+                "(the store is a cache: the next run rebuilds it)"
+            )
+        if self._file is not None and _corrupt(exc):
+            return f"the state file {self._file} is damaged (the next run moves it aside): {exc}"
+        return str(exc)
 
     def _migrate(self) -> None:
         """Create the tables, or rebuild them when their shape is older; claim the store."""
         with self._engine.begin() as conn:
+            if self._file is not None:
+                # A file truncated mid-page opens fine and fails later, mid-cycle: check it now.
+                verdict = conn.exec_driver_sql("PRAGMA quick_check").scalar()
+                if verdict != "ok":
+                    raise sa.exc.DatabaseError("PRAGMA quick_check", None, _Corrupt(str(verdict)))
             if self._postgres:
                 # Replicas starting together would race on CREATE TABLE: one checks, the others
                 # wait for its transaction, then find the schema in place.
@@ -262,7 +319,7 @@ class StateStore:
                             done_at=parse_timestamp(row.done_at),
                         )
         except SQLAlchemyError as exc:
-            raise StateError(f"cannot read the task index: {exc}") from None
+            raise StateError(f"cannot read the task index: {self._why(exc)}") from None
         return found
 
     def remember(self, source: str, tasks: Iterable[tuple[Task, str]], markers: Markers) -> None:
@@ -307,7 +364,7 @@ class StateStore:
                 while chunk := [row(t, i) for t, i in itertools.islice(pending, _CHUNK)]:
                     conn.execute(statement, chunk)
         except SQLAlchemyError as exc:
-            raise StateError(f"cannot write the task index: {exc}") from None
+            raise StateError(f"cannot write the task index: {self._why(exc)}") from None
 
     def digests(self, source: str) -> dict[str, TaskDigest]:
         """The source's tasks the mirror last saw open: uid -> digest."""
@@ -323,7 +380,7 @@ class StateStore:
                     if digest is not None
                 }
         except SQLAlchemyError as exc:
-            raise StateError(f"cannot read the task index: {exc}") from None
+            raise StateError(f"cannot read the task index: {self._why(exc)}") from None
 
     def tasks(self, uids: Iterable[str]) -> dict[str, Task]:
         """These tasks as Fragment last showed them (those unknown or unseen are absent)."""
@@ -345,7 +402,7 @@ class StateStore:
                             done_at=parse_timestamp(row.done_at),
                         )
         except SQLAlchemyError as exc:
-            raise StateError(f"cannot read the task index: {exc}") from None
+            raise StateError(f"cannot read the task index: {self._why(exc)}") from None
         return found
 
     def mark_unseen(self, source: str, seen: set[str]) -> int:
@@ -365,7 +422,7 @@ class StateStore:
                         .values(status=UNSEEN, fields=None, digest=None)
                     )
         except SQLAlchemyError as exc:
-            raise StateError(f"cannot write the task index: {exc}") from None
+            raise StateError(f"cannot write the task index: {self._why(exc)}") from None
         return len(stale)
 
     def misses(self, source: str) -> dict[str, int]:
@@ -378,7 +435,7 @@ class StateStore:
             with self._engine.connect() as conn:
                 return {row.uid: row.misses for row in conn.execute(query)}
         except SQLAlchemyError as exc:
-            raise StateError(f"cannot read the task index: {exc}") from None
+            raise StateError(f"cannot read the task index: {self._why(exc)}") from None
 
     def set_misses(self, source: str, counts: Mapping[str, int]) -> None:
         """After a complete snapshot: these counts, and zero for every other task of the source."""
@@ -395,7 +452,7 @@ class StateStore:
                         sa.update(task_index).where(columns.uid == uid).values(misses=count)
                     )
         except SQLAlchemyError as exc:
-            raise StateError(f"cannot write the task index: {exc}") from None
+            raise StateError(f"cannot write the task index: {self._why(exc)}") from None
 
     def sources(self) -> dict[str, int]:
         """Every source the index holds tasks of, with how many it last saw open."""
@@ -409,7 +466,7 @@ class StateStore:
             with self._engine.connect() as conn:
                 return {row[0]: int(row[1]) for row in conn.execute(query)}
         except SQLAlchemyError as exc:
-            raise StateError(f"cannot read the task index: {exc}") from None
+            raise StateError(f"cannot read the task index: {self._why(exc)}") from None
 
     def count_open(self, source: str) -> int:
         """How many of a source's tasks the index last saw open."""
@@ -420,7 +477,7 @@ class StateStore:
             with self._engine.connect() as conn:
                 return int(conn.execute(query).scalar_one())
         except SQLAlchemyError as exc:
-            raise StateError(f"cannot read the task index: {exc}") from None
+            raise StateError(f"cannot read the task index: {self._why(exc)}") from None
 
     def get_cursor(self, source: str) -> str | None:
         """The incremental cursor stored for a source, if any."""
@@ -429,7 +486,7 @@ class StateStore:
                 row = conn.execute(sa.select(cursors.c.cursor).where(cursors.c.source == source))
                 value = row.scalar_one_or_none()
         except SQLAlchemyError as exc:
-            raise StateError(f"cannot read the cursor of {source!r}: {exc}") from None
+            raise StateError(f"cannot read the cursor of {source!r}: {self._why(exc)}") from None
         return value if isinstance(value, str) else None
 
     def set_cursor(self, source: str, cursor: str | None) -> None:
@@ -444,7 +501,7 @@ class StateStore:
                         [{"source": source, "cursor": cursor, "updated_at": now}],
                     )
         except SQLAlchemyError as exc:
-            raise StateError(f"cannot write the cursor of {source!r}: {exc}") from None
+            raise StateError(f"cannot write the cursor of {source!r}: {self._why(exc)}") from None
 
     def record_run(self, record: RunRecord) -> None:
         """Add a run to the history, keeping the last HISTORY_PER_SOURCE of each source."""
@@ -474,7 +531,7 @@ class StateStore:
                 if ids:
                     conn.execute(sa.delete(runs).where(runs.c.id.in_(ids)))
         except SQLAlchemyError as exc:
-            raise StateError(f"cannot write the run history: {exc}") from None
+            raise StateError(f"cannot write the run history: {self._why(exc)}") from None
 
     def recent_runs(self, limit: int = 20, *, source: str | None = None) -> list[RunRecord]:
         """The most recent runs, newest first."""
@@ -485,7 +542,7 @@ class StateStore:
             with self._engine.connect() as conn:
                 rows = list(conn.execute(query))
         except SQLAlchemyError as exc:
-            raise StateError(f"cannot read the run history: {exc}") from None
+            raise StateError(f"cannot read the run history: {self._why(exc)}") from None
         return [
             RunRecord(
                 run_id=r.run_id,
@@ -509,4 +566,4 @@ class StateStore:
                 for chunk in _chunks(list(uids)):
                     conn.execute(sa.delete(task_index).where(task_index.c.uid.in_(chunk)))
         except SQLAlchemyError as exc:
-            raise StateError(f"cannot write the task index: {exc}") from None
+            raise StateError(f"cannot write the task index: {self._why(exc)}") from None
