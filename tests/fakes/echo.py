@@ -46,3 +46,23 @@ class EchoServer(FakeServer):
 
         methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
         return [Route("/{path:path}", echo, methods=methods)]
+
+
+class Redirector(FakeServer):
+    """Answers every request with a `302` to the same path on `target` (another origin, or
+    `<its own url>/landed` for a move on the same origin, answered with the headers it got)."""
+
+    def __init__(self, target: str, status: int = 302) -> None:
+        super().__init__()
+        self.target = target
+        self.status = status
+
+    def routes(self) -> list[BaseRoute]:
+        async def redirect(request: Request) -> Response:
+            if request.url.path.startswith("/landed"):  # where a same-origin move arrives
+                return JSONResponse({"headers": dict(request.headers)})
+            location = f"{self.target}{request.url.path}?{request.url.query}"
+            return Response(status_code=self.status, headers={"Location": location})
+
+        methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+        return [Route("/{path:path}", redirect, methods=methods)]
