@@ -5,8 +5,10 @@ one row per ticket, and `mapping` says where each ticket value comes from (a Tic
 row as a dict: columns by name, templates, custom fields). An optional `incremental_query` with a
 bound `:since` parameter returns the rows changed since the newest `updated_at` seen, less an
 overlap window, closed ones included. Rows are streamed through a server-side cursor, so a 100k-row
-backlog never sits in memory twice; every statement runs in a read-only transaction where the
-database has one (PostgreSQL, MySQL/MariaDB, SQLite) and nothing is ever committed. It runs on
+backlog never sits in memory twice. Read-only in two layers: the options accept only a single
+statement that reads (`_not_a_query`), and every statement runs in a read-only transaction
+(PostgreSQL), read-only session (MySQL/MariaDB, whose DDL commits on its own) or `query_only`
+connection (SQLite); nothing is ever committed. It runs on
 SQLAlchemy's asyncio engine with the async drivers (asyncpg, aiomysql, aiosqlite: the `[postgres]`,
 `[mysql]` and `[sqlite]` extras). Failures become the SourceError tree: unreachable →
 AdapterUnavailable, refused credentials → AdapterAuthError, an error in the configured SQL →
@@ -24,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import re
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
@@ -109,7 +112,49 @@ def _clean_sql(value: str) -> str:
     value = value.strip().rstrip(";").rstrip()
     if not value:
         raise ValueError("must not be empty")
+    problem = _not_a_query(value)
+    if problem:
+        raise ValueError(f"must be a query that only reads: {problem}")
     return value
+
+
+# Comments, string literals and quoted identifiers: their words are data, not SQL.
+_INERT = re.compile(
+    r"--[^\n]*|#[^\n]*|/\*.*?\*/|'(?:[^'\\]|''|\\.)*'|\"(?:[^\"]|\"\")*\"|`[^`]*`"
+    r"|\$(?P<tag>[A-Za-z_]*)\$.*?\$(?P=tag)\$",
+    re.S,
+)
+_READING = frozenset({"SELECT", "WITH", "VALUES", "TABLE"})
+# Words that write, change the schema or call code, and `INTO` (SELECT INTO creates a table on
+# PostgreSQL, INTO OUTFILE writes a file on MySQL/MariaDB, even in a read-only transaction).
+_WRITING = frozenset(
+    {
+        "INSERT", "UPDATE", "DELETE", "MERGE", "UPSERT", "TRUNCATE", "DROP", "CREATE", "ALTER",
+        "RENAME", "GRANT", "REVOKE", "CALL", "EXEC", "EXECUTE", "DO", "COPY", "LOCK", "INTO",
+        "COMMIT", "ROLLBACK", "SET", "HANDLER", "LOAD", "VACUUM", "REINDEX", "CLUSTER",
+    }
+)  # fmt: skip
+
+
+def _not_a_query(sql: str) -> str | None:
+    """Why `sql` is not a single statement that only reads, or None.
+
+    A conservative check before anything is sent: the database's read-only session is what
+    enforces it (a function with side effects is only caught there), this refuses the obvious
+    writes with a clear message, data-modifying CTEs (`WITH d AS (DELETE ...) SELECT`) included.
+    A keyword scan is enough for that; a SQL parser's statement type misses such CTEs.
+    """
+    code = _INERT.sub(" ", sql)
+    if ";" in code.strip().rstrip(";"):
+        return "one statement only (found a `;` between statements)"
+    words = re.findall(r"[A-Za-z_][A-Za-z0-9_$]*", code)
+    if not words or words[0].upper() not in _READING:
+        first = words[0] if words else code.strip()[:20]
+        return f"it starts with {first!r}, not SELECT, WITH, VALUES or TABLE"
+    writing = sorted({w.upper() for w in words} & _WRITING)
+    if writing:
+        return f"it contains {', '.join(writing)}"
+    return None
 
 
 def _bind_names(sql: str) -> set[str]:
@@ -437,7 +482,7 @@ class SqlAdapter:
             ) from None
         except (ArgumentError, TypeError, ValueError) as exc:
             raise AdapterConfigError(
-                self._mask(f"unusable `dsn` for {self._where}: {exc}")
+                f"unusable `dsn` for {self._where}: {self._mask(str(exc))}"
             ) from None
         return self._engine
 
@@ -447,7 +492,9 @@ class SqlAdapter:
         return message
 
     def _error(self, exc: BaseException, doing: str) -> SourceError:
-        message = self._mask(f"{doing} {self._where}: {_describe(exc)}")
+        # Only the driver's words are masked: `_where` is rendered without the password, and a
+        # password that is a common substring (`sql`) would mask the dialect or the database.
+        message = f"{doing} {self._where}: {self._mask(_describe(exc))}"
         if "greenlet" in message:
             return AdapterConfigError(
                 f"{doing} {self._where}: SQLAlchemy's asyncio support needs greenlet "
@@ -497,8 +544,9 @@ class SqlAdapter:
                 statements.append(f"SET SESSION max_statement_time = {_millis(timeout) / 1000}")
             elif timeout is not None:
                 statements.append(f"SET SESSION max_execution_time = {_millis(timeout)}")
-            # Applies to the next transaction, which the query itself begins.
-            statements.append("SET TRANSACTION READ ONLY")
+            # For the whole session, not just the next transaction: MariaDB and MySQL commit DDL
+            # (TRUNCATE, DROP, CREATE) on their own, outside a one-transaction setting.
+            statements.append("SET SESSION TRANSACTION READ ONLY")
         elif dialect.name == "sqlite":
             statements.append("PRAGMA query_only = ON")
         for statement in statements:

@@ -25,9 +25,11 @@ from connector.config import Settings, load_settings
 from connector.cycle import CycleOptions, cycle_exit_code
 from connector.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, ConnectorError, exit_code_for
 from connector.leases import leases_for
-from connector.logging import REDACTOR, configure_logging
+from connector.logging import configure_logging
+from connector.printable import visible
+from connector.redaction import REDACTOR, ScrubbingStream
 from connector.render import write_json, write_text
-from connector.runtime import build_adapters, fragment_token, open_runtime
+from connector.runtime import build_adapters, fragment_token, open_runtime, remember_secrets
 from connector.state import StateStore
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -41,8 +43,10 @@ class CliState:
     verbose: int = 0
 
     def settings(self) -> Settings:
-        """The validated settings."""
-        return load_settings(self.config_path)
+        """The validated settings; every secret in them is masked in all output from now on."""
+        settings = load_settings(self.config_path)
+        remember_secrets(settings)
+        return settings
 
 
 def _remember_config(ctx: click.Context, _param: click.Parameter, value: Path | None) -> None:
@@ -71,6 +75,11 @@ def _status(enabled: bool) -> Iterator[Callable[[str], None]]:
     console = Console(stderr=True)
     with console.status("starting…") as status:
         yield lambda message: status.update(message)
+
+
+def _say(line: str) -> None:
+    """Print one line of text that quotes the outside world, its control characters visible."""
+    click.echo(visible(line))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -182,16 +191,16 @@ def check(state: CliState) -> int:
             try:
                 account = await rec.client.me()
                 name = account.get("name") or account.get("id") or "?"
-                click.echo(f"ok      fragment: token accepted (account {name})")
+                _say(f"ok      fragment: token accepted (account {name})")
             except ConnectorError as exc:
-                click.echo(f"FAILED  fragment: {exc}")
+                _say(f"FAILED  fragment: {exc}")
                 code = EXIT_FAILURE
             for source_name, adapter in rec.adapters.items():
                 try:
                     await adapter.check()
                     click.echo(f"ok      source {source_name}")
                 except ConnectorError as exc:
-                    click.echo(f"FAILED  source {source_name}: {exc}")
+                    _say(f"FAILED  source {source_name}: {exc}")
                     code = EXIT_FAILURE
         return code
 
@@ -237,29 +246,27 @@ def explain(state: CliState, source: str, ticket_id: str, output: str) -> int:
         where = f"{state_word} in the back-office, title {ticket['title']!r}"
     else:
         where = "not in the back-office's snapshot (solved, deleted, or never existed)"
-    click.echo(f"ticket   {source}/{ticket_id}: {where}")
+    _say(f"ticket   {source}/{ticket_id}: {where}")
     for record in found["invalid_records"]:
-        click.echo(f"         unreadable at {record['position']}: {record['reason']}")
-    click.echo(f"uid      {found['uid']}")
+        _say(f"         unreadable at {record['position']}: {record['reason']}")
+    _say(f"uid      {found['uid']}")
     task = found["task"]
     if task is None:
-        click.echo("task     none in Fragment")
+        _say("task     none in Fragment")
     else:
         closed_by = task["fields"].get(settings.connector.markers.closed_by)
         by = f" (closed by {closed_by})" if closed_by else ""
         mine = "" if task["owned"] else " — NOT the connector's (markers do not match)"
-        click.echo(f"task     {task['status']}{by}, updated {task['updated_at']}{mine}")
+        _say(f"task     {task['status']}{by}, updated {task['updated_at']}{mine}")
     index = found["index"]
     if index is not None:
-        click.echo(
-            f"index    last seen {index['status']}, missing from {index['misses']} snapshot(s)"
-        )
+        _say(f"index    last seen {index['status']}, missing from {index['misses']} snapshot(s)")
     if not found["snapshot_complete"]:
-        click.echo("snapshot incomplete this cycle (unreadable records): no closes for this source")
-    click.echo(f"next     {found['next_cycle']}")
+        _say("snapshot incomplete this cycle (unreadable records): no closes for this source")
+    _say(f"next     {found['next_cycle']}")
     for key, (old, new) in found["changes"].items():
-        click.echo(f"         {key}: {old!r} → {new!r}")
-    click.echo(f"write    {found['write_back']}")
+        _say(f"         {key}: {old!r} → {new!r}")
+    _say(f"write    {found['write_back']}")
     return EXIT_OK
 
 
@@ -302,10 +309,10 @@ def status(state: CliState, limit: int, output: str) -> int:
             f"{took:6.1f}s {r.requests:4d} req  {counts or 'no changes'}"
         )
         by = f"  by {r.replica}" if r.replica else ""
-        click.echo(line + by + (f"  error: {r.error}" if r.error else ""))
+        _say(line + by + (f"  error: {r.error}" if r.error else ""))
     for name, cursor in cursors.items():
         if cursor is not None:
-            click.echo(f"cursor {name}: {cursor}")
+            _say(f"cursor {name}: {cursor}")
     return EXIT_OK
 
 
@@ -420,6 +427,9 @@ def sandbox(
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI and exit with its code."""
     state = CliState()
+    # Every byte the commands print passes the redactor, whichever code printed it.
+    stdout, stderr = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = ScrubbingStream(stdout), ScrubbingStream(stderr)
     try:
         code = cli.main(args=argv, prog_name="fragment-connector", standalone_mode=False, obj=state)
     except click.exceptions.Exit as exc:
@@ -431,7 +441,7 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("interrupted", err=True)
         code = 130
     except ConnectorError as exc:
-        click.echo(REDACTOR.mask(f"error: {exc}"), err=True)
+        click.echo(visible(REDACTOR.mask(f"error: {exc}"), newlines=True), err=True)
         code = exit_code_for(exc)
     except Exception as exc:
         if state.verbose >= 2:
@@ -440,4 +450,8 @@ def main(argv: list[str] | None = None) -> None:
             REDACTOR.mask(f"internal error: {exc!r} (rerun with -vv for the traceback)"), err=True
         )
         code = EXIT_FAILURE
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        sys.stdout, sys.stderr = stdout, stderr
     sys.exit(code if isinstance(code, int) else EXIT_OK)

@@ -358,6 +358,13 @@ class Reconciler:
             report = SourceReport(name=source.name, ok=False, error=str(exc), error_label=label)
             if isinstance(exc, FragmentAuthError):
                 raise
+        except Exception as exc:
+            # A bug, or a record no check foresaw: this source fails, the others still run.
+            log.exception("cycle.source_crashed", source=source.name, kind=kind)
+            error = f"internal error: {exc!r}"
+            report = SourceReport(
+                name=source.name, ok=False, error=error, error_label=classify(exc)[1]
+            )
         report = dataclasses.replace(
             report,
             kind=kind,

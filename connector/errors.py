@@ -14,6 +14,7 @@ The tree is grouped by what the caller should do next::
     ├── FragmentError                Fragment refused or failed (exit 1)
     │   ├── FragmentAuthError        401/403: the token is wrong or lacks rights
     │   ├── FragmentValidationError  400/422: the request was refused, with the API's detail
+    │   │   └── FragmentPayloadTooLarge  413: the body is over a (proxy's) limit: split the batch
     │   ├── FragmentRateLimited      429 still returned once retries ran out
     │   ├── FragmentServerError      5xx still returned once retries ran out
     │   ├── FragmentNetworkError     connection refused, reset, timed out
@@ -99,6 +100,13 @@ class FragmentValidationError(FragmentError):
         self.item_errors: dict[int, str] = item_errors or {}
 
 
+class FragmentPayloadTooLarge(FragmentValidationError):
+    """413: Fragment, or a proxy before it, refused the request body as too large.
+
+    A validation error without item positions, so a batch that gets it is split in halves.
+    """
+
+
 class FragmentRateLimited(FragmentError):
     """Fragment kept answering 429 until the retry deadline ran out."""
 
@@ -150,6 +158,7 @@ _TABLE: Final[dict[type[BaseException], tuple[int, str]]] = {
     WriteBackRejected: (EXIT_FAILURE, "write_back_rejected"),
     SourceError: (EXIT_FAILURE, "source_error"),
     FragmentAuthError: (EXIT_FAILURE, "fragment_auth_error"),
+    FragmentPayloadTooLarge: (EXIT_FAILURE, "fragment_payload_too_large"),
     FragmentValidationError: (EXIT_FAILURE, "fragment_validation_error"),
     FragmentRateLimited: (EXIT_FAILURE, "fragment_rate_limited"),
     FragmentServerError: (EXIT_FAILURE, "fragment_server_error"),

@@ -1,62 +1,22 @@
 """Log set-up: structlog for our events and the stdlib records of our libraries, one format.
 
-JSON lines when stderr is not a terminal (a container), coloured console lines when it is. A
-redaction processor replaces the value of any key that names a secret, and masks any configured
-secret value wherever it appears in a string, before anything is rendered.
+JSON lines when stderr is not a terminal (a container), coloured console lines when it is. The
+one redactor (`connector.redaction`) runs as a processor: it replaces the value of any key that
+names a secret, and masks any configured secret value wherever it appears in a string, before
+anything is rendered.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import sys
-from collections.abc import Iterable, MutableMapping
 from typing import Any
 
 import structlog
 
-REDACTED = "[REDACTED]"
-_SECRET_KEY = re.compile(r"(token|secret|password|authorization|api[_-]?key|dsn)", re.I)
+from connector.redaction import REDACTED, REDACTOR, Redactor
 
-
-class Redactor:
-    """A structlog processor that masks secret keys and known secret values."""
-
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
-        self.secrets = [s for s in secrets if s and len(s) >= 4]
-
-    def add(self, secret: str | None) -> None:
-        """Also mask this value from now on."""
-        if secret and len(secret) >= 4 and secret not in self.secrets:
-            self.secrets.append(secret)
-
-    def mask(self, value: Any) -> Any:
-        """The value with every known secret replaced."""
-        if isinstance(value, str):
-            for secret in self.secrets:
-                value = value.replace(secret, REDACTED)
-            return value
-        if isinstance(value, dict):
-            return {
-                k: REDACTED if _SECRET_KEY.search(str(k)) else self.mask(v)
-                for k, v in value.items()
-            }
-        if isinstance(value, list | tuple):
-            return [self.mask(v) for v in value]
-        return value
-
-    def __call__(
-        self, logger: Any, method: str, event_dict: MutableMapping[str, Any]
-    ) -> MutableMapping[str, Any]:
-        for key, value in list(event_dict.items()):
-            if _SECRET_KEY.search(key):
-                event_dict[key] = REDACTED
-            else:
-                event_dict[key] = self.mask(value)
-        return event_dict
-
-
-REDACTOR = Redactor()
+__all__ = ["REDACTED", "REDACTOR", "Redactor", "configure_logging"]
 
 
 def configure_logging(level: str = "INFO", *, json_output: bool | None = None) -> None:

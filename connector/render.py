@@ -18,6 +18,7 @@ from rich.text import Text
 from connector.cycle import LISTING_CHANGES, cycle_exit_code, report_counts
 from connector.fragment import RequestStats
 from connector.models import Action, ActionKind, CycleReport, SourceReport, WriteBack
+from connector.printable import visible
 
 JSON_VERSION = 1
 ROWS_PER_KIND = 10
@@ -81,13 +82,15 @@ def _write_back_rows(source: SourceReport, console: Console) -> None:
     for column in ("ticket", "title", "action", "outcome", "reason"):
         table.add_column(column, max_width=60 if column == "reason" else 40)
     for write_back in write_backs[:ROWS_PER_KIND]:
-        table.add_row(
+        cells = (
             write_back.request.ticket_id,
             _short(write_back.title),
             write_back.request.action.value,
             write_back.outcome.value,
             write_back.error or write_back.reason,
         )
+        # Ticket text and back-office errors are hostile: no markup, no raw control characters.
+        table.add_row(*(Text(visible(cell)) for cell in cells))
     console.print(table)
     if len(write_backs) > ROWS_PER_KIND:
         console.print(f"  … and {len(write_backs) - ROWS_PER_KIND} more (see --output json)")
@@ -161,7 +164,9 @@ def _action_rows(title: str, actions: Sequence[Action], console: Console) -> Non
             changes = "; ".join(
                 f"{key}: {_change(old, new)}" for key, (old, new) in sorted(action.changes.items())
             )
-        table.add_row(action.ticket_id, _short(action.title), action.reason, changes)
+        # Text, not str: rich would read `[...]` in a title as markup; visible(): no raw ESC.
+        cells = (action.ticket_id, _short(action.title), action.reason, changes)
+        table.add_row(*(Text(visible(cell)) for cell in cells))
     console.print(table)
     if len(actions) > ROWS_PER_KIND:
         console.print(f"  … and {len(actions) - ROWS_PER_KIND} more (see --output json)")
@@ -171,7 +176,7 @@ def _source_text(source: SourceReport, console: Console) -> None:
     counts = report_counts(source)
     head = Text(f"source {source.name}: ", style="bold")
     if not source.ok and source.plan is None:
-        head.append(f"FAILED: {source.error}", style="red")
+        head.append(f"FAILED: {visible(source.error)}", style="red")
         head.append("\n  nothing was written for this source; it gets no closes this cycle")
         console.print(head)
         return
@@ -193,12 +198,14 @@ def _source_text(source: SourceReport, console: Console) -> None:
         first = source.refusals[0]
         console.print(
             Text(
-                f"  REFUSED {len(source.refusals)} closes ({first.guard}): {first.reason}", "yellow"
+                f"  REFUSED {len(source.refusals)} closes ({first.guard}): {visible(first.reason)}",
+                "yellow",
             )
         )
     for record in source.invalid_records[:ROWS_PER_KIND]:
-        ident = f" ticket {record.ticket_id}" if record.ticket_id else ""
-        console.print(Text(f"  skipped {record.position}{ident}: {record.reason}", "yellow"))
+        ident = f" ticket {visible(record.ticket_id)}" if record.ticket_id else ""
+        line = f"  skipped {visible(record.position)}{ident}: {visible(record.reason)}"
+        console.print(Text(line, "yellow"))
     if len(source.invalid_records) > ROWS_PER_KIND:
         console.print(f"  … and {len(source.invalid_records) - ROWS_PER_KIND} more skipped records")
     if source.unresolved:
@@ -218,11 +225,10 @@ def _source_text(source: SourceReport, console: Console) -> None:
     if source.failures:
         console.print(Text(f"  {len(source.failures)} actions were NOT applied:", "red"))
         for failure in source.failures[:ROWS_PER_KIND]:
-            console.print(
-                f"    {failure.action.kind.value} {failure.action.ticket_id}: {failure.error}"
-            )
+            line = f"    {failure.action.kind.value} {failure.action.ticket_id}: {failure.error}"
+            console.print(Text(visible(line)))
     if source.error:
-        console.print(Text(f"  error: {source.error}", "red"))
+        console.print(Text(f"  error: {visible(source.error)}", "red"))
 
 
 def write_text(report: CycleReport, out: IO[str]) -> None:

@@ -17,8 +17,8 @@ from connector.config import Settings
 from connector.cycle import Reconciler
 from connector.errors import ConfigError
 from connector.fragment import FragmentClient, RequestListener
-from connector.logging import REDACTOR
-from connector.registry import build_adapter, discover
+from connector.redaction import REDACTOR, secrets_in
+from connector.registry import AdapterInfo, build_adapter, discover
 from connector.sandbox import SandboxConfig, SandboxServer
 from connector.state import StateStore
 
@@ -53,6 +53,30 @@ def fragment_token(settings: Settings) -> str:
         "fragment.token is not set: put it in FRAGMENT_CONNECTOR__FRAGMENT__TOKEN "
         "(or fragment.token in the config file)"
     )
+
+
+def remember_secrets(
+    settings: Settings, installed: dict[str, AdapterInfo] | None = None
+) -> list[str]:
+    """Teach the one redactor every secret of the configuration; return them.
+
+    The Fragment token, the password of `state.url`, and for each source every secret of its
+    options as its adapter's model types them (`SecretStr`) and as they are written (a DSN's
+    password, a value under a credential-named key such as a `headers:` API key).
+    """
+    found = list(secrets_in(settings))
+    for source in settings.sources:
+        found.extend(secrets_in(source.options))
+        info = (installed if installed is not None else discover()).get(source.adapter)
+        if info is None or info.adapter is None:
+            continue
+        try:
+            options = info.adapter.Config.model_validate(source.options)
+        except Exception:  # noqa: S112 - invalid options are reported by build_adapters
+            continue
+        found.extend(secrets_in(options))
+    REDACTOR.remember(found)
+    return found
 
 
 @contextlib.asynccontextmanager

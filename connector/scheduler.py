@@ -67,6 +67,7 @@ class SourceHealth:
 
     last_full_success: float | None = None
     last_error: str | None = None
+    last_error_type: str | None = None
     consecutive_failures: int = 0
 
 
@@ -208,6 +209,7 @@ class Daemon:
         else:
             health.consecutive_failures += 1
             health.last_error = report.error
+            health.last_error_type = report.error_label or "error"
         counts = report_counts(report)
         counts["failed"] = len(report.failures)
         counts.update({f"write_back_{k}": v for k, v in write_back_counts(report).items()})
@@ -253,12 +255,13 @@ class Daemon:
                 reason = f"last successful full cycle {age}s ago (limit {int(limit)}s)"
             else:
                 continue
-            if health.last_error:
-                reason += f"; last error: {health.last_error}"
+            # A stable label, never the error's text: /readyz listens on every interface, and
+            # the text (scrubbed) is in the logs and `status`.
+            if health.last_error_type:
+                reason += f"; last error: {health.last_error_type}"
             reasons[name] = reason
-        problem = self.leases.problem()
-        if problem is not None:
-            reasons["leases"] = problem
+        if self.leases.problem() is not None:
+            reasons["leases"] = "state database unreachable"
         if self.stopping:
             reasons["daemon"] = "stopping"
         return not reasons, reasons

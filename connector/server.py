@@ -1,7 +1,8 @@
 """The daemon's HTTP endpoint: `/healthz`, `/readyz` and `/metrics`.
 
 A small Starlette app served by uvicorn on the daemon's own event loop. It only reads the
-daemon's state through the `Probe` protocol, so it can be tested without a scheduler. Signals
+daemon's state through the `Probe` protocol, so it can be tested without a scheduler. Every
+answer passes the one redactor. Signals
 are left to the daemon (uvicorn's own handlers would re-raise them after shutdown).
 """
 
@@ -17,6 +18,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from connector.redaction import REDACTOR
 
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -46,9 +49,8 @@ def create_app(probe: Probe) -> Starlette:
 
     async def healthz(request: Request) -> Response:
         ok, reason = probe.alive()
-        return JSONResponse(
-            {"status": "ok" if ok else "down", "reason": reason}, 200 if ok else 503
-        )
+        body = {"status": "ok" if ok else "down", "reason": reason}
+        return JSONResponse(REDACTOR.mask(body, by_key=False), 200 if ok else 503)
 
     async def readyz(request: Request) -> Response:
         ready, reasons = probe.readiness()
@@ -57,10 +59,11 @@ def create_app(probe: Probe) -> Starlette:
             "reasons": reasons,
             "sources": probe.holdings(),
         }
-        return JSONResponse(body, 200 if ready else 503)
+        return JSONResponse(REDACTOR.mask(body, by_key=False), 200 if ready else 503)
 
     async def metrics(request: Request) -> Response:
-        return Response(probe.metrics(), media_type=PROMETHEUS_CONTENT_TYPE)
+        text = REDACTOR.scrub(probe.metrics().decode("utf-8", "replace"))
+        return Response(text, media_type=PROMETHEUS_CONTENT_TYPE)
 
     return Starlette(
         routes=[
