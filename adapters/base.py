@@ -3,8 +3,10 @@
 An adapter is a class with a `name`, a pydantic `Config` model for its `sources[].options`, an
 async `list_open()` generator that yields every open ticket (a complete snapshot, or an exception),
 an async `check()` and an async `aclose()`. Optionally it implements `changes_since(cursor)` for
-incremental polling. Adapters report trouble by raising the errors below; the core decides what
-that means (no closes for that source, exit codes, metrics). Contract version: `API_VERSION`.
+incremental polling, and `write_back(request)` to close or comment a ticket whose task an
+operator marked DONE in Fragment. Adapters report trouble by raising the errors below; the core
+decides what that means (no closes for that source, exit codes, metrics). Contract version:
+`API_VERSION`.
 """
 
 from __future__ import annotations
@@ -21,8 +23,17 @@ from connector.errors import (
     AdapterDataError,
     AdapterUnavailable,
     SourceError,
+    TicketGone,
+    WriteBackRejected,
 )
-from connector.models import ChangeSet, InvalidRecord, Ticket
+from connector.models import (
+    ChangeSet,
+    InvalidRecord,
+    Ticket,
+    WriteBackAction,
+    WriteBackOutcome,
+    WriteBackRequest,
+)
 from connector.values import parse_duration
 
 API_VERSION: Final = 1
@@ -40,7 +51,13 @@ __all__ = [
     "SourceAdapter",
     "SourceError",
     "SupportsChanges",
+    "SupportsWriteBack",
     "Ticket",
+    "TicketGone",
+    "WriteBackAction",
+    "WriteBackOutcome",
+    "WriteBackRejected",
+    "WriteBackRequest",
 ]
 
 
@@ -91,3 +108,31 @@ class SupportsChanges(Protocol):
     async def changes_since(self, cursor: str | None) -> ChangeSet:
         """Tickets changed since `cursor` (None: from now on), with the cursor to resume from."""
         ...
+
+
+@runtime_checkable
+class SupportsWriteBack(Protocol):
+    """Optional capability: tell the back-office that an operator finished a ticket's task.
+
+    `write_back` closes the ticket (action `close`, with the note when there is one) or only
+    adds the note (action `comment`), and returns `CLOSED`, `COMMENTED` or `ALREADY_CLOSED`. It
+    must be idempotent: closing a ticket that is already closed changes nothing (and adds no
+    second note). A ticket that no longer exists raises TicketGone; a write the back-office
+    refuses as invalid (no such transition or stage) raises WriteBackRejected; anything else
+    the usual SourceError tree. No credential may appear in an error.
+
+    An adapter that can write back only with some options also defines a `writes_back`
+    property; when it is false the source cannot turn `write_back` on.
+    """
+
+    async def write_back(self, request: WriteBackRequest) -> WriteBackOutcome:
+        """Close or comment `request.ticket_id` in the back-office."""
+        ...
+
+
+def can_write_back(adapter: object) -> bool:
+    """Whether an adapter (instance or class) implements write-back with its options."""
+    if not callable(getattr(adapter, "write_back", None)):
+        return False
+    writes = getattr(adapter, "writes_back", True)
+    return writes if isinstance(writes, bool) else True

@@ -45,6 +45,7 @@ from adapters.base import (
     AdapterDataError,
     AdapterUnavailable,
     Duration,
+    SourceError,
 )
 from adapters.partition import ResultsCapped
 from connector.values import parse_retry_after, parse_timestamp
@@ -511,11 +512,15 @@ def _raise_for_status(method: str, response: httpx.Response) -> None:
     detail = _vendor_message(response)
     if detail:
         message = f"{message}: {detail}"
+    error: SourceError
     if status in (401, 403):
-        raise AdapterAuthError(message)
-    if status < 500:
-        raise AdapterConfigError(message)
-    raise AdapterUnavailable(message)
+        error = AdapterAuthError(message)
+    elif status < 500:
+        error = AdapterConfigError(message)
+    else:
+        error = AdapterUnavailable(message)
+    error.status = status
+    raise error
 
 
 async def send(

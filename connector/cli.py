@@ -118,6 +118,11 @@ def cli(ctx: click.Context, config_path: Path | None, verbose: int) -> None:
     "--allow-mass-close", is_flag=True, help="Apply closes even past the mass-close guard."
 )
 @click.option(
+    "--allow-mass-write-back",
+    is_flag=True,
+    help="Make write-backs even past guards.write_back_max.",
+)
+@click.option(
     "--full",
     "full_listing",
     is_flag=True,
@@ -130,6 +135,7 @@ def reconcile(
     only_source: str | None,
     output: str,
     allow_mass_close: bool,
+    allow_mass_write_back: bool,
     full_listing: bool,
 ) -> int:
     """Run one reconciliation cycle and print what it did (or would do)."""
@@ -138,6 +144,7 @@ def reconcile(
         dry_run=dry_run,
         only_source=only_source,
         allow_mass_close=allow_mass_close,
+        allow_mass_write_back=allow_mass_write_back,
         full_listing=full_listing,
     )
 
@@ -259,6 +266,7 @@ def explain(state: CliState, source: str, ticket_id: str, output: str) -> int:
     _say(f"next     {found['next_cycle']}")
     for key, (old, new) in found["changes"].items():
         _say(f"         {key}: {old!r} → {new!r}")
+    _say(f"write    {found['write_back']}")
     return EXIT_OK
 
 
@@ -327,6 +335,7 @@ def adapters(output: str, schema: bool) -> int:
                     "distribution": info.distribution,
                     "version": info.version,
                     "usable": info.adapter is not None,
+                    "write_back": info.write_back(),
                     "error": info.error,
                     "options_schema": info.config_schema(),
                 }
@@ -343,7 +352,11 @@ def adapters(output: str, schema: bool) -> int:
             click.echo(f"BROKEN  {name:<12} {where}: {info.error}")
             continue
         options = ", ".join(info.config_schema().get("properties", {})) or "none"
-        click.echo(f"ok      {name:<12} {where}  options: {options}")
+        write_back = {"yes": "yes", "no": "no", "with_options": "with its write options"}
+        click.echo(
+            f"ok      {name:<12} {where}  options: {options}  "
+            f"write-back: {write_back[info.write_back()]}"
+        )
         if schema:
             click.echo(json.dumps(info.config_schema(), indent=2))
     return EXIT_OK

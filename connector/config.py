@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import string
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -25,6 +26,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -63,10 +65,16 @@ class MarkersSection(Section):
     source: str = "fc_source"
     ticket_id: str = "fc_ticket_id"
     closed_by: str = "fc_closed_by"
+    written_back: str = "fc_written_back"
 
     def to_markers(self) -> Markers:
         """The markers as the core uses them."""
-        return Markers(source=self.source, ticket_id=self.ticket_id, closed_by=self.closed_by)
+        return Markers(
+            source=self.source,
+            ticket_id=self.ticket_id,
+            closed_by=self.closed_by,
+            written_back=self.written_back,
+        )
 
 
 class ConnectorSection(Section):
@@ -118,6 +126,8 @@ class GuardsSection(Section):
     close_ratio: float = Field(0.3, ge=0, le=1)
     close_min: int = Field(20, ge=0)
     close_after_misses: int = Field(1, ge=1)
+    # Write-backs one source may make in one cycle; more are all refused (exit 3).
+    write_back_max: int = Field(20, ge=0)
 
 
 class StateSection(Section):
@@ -139,6 +149,43 @@ class TaskTemplate(Section):
     fields: dict[str, Any] = Field(default_factory=dict)
 
 
+WRITE_BACK_PLACEHOLDERS = frozenset({"ticket_id", "title", "done_at", "uid", "source"})
+
+
+class WriteBackSection(Section):
+    """What an operator's DONE in Fragment does to the ticket in the back-office (opt-in)."""
+
+    on_done: Literal["none", "close", "comment"] = "none"
+    # The note: `$title`, `$ticket_id`, `$done_at`, `$uid`, `$source` are replaced.
+    comment: str | None = Field(None, min_length=1, max_length=5000)
+
+    @field_validator("comment")
+    @classmethod
+    def _known_placeholders(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        try:
+            names = set(string.Template(value).get_identifiers())
+        except ValueError as exc:
+            raise ValueError(f"not a valid template: {exc}") from None
+        unknown = names - WRITE_BACK_PLACEHOLDERS
+        if unknown or not string.Template(value).is_valid():
+            known = ", ".join(f"${n}" for n in sorted(WRITE_BACK_PLACEHOLDERS))
+            raise ValueError(f"unknown placeholder(s) {sorted(unknown)}; known: {known}")
+        return value
+
+    @model_validator(mode="after")
+    def _comment_needs_a_note(self) -> WriteBackSection:
+        if self.on_done == "comment" and self.comment is None:
+            raise ValueError("on_done: comment needs a `comment` template")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        """Whether an operator's DONE is written back at all."""
+        return self.on_done != "none"
+
+
 class SourceSection(Section):
     """One back-office and how its tickets become tasks."""
 
@@ -147,6 +194,7 @@ class SourceSection(Section):
     options: dict[str, Any] = Field(default_factory=dict)
     task: TaskTemplate = TaskTemplate()
     reopen: Literal["never", "on_activity"] = "never"
+    write_back: WriteBackSection = WriteBackSection()
     # An empty snapshot may close every open task of the source (otherwise refused, exit 3).
     allow_empty: bool = False
 

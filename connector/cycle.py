@@ -23,7 +23,7 @@ from typing import Any
 
 import structlog
 
-from adapters.base import SourceAdapter, SupportsChanges
+from adapters.base import SourceAdapter, SupportsChanges, SupportsWriteBack, can_write_back
 from connector.apply import apply_actions
 from connector.config import Settings, SourceSection
 from connector.errors import (
@@ -31,6 +31,7 @@ from connector.errors import (
     EXIT_OK,
     EXIT_PENDING,
     EXIT_REFUSED,
+    ConfigError,
     ConnectorError,
     FragmentAuthError,
     LeaseLostError,
@@ -40,8 +41,14 @@ from connector.errors import (
     most_severe,
 )
 from connector.fragment import FragmentClient, TaskFinder
-from connector.guards import GuardPolicy, guard_plan
-from connector.identity import Markers, instance_namespace, owned_ticket_id, task_uid
+from connector.guards import GUARD_MASS_WRITE_BACK, GuardPolicy, guard_plan, guard_write_backs
+from connector.identity import (
+    Markers,
+    closed_by_connector,
+    instance_namespace,
+    owned_ticket_id,
+    task_uid,
+)
 from connector.leases import Leases
 from connector.mirror import Mirror, MirrorWriter, Watermark
 from connector.models import (
@@ -54,10 +61,13 @@ from connector.models import (
     Task,
     TaskStatus,
     Ticket,
+    WriteBackOutcome,
 )
 from connector.plan import PlanPolicy, check_sync, plan_source, written_keys
 from connector.snapshot import read_snapshot, ticket_problem
 from connector.state import StateStore
+from connector.writeback import FAILED as WRITE_BACK_FAILED
+from connector.writeback import find_write_backs, perform_write_backs
 
 log = structlog.get_logger(__name__)
 
@@ -82,6 +92,7 @@ class CycleOptions:
     dry_run: bool = False
     only_source: str | None = None
     allow_mass_close: bool = False
+    allow_mass_write_back: bool = False
     # List every open task in Fragment, whatever the watermark says (a hard refresh).
     full_listing: bool = False
     # Awaited before every batch: False once this replica can no longer prove it owns the
@@ -256,10 +267,40 @@ class Reconciler:
                 "misses": misses,
             },
             "next_cycle": decision,
+            "write_back": self._explain_write_back(source, ticket, task if owned else None),
             "changes": {k: [old, new] for k, (old, new) in action.changes.items()}
             if action
             else {},
         }
+
+    def _explain_write_back(
+        self, source: SourceSection, ticket: Ticket | None, task: Task | None
+    ) -> str:
+        """What write-back the next full cycle would make for this ticket, and why (not)."""
+        config = source.write_back
+        if not config.enabled:
+            return "off for this source (sources[].write_back.on_done: none)"
+        if task is not None and (stamp := task.fields.get(self.markers.written_back)):
+            return f"done: written back to the back-office at {stamp}"
+        found = find_write_backs(
+            source.name,
+            [ticket] if ticket is not None else [],
+            {task.uid: task} if task is not None else {},
+            uid_of=lambda ticket_id: task_uid(self.namespace, source.name, ticket_id),
+            owned=lambda t: self._owned(source.name, t),
+            markers=self.markers,
+            config=config,
+        )
+        if found:
+            return (
+                f"{config.on_done}: {found[0].reason} (subject to guards.write_back_max "
+                "of the whole cycle)"
+            )
+        if task is None or task.is_open:
+            return "nothing: the task is not DONE"
+        if closed_by_connector(task, self.markers):
+            return "nothing: the connector closed the task (the ticket was closed or absent)"
+        return "nothing: the ticket is not open in the back-office"
 
     def orphaned_sources(self) -> dict[str, int]:
         """Sources the index holds open tasks of but the config no longer names; warned about.
@@ -306,6 +347,9 @@ class Reconciler:
             counted = kind == FULL and report.applied and inputs.complete
             if counted and plan is not None and (plan.misses or inputs.misses):
                 self.store.set_misses(source.name, plan.misses)
+            if kind == FULL and source.write_back.enabled and report.ok:
+                # After the cycle's own bookkeeping: a failed write-back must not undo it.
+                report = await self._write_back(source, inputs, report, options)
         except ConnectorError as exc:
             label = classify(exc)[1]
             log.error(
@@ -520,9 +564,13 @@ class Reconciler:
         if not wanted or listed_everything:
             return set()
         entries = self.store.lookup(wanted)
-        for entry in entries.values():
-            if entry.status is TaskStatus.DONE and entry.source == source:
-                known.add(entry.as_task(self.markers))
+        done = [
+            e.uid for e in entries.values() if e.status is TaskStatus.DONE and e.source == source
+        ]
+        # In full where the mirror has them: the write-back marker is among their fields.
+        full = self.store.tasks(done) if done else {}
+        for uid in done:
+            known.add(full.get(uid) or entries[uid].as_task(self.markers))
         unknown = [uid for uid in wanted if uid not in known.tasks]
         if not unknown:
             return set()
@@ -677,6 +725,76 @@ class Reconciler:
             applied=True,
         )
 
+    # --- write-back (connector/writeback.py): an operator's DONE told to the back-office -------
+
+    async def _write_back(
+        self, source: SourceSection, inputs: _Inputs, report: SourceReport, options: CycleOptions
+    ) -> SourceReport:
+        """The write-backs of a full cycle: found, guarded, then made (or listed, in a dry-run)."""
+        name = source.name
+        adapter = self.adapters[name]
+        planned = find_write_backs(
+            name,
+            inputs.tickets,
+            inputs.known.tasks,
+            uid_of=lambda ticket_id: task_uid(self.namespace, name, ticket_id),
+            owned=lambda task: self._owned(name, task),
+            markers=self.markers,
+            config=source.write_back,
+        )
+        if not planned:
+            return report
+        if not isinstance(adapter, SupportsWriteBack) or not can_write_back(adapter):
+            raise ConfigError(f"adapter {source.adapter!r} of source {name!r} cannot write back")
+        refusal = guard_write_backs(
+            planned,
+            limit=self.settings.guards.write_back_max,
+            allow=options.allow_mass_write_back,
+        )
+        if refusal is not None:
+            log.error("guard.refused", source=name, guard=GUARD_MASS_WRITE_BACK, reason=refusal)
+            held = tuple(
+                dataclasses.replace(w, outcome=WriteBackOutcome.REFUSED, error=refusal)
+                for w in planned
+            )
+            return dataclasses.replace(report, write_backs=held)
+        if options.dry_run:
+            return dataclasses.replace(report, write_backs=tuple(planned))
+
+        async def may_write() -> bool:
+            return not self.should_stop() and await options.may_write()
+
+        async def current(uids: Sequence[str]) -> Mapping[str, Task]:
+            page = self.settings.fragment.page_size
+            lookup = await self.finder.find(
+                uids,
+                listing_fields={self.markers.source: name},
+                listing_pages=-(-(self.store.count_known(name) + len(uids)) // page),
+            )
+            return lookup.found
+
+        with MirrorWriter(self.store, name, self.markers) as mirror:
+            made = await perform_write_backs(
+                planned,
+                adapter=adapter,
+                client=self.client,
+                current=current,
+                markers=self.markers,
+                owned=lambda task: self._owned(name, task),
+                now=lambda: datetime.now(UTC),
+                may_write=may_write,
+                on_marked=lambda task, ticket_id: mirror.add([(task, ticket_id)]),
+            )
+        return dataclasses.replace(report, write_backs=made)
+
+
+def write_back_counts(report: SourceReport) -> dict[str, int]:
+    """A source's write-backs by outcome (none when the source does not write back)."""
+    counts: dict[str, int] = {}
+    for write_back in report.write_backs:
+        counts[write_back.outcome.value] = counts.get(write_back.outcome.value, 0) + 1
+    return counts
+
 
 def report_counts(report: SourceReport) -> dict[str, int]:
     """Counts of one source's planned actions by kind, with unchanged and refused."""
@@ -698,6 +816,15 @@ def source_exit_code(report: SourceReport, *, dry_run: bool) -> int:
         codes.append(EXIT_REFUSED)
     if dry_run and report.planned:
         codes.append(EXIT_PENDING)
+    for write_back in report.write_backs:
+        if write_back.outcome in WRITE_BACK_FAILED or (
+            write_back.error and write_back.outcome is not WriteBackOutcome.REFUSED
+        ):
+            codes.append(EXIT_FAILURE)
+        elif write_back.outcome is WriteBackOutcome.REFUSED:
+            codes.append(EXIT_REFUSED)
+        elif write_back.outcome is WriteBackOutcome.PLANNED:
+            codes.append(EXIT_PENDING)
     return most_severe(codes)
 
 
@@ -707,7 +834,12 @@ def source_outcome(report: SourceReport) -> str:
         return report.error_label or "error"
     if report.failures or report.unresolved:
         return "partial"
-    if report.refusals:
+    outcomes = {w.outcome for w in report.write_backs}
+    if outcomes & WRITE_BACK_FAILED or any(
+        w.error for w in report.write_backs if w.outcome is not WriteBackOutcome.REFUSED
+    ):
+        return "partial"
+    if report.refusals or WriteBackOutcome.REFUSED in outcomes:
         return "refused"
     return "ok"
 

@@ -8,7 +8,9 @@ The tree is grouped by what the caller should do next::
     │   ├── AdapterAuthError         credentials refused
     │   ├── AdapterConfigError       options the back-office rejects (unknown project, bad query)
     │   ├── AdapterUnavailable       network, timeouts, 5xx after retries
-    │   └── AdapterDataError         the back-office answered something unusable
+    │   ├── AdapterDataError         the back-office answered something unusable
+    │   ├── TicketGone               a write-back's ticket no longer exists (404)
+    │   └── WriteBackRejected        the back-office refused a write-back (409/422: transition)
     ├── FragmentError                Fragment refused or failed (exit 1)
     │   ├── FragmentAuthError        401/403: the token is wrong or lacks rights
     │   ├── FragmentValidationError  400/422: the request was refused, with the API's detail
@@ -43,6 +45,10 @@ class ConfigError(ConnectorError):
 class SourceError(ConnectorError):
     """A source adapter could not produce a complete, trustworthy result."""
 
+    # The HTTP status the back-office answered, when an HTTP answer caused the error: a
+    # write-back tells a ticket gone (404) from a refused transition (409/422) by it.
+    status: int | None = None
+
 
 class AdapterAuthError(SourceError):
     """The back-office refused the adapter's credentials."""
@@ -58,6 +64,14 @@ class AdapterUnavailable(SourceError):
 
 class AdapterDataError(SourceError):
     """The back-office answered with data the adapter cannot use."""
+
+
+class TicketGone(SourceError):
+    """A write-back's ticket no longer exists in the back-office (deleted, moved, 404)."""
+
+
+class WriteBackRejected(SourceError):
+    """The back-office refused a write-back as invalid (409/422: no such transition, stage...)."""
 
 
 class FragmentError(ConnectorError):
@@ -140,6 +154,8 @@ _TABLE: Final[dict[type[BaseException], tuple[int, str]]] = {
     AdapterConfigError: (EXIT_FAILURE, "source_config_error"),
     AdapterUnavailable: (EXIT_FAILURE, "source_unavailable"),
     AdapterDataError: (EXIT_FAILURE, "source_data_error"),
+    TicketGone: (EXIT_FAILURE, "ticket_gone"),
+    WriteBackRejected: (EXIT_FAILURE, "write_back_rejected"),
     SourceError: (EXIT_FAILURE, "source_error"),
     FragmentAuthError: (EXIT_FAILURE, "fragment_auth_error"),
     FragmentPayloadTooLarge: (EXIT_FAILURE, "fragment_payload_too_large"),

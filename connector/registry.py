@@ -32,6 +32,13 @@ class AdapterInfo:
     adapter: type[SourceAdapter] | None
     error: str | None = None
 
+    def write_back(self) -> str:
+        """Whether the adapter can write an operator's DONE back: yes, no, or with_options
+        (only with some of its options: `writes_back` tells for a configured source)."""
+        if self.adapter is None or not callable(getattr(self.adapter, "write_back", None)):
+            return "no"
+        return "with_options" if hasattr(self.adapter, "writes_back") else "yes"
+
     def config_schema(self) -> dict[str, Any]:
         """The JSON schema of the adapter's `options`."""
         if self.adapter is None:

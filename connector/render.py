@@ -17,7 +17,7 @@ from rich.text import Text
 
 from connector.cycle import LISTING_CHANGES, cycle_exit_code, report_counts
 from connector.fragment import RequestStats
-from connector.models import Action, ActionKind, CycleReport, SourceReport
+from connector.models import Action, ActionKind, CycleReport, SourceReport, WriteBack
 from connector.printable import visible
 
 JSON_VERSION = 1
@@ -55,6 +55,45 @@ def _action_json(action: Action) -> dict[str, Any]:
         "reason": action.reason,
         "changes": {key: [old, new] for key, (old, new) in action.changes.items()},
     }
+
+
+def _write_back_json(write_back: WriteBack) -> dict[str, Any]:
+    return {
+        "ticket_id": write_back.request.ticket_id,
+        "uid": write_back.uid,
+        "title": write_back.title,
+        "action": write_back.request.action.value,
+        "note": write_back.request.note,
+        "reason": write_back.reason,
+        "outcome": write_back.outcome.value,
+        "error": write_back.error,
+    }
+
+
+def _write_back_rows(source: SourceReport, console: Console) -> None:
+    write_backs = source.write_backs
+    if not write_backs:
+        return
+    table = Table(
+        title=f"Write back to the back-office ({len(write_backs)})",
+        title_justify="left",
+        expand=False,
+    )
+    for column in ("ticket", "title", "action", "outcome", "reason"):
+        table.add_column(column, max_width=60 if column == "reason" else 40)
+    for write_back in write_backs[:ROWS_PER_KIND]:
+        cells = (
+            write_back.request.ticket_id,
+            _short(write_back.title),
+            write_back.request.action.value,
+            write_back.outcome.value,
+            write_back.error or write_back.reason,
+        )
+        # Ticket text and back-office errors are hostile: no markup, no raw control characters.
+        table.add_row(*(Text(visible(cell)) for cell in cells))
+    console.print(table)
+    if len(write_backs) > ROWS_PER_KIND:
+        console.print(f"  … and {len(write_backs) - ROWS_PER_KIND} more (see --output json)")
 
 
 def _total_counts(report: CycleReport) -> dict[str, int]:
@@ -99,6 +138,7 @@ def report_json(report: CycleReport) -> dict[str, Any]:
                 ],
                 "unresolved": list(s.unresolved),
                 "listing": s.listing,
+                "write_backs": [_write_back_json(w) for w in s.write_backs],
             }
             for s in report.sources
         ],
@@ -153,6 +193,7 @@ def _source_text(source: SourceReport, console: Console) -> None:
     labels = {"create": "Create", "update": "Update", "reopen": "Reopen", "close": "Close (DONE)"}
     for kind in _KINDS:
         _action_rows(labels[kind], [a for a in planned if a.kind.value == kind], console)
+    _write_back_rows(source, console)
     if source.refusals:
         first = source.refusals[0]
         console.print(

@@ -12,7 +12,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-from adapters.base import SourceAdapter
+from adapters.base import SourceAdapter, can_write_back
 from connector.config import Settings
 from connector.cycle import Reconciler
 from connector.errors import ConfigError
@@ -32,7 +32,14 @@ def build_adapters(settings: Settings, only: str | None = None) -> dict[str, Sou
         raise ConfigError("no sources configured: add at least one under `sources:`")
     installed = discover()
     chosen = [settings.source(only)] if only else settings.sources
-    return {source.name: build_adapter(source, installed) for source in chosen}
+    adapters = {source.name: build_adapter(source, installed) for source in chosen}
+    for source in chosen:
+        if source.write_back.enabled and not can_write_back(adapters[source.name]):
+            raise ConfigError(
+                f"sources[{source.name}].write_back: adapter {source.adapter!r} cannot write "
+                "back with these options (`fragment-connector adapters` lists those that can)"
+            )
+    return adapters
 
 
 def fragment_token(settings: Settings) -> str:

@@ -39,6 +39,7 @@ from connector.cycle import (
     Reconciler,
     report_counts,
     source_outcome,
+    write_back_counts,
 )
 from connector.errors import (
     EXIT_FAILURE,
@@ -47,9 +48,10 @@ from connector.errors import (
     FragmentError,
     outcome_label,
 )
+from connector.guards import GUARD_MASS_WRITE_BACK
 from connector.leases import Leases, leases_for
 from connector.metrics import Metrics
-from connector.models import SourceReport
+from connector.models import SourceReport, WriteBackOutcome
 from connector.runtime import open_runtime
 from connector.server import HttpServer
 from connector.state import RunRecord
@@ -194,6 +196,10 @@ class Daemon:
             m.guard_trips.labels(name, report.refusals[0].guard).inc()
         if report.invalid_records:
             m.invalid_records.labels(name).inc(len(report.invalid_records))
+        for write_back in report.write_backs:
+            m.write_backs.labels(name, write_back.outcome.value).inc()
+        if any(w.outcome is WriteBackOutcome.REFUSED for w in report.write_backs):
+            m.guard_trips.labels(name, GUARD_MASS_WRITE_BACK).inc()
         health = self.health[name]
         if report.ok:
             m.last_success.labels(name, kind).set(time.time())
@@ -206,6 +212,7 @@ class Daemon:
             health.last_error_type = report.error_label or "error"
         counts = report_counts(report)
         counts["failed"] = len(report.failures)
+        counts.update({f"write_back_{k}": v for k, v in write_back_counts(report).items()})
         try:
             self.reconciler.store.record_run(
                 RunRecord(
