@@ -22,11 +22,14 @@ from rich.console import Console
 
 from connector import __version__
 from connector.config import Settings, load_settings
-from connector.cycle import CycleOptions, cycle_exit_code
+from connector.cycle import CycleOptions, Reconciler, cycle_exit_code
+from connector.display import ProgressDisplay
 from connector.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, ConnectorError, exit_code_for
 from connector.leases import leases_for
 from connector.logging import REDACTOR, configure_logging
-from connector.render import write_json, write_text
+from connector.models import CycleReport
+from connector.progress import Heartbeat, ProgressBoard
+from connector.render import write_error_json, write_json, write_text
 from connector.runtime import build_adapters, fragment_token, open_runtime
 from connector.state import StateStore
 
@@ -63,14 +66,14 @@ def config_option(func: F) -> F:
 
 
 @contextmanager
-def _status(enabled: bool) -> Iterator[Callable[[str], None]]:
-    """A one-line progress display on a terminal; silent otherwise."""
+def _progress_display(board: ProgressBoard, enabled: bool) -> Iterator[bool]:
+    """Rich progress bars on stderr when it is a terminal; yields whether they are shown."""
     if not enabled:
-        yield lambda message: None
+        yield False
         return
-    console = Console(stderr=True)
-    with console.status("starting…") as status:
-        yield lambda message: status.update(message)
+    with ProgressDisplay(Console(stderr=True)) as display:
+        board.add(display)
+        yield True
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -89,7 +92,7 @@ def cli(ctx: click.Context, config_path: Path | None, verbose: int) -> None:
     state.config_path = state.config_path or config_path
     state.verbose = verbose
     level = {0: "WARNING", 1: "INFO"}.get(verbose, "DEBUG")
-    configure_logging(level)
+    configure_logging(level, quiet_reported_errors=verbose == 0)
 
 
 @cli.command()
@@ -118,32 +121,53 @@ def reconcile(
         dry_run=dry_run, only_source=only_source, allow_mass_close=allow_mass_close
     )
 
-    async def run() -> Any:
-        show = output == "text" and sys.stderr.isatty()
-        with _status(show) as progress:
-            async with open_runtime(settings, only_source=only_source, progress=progress) as rec:
-                if dry_run:
-                    return await rec.run(options)
-                # A real run writes only the sources no running daemon holds.
-                names = list(rec.adapters)
-                leases = leases_for(
-                    settings.state.url,
-                    instance=settings.connector.instance,
-                    sources=names,
-                    replica=False,
-                )
-                await leases.start()
-                try:
-                    return await rec.run(options, leases)
-                finally:
-                    await leases.close()
+    board = ProgressBoard()
 
-    report = asyncio.run(run())
+    async def run() -> Any:
+        # On a terminal, bars; off it (cron, CI, a container) a `cycle.progress` log line every
+        # connector.progress_interval, so a long first import is never silent.
+        with _progress_display(board, sys.stderr.isatty()) as shown:
+            async with open_runtime(settings, only_source=only_source, board=board) as rec:
+                heartbeat = Heartbeat(
+                    board,
+                    interval=settings.connector.progress_interval.total_seconds(),
+                    log_lines=not shown,
+                    # A dry-run writes no local state, not even its progress.
+                    store=None if dry_run else rec.store,
+                )
+                async with heartbeat.running():
+                    return await _run_cycle(rec, settings, options)
+
+    try:
+        report = asyncio.run(run())
+    except ConnectorError as exc:
+        if output == "json":
+            # Programs always get the versioned document, with the error in it.
+            write_error_json(exc, sys.stdout)
+        raise
     if output == "json":
         write_json(report, sys.stdout)
     else:
         write_text(report, sys.stdout)
     return cycle_exit_code(report)
+
+
+async def _run_cycle(rec: Reconciler, settings: Settings, options: CycleOptions) -> CycleReport:
+    if options.dry_run:
+        return await rec.run(options)
+    # A real run writes only the sources no running daemon holds.
+    names = list(rec.adapters)
+    leases = leases_for(
+        settings.state.url,
+        instance=settings.connector.instance,
+        sources=names,
+        replica=False,
+    )
+    await leases.start()
+    try:
+        return await rec.run(options, leases)
+    finally:
+        await leases.close()
 
 
 @cli.command()

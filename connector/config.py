@@ -74,6 +74,9 @@ class ConnectorSection(Section):
 
     instance: str = Field("default", min_length=1)
     markers: MarkersSection = MarkersSection()
+    # How often a running cycle logs a `cycle.progress` line (off a terminal) and stores its
+    # figures for `status` and `/readyz`.
+    progress_interval: Duration = timedelta(seconds=10)
 
 
 class FragmentSection(Section):

@@ -57,6 +57,7 @@ from connector.models import (
     Ticket,
 )
 from connector.plan import PlanPolicy, check_sync, plan_source
+from connector.progress import CycleProgress, ProgressBoard
 from connector.snapshot import read_snapshot, ticket_problem
 from connector.state import StateStore
 
@@ -118,14 +119,15 @@ class Reconciler:
         client: FragmentClient,
         store: StateStore,
         adapters: Mapping[str, SourceAdapter],
-        progress: Callable[[str], None] | None = None,
+        board: ProgressBoard | None = None,
         should_stop: Callable[[], bool] = lambda: False,
     ) -> None:
         self.settings = settings
         self.client = client
         self.store = store
         self.adapters = adapters
-        self.progress = progress or (lambda message: None)
+        # Where the running cycles' progress goes (a terminal display, log lines, the store).
+        self.board = board or ProgressBoard()
         self.should_stop = should_stop
         self.namespace = instance_namespace(settings.connector.instance)
         self.markers: Markers = settings.connector.markers.to_markers()
@@ -276,12 +278,41 @@ class Reconciler:
         """
         began = time.monotonic()
         requests_before = self.client.stats.total
+        run_id = structlog.contextvars.get_contextvars().get("run_id") or uuid.uuid4().hex[:12]
+        with self.board.cycle(source.name, kind, str(run_id)) as progress:
+            report = await self._reconcile_source(source, options, kind, progress)
+        report = dataclasses.replace(
+            report,
+            kind=kind,
+            duration_s=round(time.monotonic() - began, 3),
+            requests=self.client.stats.total - requests_before,
+        )
+        counts = report_counts(report)
+        log.info(
+            "cycle.source",
+            source=source.name,
+            kind=kind,
+            ok=report.ok and not report.failures,
+            outcome=source_outcome(report),
+            dry_run=options.dry_run,
+            duration_s=report.duration_s,
+            requests=report.requests,
+            tickets=report.tickets,
+            open_tasks=report.open_tasks,
+            invalid_records=len(report.invalid_records),
+            **counts,
+        )
+        return report
+
+    async def _reconcile_source(
+        self, source: SourceSection, options: CycleOptions, kind: str, progress: CycleProgress
+    ) -> SourceReport:
         try:
             if kind == FULL:
-                inputs = await self._full_inputs(source, dry_run=options.dry_run)
+                inputs = await self._full_inputs(source, progress, dry_run=options.dry_run)
             else:
-                inputs = await self._incremental_inputs(source)
-            report = await self._plan_and_apply(source, inputs, options, kind=kind)
+                inputs = await self._incremental_inputs(source, progress)
+            report = await self._plan_and_apply(source, inputs, options, progress, kind=kind)
             if kind == INCREMENTAL and report.applied and report.ok and not report.failures:
                 # Only now: a crash before this line makes the next poll apply them again,
                 # which is harmless; the other order could lose them.
@@ -302,40 +333,20 @@ class Reconciler:
             report = SourceReport(name=source.name, ok=False, error=str(exc), error_label=label)
             if isinstance(exc, FragmentAuthError):
                 raise
-        report = dataclasses.replace(
-            report,
-            kind=kind,
-            duration_s=round(time.monotonic() - began, 3),
-            requests=self.client.stats.total - requests_before,
-        )
-        log.info(
-            "cycle.source",
-            source=source.name,
-            kind=kind,
-            ok=report.ok,
-            dry_run=options.dry_run,
-            duration_s=report.duration_s,
-            requests=report.requests,
-            tickets=report.tickets,
-            open_tasks=report.open_tasks,
-            invalid_records=len(report.invalid_records),
-            failed=len(report.failures),
-            **report_counts(report),
-        )
         return report
 
-    async def _full_inputs(self, source: SourceSection, *, dry_run: bool) -> _Inputs:
+    async def _full_inputs(
+        self, source: SourceSection, progress: CycleProgress, *, dry_run: bool
+    ) -> _Inputs:
         name = source.name
-        snapshot = await read_snapshot(
-            name,
-            self.adapters[name],
-            progress=lambda n: self.progress(f"{name}: {n:,} tickets read"),
-        )
+        progress.start_phase("read")
+        snapshot = await read_snapshot(name, self.adapters[name], progress=progress.reach)
+        progress.start_phase("list")
         known = _Known()
         watermark = self._watermark(name)
         if dry_run:
             # A dry-run lists every open task and writes no local state, not even the mirror.
-            async for page in self._pages(name, statuses=OPEN_STATUSES):
+            async for page in self._pages(name, progress, statuses=OPEN_STATUSES):
                 known.tasks.update(
                     (t.uid, t) for t in page if t.is_open and self._owned(name, t) is not None
                 )
@@ -347,7 +358,7 @@ class Reconciler:
             )
             if full:
                 # A full listing of the open tasks: the truth, and the mirror's periodic repair.
-                async for page in self._pages(name, statuses=OPEN_STATUSES):
+                async for page in self._pages(name, progress, statuses=OPEN_STATUSES):
                     mirror.read(page)
                 unseen = mirror.done()
                 watermark = watermark.after_full_listing(mirror.newest)
@@ -357,7 +368,7 @@ class Reconciler:
                 # a large write, most of the backlog read back, which the digests make cheap.
                 assert watermark.seen is not None  # full_listing_due() is true without one
                 since = watermark.seen - self.settings.fragment.listing_overlap
-                async for page in self._pages(name, statuses=(), updated_at_after=since):
+                async for page in self._pages(name, progress, statuses=(), updated_at_after=since):
                     mirror.read(page)
                 mirror.done()
                 watermark = watermark.after(mirror.newest)
@@ -367,7 +378,7 @@ class Reconciler:
             open_before = len(mirror.open)
             del mirror, check  # the digests are not needed past this point
         await self._resolve(
-            name, [t for t in snapshot.tickets if t.is_open], known, dry_run=dry_run
+            name, [t for t in snapshot.tickets if t.is_open], known, progress, dry_run=dry_run
         )
         misses = self.store.misses(name) if self.settings.guards.close_after_misses > 1 else {}
         return _Inputs(
@@ -383,29 +394,29 @@ class Reconciler:
     async def _pages(
         self,
         source: str,
+        progress: CycleProgress,
         *,
         statuses: Sequence[TaskStatus],
         updated_at_after: datetime | None = None,
     ) -> AsyncIterator[list[Task]]:
         """The source's tasks in Fragment, page by page."""
-        count = 0
         async for page in self.client.iter_tasks(
             statuses=statuses,
             fields={self.markers.source: source},
             updated_at_after=updated_at_after,
         ):
             yield page
-            count += len(page)
-            self.progress(f"{source}: {count:,} tasks listed")
+            progress.advance(len(page))
 
     def _watermark(self, source: str) -> Watermark:
         return Watermark.parse(self.store.get_cursor(f"fragment:{source}"))
 
-    async def _incremental_inputs(self, source: SourceSection) -> _Inputs:
+    async def _incremental_inputs(self, source: SourceSection, progress: CycleProgress) -> _Inputs:
         name = source.name
         adapter = self.adapters[name]
         if not isinstance(adapter, SupportsChanges):
             raise SourceError(f"adapter {source.adapter!r} cannot poll for changes")
+        progress.start_phase("read")
         cursor = self.store.get_cursor(name)
         try:
             changes = await adapter.changes_since(cursor)
@@ -424,8 +435,9 @@ class Reconciler:
                 invalid.append(
                     InvalidRecord(f"change {position}", problem, getattr(ticket, "id", None))
                 )
+        progress.reach(len(changes.tickets))
         known = _Known()
-        await self._resolve(name, list(latest.values()), known)
+        await self._resolve(name, list(latest.values()), known, progress)
         return _Inputs(
             tickets=list(latest.values()),
             known=known,
@@ -435,7 +447,13 @@ class Reconciler:
         )
 
     async def _resolve(
-        self, source: str, tickets: Sequence[Ticket], known: _Known, *, dry_run: bool = False
+        self,
+        source: str,
+        tickets: Sequence[Ticket],
+        known: _Known,
+        progress: CycleProgress,
+        *,
+        dry_run: bool = False,
     ) -> None:
         """Find the tasks of tickets missing from `known`: DONE, not yet listed, or absent.
 
@@ -457,8 +475,9 @@ class Reconciler:
         unknown = [uid for uid in wanted if uid not in known.tasks]
         if not unknown:
             return
+        progress.start_phase("lookup", total=len(unknown))
         try:
-            found = await self.client.query_uids(unknown)
+            found = await self.client.query_uids(unknown, progress=progress.advance)
         except FragmentValidationError as exc:
             # POST /tasks/query is optional in the contract; without it a task an operator
             # closed may be re-created, which is logged so the operator knows.
@@ -478,7 +497,13 @@ class Reconciler:
             self.store.forget(gone)
 
     async def _plan_and_apply(
-        self, source: SourceSection, inputs: _Inputs, options: CycleOptions, *, kind: str
+        self,
+        source: SourceSection,
+        inputs: _Inputs,
+        options: CycleOptions,
+        progress: CycleProgress,
+        *,
+        kind: str,
     ) -> SourceReport:
         name = source.name
         plan = plan_source(
@@ -522,13 +547,7 @@ class Reconciler:
             return report
 
         planned = report.planned
-        done = 0
-
-        def applied(count: int) -> None:
-            nonlocal done
-            done += count
-            self.progress(f"{name}: {done:,}/{len(planned):,} actions applied")
-
+        progress.start_phase("apply", total=len(planned))
         lease_lost = False
 
         async def may_send() -> bool:
@@ -548,7 +567,7 @@ class Reconciler:
                 planned,
                 batch_size=self.settings.fragment.batch_size,
                 may_send=may_send,
-                progress=applied,
+                progress=progress.advance,
                 on_applied=remember,
             )
         if isinstance(result.fatal, FragmentAuthError):
@@ -581,7 +600,7 @@ class Reconciler:
         )
 
 
-def report_counts(report: SourceReport) -> dict[str, int]:
+def planned_counts(report: SourceReport) -> dict[str, int]:
     """Counts of one source's planned actions by kind, with unchanged and refused."""
     counts = {kind.value: 0 for kind in ActionKind}
     for action in report.planned:
@@ -591,10 +610,23 @@ def report_counts(report: SourceReport) -> dict[str, int]:
     return counts
 
 
+def report_counts(report: SourceReport) -> dict[str, int]:
+    """What one source's cycle did: actions by kind (those applied, once applied; those planned
+    in a dry-run), unchanged, refused, and `failed` (planned, not applied: refused by Fragment or
+    never sent because the cycle stopped)."""
+    counts = planned_counts(report)
+    for failure in report.failures:
+        counts[failure.action.kind.value] -= 1
+    counts["failed"] = len(report.failures)
+    return counts
+
+
 def source_exit_code(report: SourceReport, *, dry_run: bool) -> int:
-    """Exit code for one source: 1 failed, 3 guard refused, 2 pending dry-run changes, else 0."""
+    """Exit code for one source: 1 failed or skipped records, 3 guard refused, 2 pending
+    dry-run changes, else 0. A skipped record is a ticket that got no task: cron and CI must
+    hear of it."""
     codes = [EXIT_OK]
-    if not report.ok or report.failures:
+    if not report.ok or report.failures or report.invalid_records:
         codes.append(EXIT_FAILURE)
     if report.refusals:
         codes.append(EXIT_REFUSED)

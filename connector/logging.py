@@ -16,6 +16,7 @@ from typing import Any
 import structlog
 
 REDACTED = "[REDACTED]"
+PROGRESS_LOGGER = "connector.progress"  # connector.progress logs its lines there
 _SECRET_KEY = re.compile(r"(token|secret|password|authorization|api[_-]?key|dsn)", re.I)
 
 
@@ -59,8 +60,14 @@ class Redactor:
 REDACTOR = Redactor()
 
 
-def configure_logging(level: str = "INFO", *, json_output: bool | None = None) -> None:
-    """Route structlog and stdlib logging to stderr, JSON unless stderr is a terminal."""
+def configure_logging(
+    level: str = "INFO", *, json_output: bool | None = None, quiet_reported_errors: bool = False
+) -> None:
+    """Route structlog and stdlib logging to stderr, JSON unless stderr is a terminal.
+
+    `quiet_reported_errors` (a one-shot command on a terminal): the cycle's errors are left to
+    the command's own output rather than printed twice.
+    """
     if json_output is None:
         json_output = not sys.stderr.isatty()
     shared: list[Any] = [
@@ -95,3 +102,14 @@ def configure_logging(level: str = "INFO", *, json_output: bool | None = None) -
     # httpx logs every request URL at INFO; uvicorn and apscheduler are chatty too.
     for noisy in ("httpx", "httpcore", "uvicorn", "uvicorn.error", "apscheduler"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # The `cycle.progress` lines (connector.progress) show at the default level too: a first
+    # import off a terminal takes minutes and must never be silent.
+    logging.getLogger(PROGRESS_LOGGER).setLevel(min(logging.INFO, root.level))
+    if not json_output and quiet_reported_errors:
+        handler.addFilter(_reported_elsewhere)
+
+
+def _reported_elsewhere(record: logging.LogRecord) -> bool:
+    """Drop the cycle's error lines: on a terminal the command's report (`FAILED`, `REFUSED`)
+    or its `error:` line says the same, and one is enough."""
+    return not (record.levelno >= logging.ERROR and record.name == "connector.cycle")

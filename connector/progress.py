@@ -157,6 +157,11 @@ class CycleProgress:
         self.done += count
         self._notify(new_phase=False)
 
+    def reach(self, done: int) -> None:
+        """The current phase has done `done` items in all."""
+        self.done = done
+        self._notify(new_phase=False)
+
     def _notify(self, *, new_phase: bool) -> None:
         if self._on_change is not None:
             self._on_change(self, new_phase)

@@ -18,6 +18,7 @@ from connector.cycle import Reconciler
 from connector.errors import ConfigError
 from connector.fragment import FragmentClient, RequestListener
 from connector.logging import REDACTOR
+from connector.progress import ProgressBoard
 from connector.registry import build_adapter, discover
 from connector.sandbox import SandboxConfig, SandboxServer
 from connector.state import StateStore
@@ -53,7 +54,7 @@ async def open_runtime(
     settings: Settings,
     *,
     only_source: str | None = None,
-    progress: Callable[[str], None] | None = None,
+    board: ProgressBoard | None = None,
     listener: RequestListener | None = None,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> AsyncIterator[Reconciler]:
@@ -89,6 +90,6 @@ async def open_runtime(
             client=client,
             store=store,
             adapters=adapters,
-            progress=progress,
+            board=board,
             should_stop=should_stop,
         )

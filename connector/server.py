@@ -1,5 +1,8 @@
 """The daemon's HTTP endpoint: `/healthz`, `/readyz` and `/metrics`.
 
+`/readyz` also shows the cycles running on this replica (`running`: phase, done/total, rate and
+ETA by source), so a first import that takes minutes is visibly at work while still unready.
+
 A small Starlette app served by uvicorn on the daemon's own event loop. It only reads the
 daemon's state through the `Probe` protocol, so it can be tested without a scheduler. Signals
 are left to the daemon (uvicorn's own handlers would re-raise them after shutdown).
@@ -36,6 +39,10 @@ class Probe(Protocol):
         """Each source: `held` by this replica or `standby` (another replica works it)."""
         ...
 
+    def progress(self) -> dict[str, dict[str, Any]]:
+        """The running cycles' figures by source (`ProgressSnapshot.to_json()`)."""
+        ...
+
     def metrics(self) -> bytes:
         """The Prometheus exposition."""
         ...
@@ -56,6 +63,7 @@ def create_app(probe: Probe) -> Starlette:
             "status": "ready" if ready else "unready",
             "reasons": reasons,
             "sources": probe.holdings(),
+            "running": probe.progress(),
         }
         return JSONResponse(body, 200 if ready else 503)
 

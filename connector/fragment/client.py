@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, Protocol
@@ -406,8 +406,13 @@ class FragmentClient:
                 params.append(("updated_at_after", format_timestamp(updated_at_after)))
         return params
 
-    async def query_uids(self, uids: Iterable[str]) -> list[Task]:
-        """The tasks with these uids, whatever their status (`POST /tasks/query`, 100 per call)."""
+    async def query_uids(
+        self, uids: Iterable[str], *, progress: Callable[[int], None] | None = None
+    ) -> list[Task]:
+        """The tasks with these uids, whatever their status (`POST /tasks/query`, 100 per call).
+
+        `progress` is told how many uids each call settled.
+        """
         wanted = list(dict.fromkeys(uids))
         found: list[Task] = []
         for start in range(0, len(wanted), self._page_size):
@@ -420,6 +425,8 @@ class FragmentClient:
             answer = await self._send("POST", "tasks/query", endpoint="/tasks/query", body=body)
             chunk_set = set(chunk)
             found.extend(t for t in _items(answer, "POST /tasks/query") if t.uid in chunk_set)
+            if progress is not None:
+                progress(len(chunk))
         return found
 
     async def put_batch(self, items: Sequence[Mapping[str, JSONValue]]) -> list[Task]:
