@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -31,7 +32,8 @@ from connector.models import CycleReport
 from connector.progress import Heartbeat, ProgressBoard
 from connector.render import write_error_json, write_json, write_text
 from connector.runtime import build_adapters, fragment_token, open_runtime
-from connector.state import StateStore
+from connector.snapshot import read_snapshot
+from connector.state import StateStore, missing_sqlite_file
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -190,12 +192,32 @@ def check(state: CliState) -> int:
                 click.echo(f"FAILED  fragment: {exc}")
                 code = EXIT_FAILURE
             for source_name, adapter in rec.adapters.items():
+                # The whole source is read (nothing is written), so a malformed file or a
+                # record that would be skipped fails `check`, not the first real run.
                 try:
                     await adapter.check()
-                    click.echo(f"ok      source {source_name}")
+                    snapshot = await read_snapshot(source_name, adapter)
                 except ConnectorError as exc:
                     click.echo(f"FAILED  source {source_name}: {exc}")
                     code = EXIT_FAILURE
+                    continue
+                tickets = len(snapshot.tickets)
+                read = (
+                    f"{tickets:,} ticket(s) read, {sum(t.is_open for t in snapshot.tickets):,} open"
+                )
+                if not snapshot.invalid:
+                    click.echo(f"ok      source {source_name}: {read}")
+                    continue
+                code = EXIT_FAILURE
+                click.echo(
+                    f"FAILED  source {source_name}: {read}, "
+                    f"{len(snapshot.invalid):,} record(s) would be skipped:"
+                )
+                for record in snapshot.invalid[:10]:
+                    ident = f" ticket {record.ticket_id}" if record.ticket_id else ""
+                    click.echo(f"          {record.position}{ident}: {record.reason}")
+                if len(snapshot.invalid) > 10:
+                    click.echo(f"          … and {len(snapshot.invalid) - 10:,} more")
         return code
 
     click.echo(f"ok      config: {len(adapters)} source(s)")
@@ -272,16 +294,34 @@ def explain(state: CliState, source: str, ticket_id: str, output: str) -> int:
 @click.pass_obj
 def status(state: CliState, limit: int, output: str) -> int:
     """Show the recent runs and incremental cursors kept in the state store."""
-    settings = state.settings()
+    # status reads the store only: no source secret is needed, and none is created.
+    settings = load_settings(state.config_path, require_env=False)
+    missing = missing_sqlite_file(settings.state.url)
+    if missing is not None:
+        if output == "json":
+            click.echo(json.dumps({"version": 1, "running": [], "runs": [], "cursors": {}}))
+        else:
+            click.echo(f"no state store at {missing} yet: no run recorded")
+        return EXIT_OK
     store = StateStore(settings.state.url, instance=settings.connector.instance)
     try:
+        running = store.running_cycles()
         runs = store.recent_runs(limit)
         cursors = {s.name: store.get_cursor(s.name) for s in settings.sources}
     finally:
         store.close()
+    now = datetime.now(UTC)
+    stale_after = 3 * settings.connector.progress_interval.total_seconds()
     if output == "json":
         document = {
             "version": 1,
+            "running": [
+                {
+                    **p.to_json(),
+                    "stale": (now - p.updated_at).total_seconds() > stale_after,
+                }
+                for p in running
+            ],
             "runs": [
                 {
                     **dataclasses.asdict(r),
@@ -294,6 +334,16 @@ def status(state: CliState, limit: int, output: str) -> int:
         }
         click.echo(json.dumps(document))
         return EXIT_OK
+    for p in running:
+        age = (now - p.updated_at).total_seconds()
+        took = (now - p.started_at).total_seconds()
+        by = f" by {p.replica}" if p.replica else ""
+        stale = (
+            f"  (no news for {age:.0f}s: its process may have stopped)" if age > stale_after else ""
+        )
+        click.echo(
+            f"running {p.source:<16} {p.kind:<11} {p.describe()}, {took:.0f}s so far{by}{stale}"
+        )
     if not runs:
         click.echo("no runs recorded yet (the daemon records them: `fragment-connector run`)")
     for r in runs:

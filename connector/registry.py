@@ -11,11 +11,12 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from adapters.base import SourceAdapter
+from adapters.base import CONFIG_DIR_CONTEXT, SourceAdapter
 from connector.config import SourceSection, format_validation_error
 from connector.errors import ConfigError
 
@@ -97,12 +98,17 @@ def adapter_class(
 
 
 def build_adapter(
-    source: SourceSection, installed: dict[str, AdapterInfo] | None = None
+    source: SourceSection,
+    installed: dict[str, AdapterInfo] | None = None,
+    *,
+    config_dir: Path | None = None,
 ) -> SourceAdapter:
     """An adapter instance for a configured source, its options validated by its Config model."""
     cls = adapter_class(source.adapter, installed)
     try:
-        options = cls.Config.model_validate(source.options)
+        # Relative file paths in the options resolve against the config file's directory.
+        context = {CONFIG_DIR_CONTEXT: config_dir} if config_dir is not None else None
+        options = cls.Config.model_validate(source.options, context=context)
     except ValidationError as exc:
         prefix = f"sources[{source.name}].options."
         raise ConfigError(
