@@ -55,7 +55,11 @@ def _remember_config(ctx: click.Context, _param: click.Parameter, value: Path | 
         ctx.ensure_object(CliState).config_path = value
 
 
-def config_option(func: F) -> F:
+_CONFIG_HELP = "Config file (default: $FRAGMENT_CONNECTOR_CONFIG, then ./config.yaml)."
+_UNUSED_CONFIG_HELP = "Accepted like on every command (so scripts can always pass it); unused."
+
+
+def config_option(func: F, *, used: bool = True) -> F:
     """`--config PATH`, accepted after the subcommand as well as before it."""
     return click.option(
         "--config",
@@ -63,8 +67,13 @@ def config_option(func: F) -> F:
         callback=_remember_config,
         expose_value=False,
         is_eager=True,
-        help="Config file (default: $FRAGMENT_CONNECTOR_CONFIG, then ./config.yaml).",
+        help=_CONFIG_HELP if used else _UNUSED_CONFIG_HELP,
     )(func)
+
+
+def unused_config_option(func: F) -> F:
+    """`--config PATH` on a command that reads no config (adapters, demo, sandbox)."""
+    return config_option(func, used=False)
 
 
 @contextmanager
@@ -76,6 +85,13 @@ def _progress_display(board: ProgressBoard, enabled: bool) -> Iterator[bool]:
     with ProgressDisplay(Console(stderr=True)) as display:
         board.add(display)
         yield True
+
+
+def _json_value(value: object) -> str:
+    """Timestamps in ISO 8601; anything else JSON cannot hold as text."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -254,7 +270,7 @@ def explain(state: CliState, source: str, ticket_id: str, output: str) -> int:
 
     found = asyncio.run(run())
     if output == "json":
-        click.echo(json.dumps(found, default=str))
+        click.echo(json.dumps({"version": 1, **found}, default=_json_value))
         return EXIT_OK
     ticket = found["ticket"]
     if ticket:
@@ -273,7 +289,9 @@ def explain(state: CliState, source: str, ticket_id: str, output: str) -> int:
         closed_by = task["fields"].get(settings.connector.markers.closed_by)
         by = f" (closed by {closed_by})" if closed_by else ""
         mine = "" if task["owned"] else " — NOT the connector's (markers do not match)"
-        click.echo(f"task     {task['status']}{by}, updated {task['updated_at']}{mine}")
+        updated = task["updated_at"]
+        updated = updated.isoformat() if isinstance(updated, datetime) else updated
+        click.echo(f"task     {task['status']}{by}, updated {updated}{mine}")
     index = found["index"]
     if index is not None:
         click.echo(
@@ -362,6 +380,38 @@ def status(state: CliState, limit: int, output: str) -> int:
 
 
 @cli.command()
+@config_option
+@click.pass_obj
+def healthcheck(state: CliState) -> int:
+    """Probe the running daemon's /healthz on the configured server.port; exit 0 if healthy.
+
+    The container's HEALTHCHECK: it follows the config (file and environment), so moving
+    `server.port` never turns a working container unhealthy.
+    """
+    import httpx
+
+    settings = load_settings(state.config_path, require_env=False)
+    host = settings.server.host
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)  # noqa: S104
+    url = (
+        f"http://[{host}]:{settings.server.port}/healthz"
+        if ":" in host
+        else (f"http://{host}:{settings.server.port}/healthz")
+    )
+    try:
+        answer = httpx.get(url, timeout=3, trust_env=False)
+    except httpx.HTTPError as exc:
+        click.echo(f"unhealthy: {url}: {exc}", err=True)
+        return EXIT_FAILURE
+    if answer.status_code != 200:
+        click.echo(f"unhealthy: {url} answered {answer.status_code}", err=True)
+        return EXIT_FAILURE
+    click.echo(f"healthy: {url}")
+    return EXIT_OK
+
+
+@cli.command()
+@unused_config_option
 @click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--schema", is_flag=True, help="Also print each adapter's options schema.")
 def adapters(output: str, schema: bool) -> int:
@@ -399,6 +449,7 @@ def adapters(output: str, schema: bool) -> int:
 
 
 @cli.command()
+@unused_config_option
 @click.option(
     "--workdir",
     type=click.Path(path_type=Path, file_okay=False),
@@ -412,6 +463,7 @@ def demo(workdir: Path | None) -> int:
 
 
 @cli.command()
+@unused_config_option
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8765, show_default=True, type=int)
 @click.option("--token", default="sandbox-token", show_default=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -303,14 +304,50 @@ def format_validation_error(error: ValidationError, *, prefix: str = "") -> str:
         message = item["msg"]
         if item["type"] == "extra_forbidden":
             message = "unknown key"
+        # pydantic prefixes the messages of our own validators; the key path says enough.
+        message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
         lines.append(f"{path or '(top level)'}: {message}")
     return "\n".join(lines)
+
+
+def unknown_environment(environ: Mapping[str, str] | None = None) -> list[str]:
+    """One line per `FRAGMENT_CONNECTOR__*` variable that names no key, like unknown keys in
+    the file: a typo (`..._GAURDS__CLOSE_MIN`) must not be silently ignored."""
+    environ = os.environ if environ is None else environ
+    problems = []
+    for name in sorted(environ):
+        if not name.upper().startswith(ENV_PREFIX):
+            continue
+        parts = name[len(ENV_PREFIX) :].lower().split("__")
+        model: type[BaseModel] = Settings
+        for depth, part in enumerate(parts):
+            field = model.model_fields.get(part)
+            if field is None:
+                where = ".".join(parts[:depth]) or "(top level)"
+                known = ", ".join(model.model_fields)
+                problems.append(f"{name}: {where} has no key {part!r} (known: {known})")
+                break
+            kind = field.annotation
+            if isinstance(kind, type) and issubclass(kind, BaseModel):
+                model = kind
+                continue
+            if depth < len(parts) - 1 and not (isinstance(kind, type) and issubclass(kind, dict)):
+                problems.append(f"{name}: {'.'.join(parts[: depth + 1])} has no sub-keys")
+            break
+        else:
+            problems.append(f"{name}: names a whole section; name one of its keys")
+    return problems
 
 
 def load_settings(
     path: Path | None = None, *, require_env: bool = True, **overrides: Any
 ) -> Settings:
     """Read, overlay and validate the configuration; raise ConfigError with every problem."""
+    unknown = unknown_environment()
+    if unknown:
+        raise ConfigError(
+            "unknown environment variable(s), which would be ignored:\n" + "\n".join(unknown)
+        )
     config_path = resolve_config_path(path)
     data = read_config_file(config_path, require_env=require_env) if config_path else {}
     config_dir = config_path.resolve().parent if config_path else None

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
+from datetime import timedelta
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from adapters.base import CONFIG_DIR_CONTEXT, SourceAdapter
 from connector.config import SourceSection, format_validation_error
 from connector.errors import ConfigError
+from connector.values import format_duration
 
 ENTRY_POINT_GROUP = "fragment_connector.adapters"
 
@@ -37,8 +39,23 @@ class AdapterInfo:
         """The JSON schema of the adapter's `options`."""
         if self.adapter is None:
             return {}
-        schema: dict[str, Any] = self.adapter.Config.model_json_schema()
+        schema: dict[str, Any] = _config_durations(self.adapter.Config.model_json_schema())
         return schema
+
+
+def _config_durations(node: Any) -> Any:
+    """The schema with duration defaults written as the config takes them (`1m`, not pydantic's
+    ISO 8601 `PT1M`, which the config rejects)."""
+    if isinstance(node, list):
+        return [_config_durations(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {key: _config_durations(value) for key, value in node.items()}
+    default = out.get("default")
+    if out.get("format") == "duration" and isinstance(default, str):
+        seconds = TypeAdapter(timedelta).validate_python(default).total_seconds()
+        out["default"] = format_duration(seconds)
+    return out
 
 
 def _contract_problem(obj: object) -> str | None:
