@@ -9,6 +9,7 @@ name, with the reason, and never prevents the others from loading.
 from __future__ import annotations
 
 import inspect
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 from importlib.metadata import EntryPoint, entry_points
@@ -43,19 +44,31 @@ class AdapterInfo:
         return schema
 
 
+_ISO_DURATION = re.compile(r"^P(?:\d+D)?(?:T(?:\d+H)?(?:\d+M)?(?:\d+(?:\.\d+)?S)?)?$")
+
+
+def _config_default(value: Any) -> Any:
+    if isinstance(value, str) and len(value) > 1 and _ISO_DURATION.match(value):
+        seconds = TypeAdapter(timedelta).validate_python(value).total_seconds()
+        return format_duration(seconds)
+    if isinstance(value, dict):
+        return {key: _config_default(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_config_default(item) for item in value]
+    return value
+
+
 def _config_durations(node: Any) -> Any:
     """The schema with duration defaults written as the config takes them (`1m`, not pydantic's
-    ISO 8601 `PT1M`, which the config rejects)."""
+    ISO 8601 `PT1M`, which the config rejects), in nested defaults too."""
     if isinstance(node, list):
         return [_config_durations(item) for item in node]
     if not isinstance(node, dict):
         return node
-    out = {key: _config_durations(value) for key, value in node.items()}
-    default = out.get("default")
-    if out.get("format") == "duration" and isinstance(default, str):
-        seconds = TypeAdapter(timedelta).validate_python(default).total_seconds()
-        out["default"] = format_duration(seconds)
-    return out
+    return {
+        key: _config_default(value) if key == "default" else _config_durations(value)
+        for key, value in node.items()
+    }
 
 
 def _contract_problem(obj: object) -> str | None:
