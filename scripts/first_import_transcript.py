@@ -47,7 +47,7 @@ def _screen(command: list[str], cwd: Path) -> tuple[str, int]:
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLUMNS, 0, 0))
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRAGMENT_CONNECTOR")}
     env.update(TERM="xterm-256color", COLUMNS=str(COLUMNS), LINES=str(ROWS))
-    process = subprocess.Popen(
+    process = subprocess.Popen(  # noqa: S603 - our own CLI, arguments fixed above
         command, cwd=cwd, env=env, stdin=slave, stdout=slave, stderr=slave, close_fds=True
     )
     os.close(slave)
