@@ -134,14 +134,12 @@ def reconcile(
     state: CliState, dry_run: bool, only_source: str | None, output: str, allow_mass_close: bool
 ) -> int:
     """Run one reconciliation cycle and print what it did (or would do)."""
-    settings = state.settings()
     options = CycleOptions(
         dry_run=dry_run, only_source=only_source, allow_mass_close=allow_mass_close
     )
-
     board = ProgressBoard()
 
-    async def run() -> Any:
+    async def run(settings: Settings) -> Any:
         # On a terminal, bars; off it (cron, CI, a container) a `cycle.progress` log line every
         # connector.progress_interval, so a long first import is never silent.
         with _progress_display(board, sys.stderr.isatty()) as shown:
@@ -157,7 +155,7 @@ def reconcile(
                     return await _run_cycle(rec, settings, options)
 
     try:
-        report = asyncio.run(run())
+        report = asyncio.run(run(state.settings()))
     except ConnectorError as exc:
         if output == "json":
             # Programs always get the versioned document, with the error in it.
