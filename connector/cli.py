@@ -129,13 +129,27 @@ def cli(ctx: click.Context, config_path: Path | None, verbose: int) -> None:
 @click.option(
     "--allow-mass-close", is_flag=True, help="Apply closes even past the mass-close guard."
 )
+@click.option(
+    "--full",
+    "full_listing",
+    is_flag=True,
+    help="List every open task in Fragment rather than what changed since the last listing.",
+)
 @click.pass_obj
 def reconcile(
-    state: CliState, dry_run: bool, only_source: str | None, output: str, allow_mass_close: bool
+    state: CliState,
+    dry_run: bool,
+    only_source: str | None,
+    output: str,
+    allow_mass_close: bool,
+    full_listing: bool,
 ) -> int:
     """Run one reconciliation cycle and print what it did (or would do)."""
     options = CycleOptions(
-        dry_run=dry_run, only_source=only_source, allow_mass_close=allow_mass_close
+        dry_run=dry_run,
+        only_source=only_source,
+        allow_mass_close=allow_mass_close,
+        full_listing=full_listing,
     )
     board = ProgressBoard()
 
@@ -476,8 +490,21 @@ def demo(workdir: Path | None) -> int:
 @click.option(
     "--data", type=click.Path(path_type=Path, dir_okay=False), help="Keep tasks in this JSON file."
 )
+@click.option(
+    "--profile",
+    type=click.Choice(["strict", "lenient"]),
+    default="strict",
+    show_default=True,
+    help="strict: 422 for undocumented keys; lenient: ignore them and undocumented filters.",
+)
 def sandbox(
-    host: str, port: int, token: str, test_mode: bool, rate_limit: float, data: Path | None
+    host: str,
+    port: int,
+    token: str,
+    test_mode: bool,
+    rate_limit: float,
+    data: Path | None,
+    profile: str,
 ) -> int:
     """Serve the embedded fake Fragment API (for adapter writers and tests)."""
     from connector.sandbox import SandboxConfig, serve
@@ -487,8 +514,12 @@ def sandbox(
         test_mode=test_mode,
         requests_per_minute=rate_limit or None,
         data_path=data,
+        profile=profile,
     )
-    click.echo(f"sandbox Fragment API on http://{host}:{port}/api/v1 (token: {token})", err=True)
+    click.echo(
+        f"sandbox Fragment API ({profile}) on http://{host}:{port}/api/v1 (token: {token})",
+        err=True,
+    )
     serve(config, host=host, port=port)
     return EXIT_OK
 
