@@ -134,6 +134,9 @@ def test_daemon_shows_its_first_cycle_in_readyz_and_status(workspace: Workspace)
         output, _ = process.communicate(timeout=30)
     finally:
         process.kill()
+        process.wait(timeout=10)
+        if process.stdout is not None:
+            process.stdout.close()
     assert process.returncode == 0, output
     created = len(workspace.tasks())
     assert 0 < created < 2000
