@@ -64,6 +64,7 @@ from connector.models import (
     WriteBackOutcome,
 )
 from connector.plan import PlanPolicy, check_sync, plan_source, written_keys
+from connector.progress import CycleProgress, ProgressBoard
 from connector.snapshot import read_snapshot, ticket_problem
 from connector.state import StateStore
 from connector.writeback import FAILED as WRITE_BACK_FAILED
@@ -139,14 +140,15 @@ class Reconciler:
         client: FragmentClient,
         store: StateStore,
         adapters: Mapping[str, SourceAdapter],
-        progress: Callable[[str], None] | None = None,
+        board: ProgressBoard | None = None,
         should_stop: Callable[[], bool] = lambda: False,
     ) -> None:
         self.settings = settings
         self.client = client
         self.store = store
         self.adapters = adapters
-        self.progress = progress or (lambda message: None)
+        # Where the running cycles' progress goes (a terminal display, log lines, the store).
+        self.board = board or ProgressBoard()
         self.should_stop = should_stop
         self.namespace = instance_namespace(settings.connector.instance)
         self.markers: Markers = settings.connector.markers.to_markers()
@@ -242,6 +244,17 @@ class Reconciler:
                 f"nothing yet: missing from {plan.misses[uid]} snapshot(s), closes after "
                 f"{self.settings.guards.close_after_misses}"
             )
+        elif task is None and invalid:
+            decision = "nothing: the record is unreadable (see above), so it is skipped"
+        elif task is None and ticket is not None:
+            decision = "nothing: the ticket is closed in the back-office and has no task"
+        elif task is None:
+            decision = (
+                "nothing: the back-office does not list this ticket and Fragment has no task "
+                "for it (an unknown id, or a ticket solved before it ever got a task)"
+            )
+        elif not task.is_open:
+            decision = "nothing: the ticket is not open and its task is already DONE"
         else:
             decision = "nothing: the task already matches the ticket"
         return {
@@ -328,12 +341,41 @@ class Reconciler:
         """
         began = time.monotonic()
         requests_before = self.client.stats.total
+        run_id = structlog.contextvars.get_contextvars().get("run_id") or uuid.uuid4().hex[:12]
+        with self.board.cycle(source.name, kind, str(run_id)) as progress:
+            report = await self._reconcile_source(source, options, kind, progress)
+        report = dataclasses.replace(
+            report,
+            kind=kind,
+            duration_s=round(time.monotonic() - began, 3),
+            requests=self.client.stats.total - requests_before,
+        )
+        counts = report_counts(report)
+        log.info(
+            "cycle.source",
+            source=source.name,
+            kind=kind,
+            ok=report.ok and not report.failures,
+            outcome=source_outcome(report),
+            dry_run=options.dry_run,
+            duration_s=report.duration_s,
+            requests=report.requests,
+            tickets=report.tickets,
+            open_tasks=report.open_tasks,
+            invalid_records=len(report.invalid_records),
+            **counts,
+        )
+        return report
+
+    async def _reconcile_source(
+        self, source: SourceSection, options: CycleOptions, kind: str, progress: CycleProgress
+    ) -> SourceReport:
         try:
             if kind == FULL:
-                inputs = await self._full_inputs(source, options)
+                inputs = await self._full_inputs(source, options, progress)
             else:
-                inputs = await self._incremental_inputs(source)
-            report = await self._plan_and_apply(source, inputs, options, kind=kind)
+                inputs = await self._incremental_inputs(source, progress)
+            report = await self._plan_and_apply(source, inputs, options, progress, kind=kind)
             settled = not report.failures and not report.unresolved
             if kind == INCREMENTAL and report.applied and report.ok and settled:
                 # Only now: a crash before this line makes the next poll apply them again,
@@ -365,36 +407,16 @@ class Reconciler:
             report = SourceReport(
                 name=source.name, ok=False, error=error, error_label=classify(exc)[1]
             )
-        report = dataclasses.replace(
-            report,
-            kind=kind,
-            duration_s=round(time.monotonic() - began, 3),
-            requests=self.client.stats.total - requests_before,
-        )
-        log.info(
-            "cycle.source",
-            source=source.name,
-            kind=kind,
-            ok=report.ok,
-            dry_run=options.dry_run,
-            duration_s=report.duration_s,
-            requests=report.requests,
-            tickets=report.tickets,
-            open_tasks=report.open_tasks,
-            invalid_records=len(report.invalid_records),
-            failed=len(report.failures),
-            **report_counts(report),
-        )
         return report
 
-    async def _full_inputs(self, source: SourceSection, options: CycleOptions) -> _Inputs:
+    async def _full_inputs(
+        self, source: SourceSection, options: CycleOptions, progress: CycleProgress
+    ) -> _Inputs:
         name = source.name
         dry_run = options.dry_run
-        snapshot = await read_snapshot(
-            name,
-            self.adapters[name],
-            progress=lambda n: self.progress(f"{name}: {n:,} tickets read"),
-        )
+        progress.start_phase("read")
+        snapshot = await read_snapshot(name, self.adapters[name], progress=progress.reach)
+        progress.start_phase("list")
         known = _Known()
         watermark = self._watermark(name)
         # A source the index knows nothing of (a first import, a lost state) is listed in every
@@ -415,7 +437,7 @@ class Reconciler:
         )
         if full:
             # A full listing of the open tasks: the truth, and the mirror's periodic repair.
-            async for page in self._pages(name, statuses=() if cold else OPEN_STATUSES):
+            async for page in self._pages(name, progress, statuses=() if cold else OPEN_STATUSES):
                 mirror.read(page)
                 if cold:
                     known.tasks.update(
@@ -436,7 +458,7 @@ class Reconciler:
             assert watermark.seen is not None  # full_listing_due() is true without one
             since = watermark.seen - self.settings.fragment.listing_overlap
             done: dict[str, Task] = {}
-            async for page in self._pages(name, statuses=(), updated_at_after=since):
+            async for page in self._pages(name, progress, statuses=(), updated_at_after=since):
                 mirror.read(page)
                 done.update((t.uid, t) for t in page if not t.is_open and self._owned(name, t))
                 # A task older than the filter proves the server ignored `updated_at_after`
@@ -464,6 +486,7 @@ class Reconciler:
             name,
             [t for t in snapshot.tickets if t.is_open],
             known,
+            progress,
             dry_run=dry_run,
             listed_everything=everything,
         )
@@ -483,29 +506,29 @@ class Reconciler:
     async def _pages(
         self,
         source: str,
+        progress: CycleProgress,
         *,
         statuses: Sequence[TaskStatus],
         updated_at_after: datetime | None = None,
     ) -> AsyncIterator[list[Task]]:
         """The source's tasks in Fragment, page by page."""
-        count = 0
         async for page in self.client.iter_tasks(
             statuses=statuses,
             fields={self.markers.source: source},
             updated_at_after=updated_at_after,
         ):
             yield page
-            count += len(page)
-            self.progress(f"{source}: {count:,} tasks listed")
+            progress.advance(len(page))
 
     def _watermark(self, source: str) -> Watermark:
         return Watermark.parse(self.store.get_cursor(f"fragment:{source}"))
 
-    async def _incremental_inputs(self, source: SourceSection) -> _Inputs:
+    async def _incremental_inputs(self, source: SourceSection, progress: CycleProgress) -> _Inputs:
         name = source.name
         adapter = self.adapters[name]
         if not isinstance(adapter, SupportsChanges):
             raise SourceError(f"adapter {source.adapter!r} cannot poll for changes")
+        progress.start_phase("read")
         cursor = self.store.get_cursor(name)
         try:
             changes = await adapter.changes_since(cursor)
@@ -524,8 +547,9 @@ class Reconciler:
                 invalid.append(
                     InvalidRecord(f"change {position}", problem, getattr(ticket, "id", None))
                 )
+        progress.reach(len(changes.tickets))
         known = _Known()
-        unresolved = await self._resolve(name, list(latest.values()), known)
+        unresolved = await self._resolve(name, list(latest.values()), known, progress)
         return _Inputs(
             tickets=list(latest.values()),
             known=known,
@@ -541,6 +565,7 @@ class Reconciler:
         source: str,
         tickets: Sequence[Ticket],
         known: _Known,
+        progress: CycleProgress,
         *,
         dry_run: bool = False,
         listed_everything: bool = False,
@@ -574,12 +599,14 @@ class Reconciler:
         unknown = [uid for uid in wanted if uid not in known.tasks]
         if not unknown:
             return set()
+        progress.start_phase("lookup", total=len(unknown))
         page = self.settings.fragment.page_size
         lookup = await self.finder.find(
             unknown,
             listing_fields={self.markers.source: source},
             # The listing holds at least the tasks the index knows and those looked for.
             listing_pages=-(-(self.store.count_known(source) + len(unknown)) // page),
+            progress=progress.advance,
         )
         resolved = []
         unresolved = {wanted[uid] for uid in lookup.unresolved}
@@ -608,7 +635,13 @@ class Reconciler:
         return unresolved
 
     async def _plan_and_apply(
-        self, source: SourceSection, inputs: _Inputs, options: CycleOptions, *, kind: str
+        self,
+        source: SourceSection,
+        inputs: _Inputs,
+        options: CycleOptions,
+        progress: CycleProgress,
+        *,
+        kind: str,
     ) -> SourceReport:
         name = source.name
         unresolved = inputs.unresolved
@@ -660,13 +693,7 @@ class Reconciler:
             return report
 
         planned = report.planned
-        done = 0
-
-        def applied(count: int) -> None:
-            nonlocal done
-            done += count
-            self.progress(f"{name}: {done:,}/{len(planned):,} actions applied")
-
+        progress.start_phase("apply", total=len(planned))
         lease_lost = False
 
         async def may_send() -> bool:
@@ -693,7 +720,7 @@ class Reconciler:
                 planned,
                 batch_size=self.settings.fragment.batch_size,
                 may_send=may_send,
-                progress=applied,
+                progress=progress.advance,
                 on_applied=remember,
             )
         if isinstance(result.fatal, FragmentAuthError):
@@ -796,7 +823,7 @@ def write_back_counts(report: SourceReport) -> dict[str, int]:
     return counts
 
 
-def report_counts(report: SourceReport) -> dict[str, int]:
+def planned_counts(report: SourceReport) -> dict[str, int]:
     """Counts of one source's planned actions by kind, with unchanged and refused."""
     counts = {kind.value: 0 for kind in ActionKind}
     for action in report.planned:
@@ -806,11 +833,23 @@ def report_counts(report: SourceReport) -> dict[str, int]:
     return counts
 
 
+def report_counts(report: SourceReport) -> dict[str, int]:
+    """What one source's cycle did: actions by kind (those applied, once applied; those planned
+    in a dry-run), unchanged, refused, and `failed` (planned, not applied: refused by Fragment or
+    never sent because the cycle stopped)."""
+    counts = planned_counts(report)
+    for failure in report.failures:
+        counts[failure.action.kind.value] -= 1
+    counts["failed"] = len(report.failures)
+    return counts
+
+
 def source_exit_code(report: SourceReport, *, dry_run: bool) -> int:
-    """Exit code for one source: 1 failed (or a ticket unresolved), 3 guard refused, 2 pending
-    dry-run changes, else 0."""
+    """Exit code for one source: 1 failed (or a ticket unresolved, or records skipped), 3 guard
+    refused, 2 pending dry-run changes, else 0. A skipped record is a ticket that got no task:
+    cron and CI must hear of it."""
     codes = [EXIT_OK]
-    if not report.ok or report.failures or report.unresolved:
+    if not report.ok or report.failures or report.unresolved or report.invalid_records:
         codes.append(EXIT_FAILURE)
     if report.refusals:
         codes.append(EXIT_REFUSED)

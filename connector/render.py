@@ -15,10 +15,12 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from connector.cycle import LISTING_CHANGES, cycle_exit_code, report_counts
+from connector.cycle import LISTING_CHANGES, cycle_exit_code, planned_counts, report_counts
+from connector.errors import classify
 from connector.fragment import RequestStats
 from connector.models import Action, ActionKind, CycleReport, SourceReport, WriteBack
 from connector.printable import visible
+from connector.redaction import REDACTOR
 
 JSON_VERSION = 1
 ROWS_PER_KIND = 10
@@ -96,12 +98,11 @@ def _write_back_rows(source: SourceReport, console: Console) -> None:
         console.print(f"  … and {len(write_backs) - ROWS_PER_KIND} more (see --output json)")
 
 
-def _total_counts(report: CycleReport) -> dict[str, int]:
+def _total_counts(report: CycleReport, counter: Any = report_counts) -> dict[str, int]:
     total = dict.fromkeys((*_KINDS, "unchanged", "refused", "failed"), 0)
     for source in report.sources:
-        for key, value in report_counts(source).items():
+        for key, value in counter(source).items():
             total[key] += value
-        total["failed"] += len(source.failures)
     return total
 
 
@@ -114,7 +115,11 @@ def report_json(report: CycleReport) -> dict[str, Any]:
         "run_id": report.run_id,
         "dry_run": report.dry_run,
         "exit_code": cycle_exit_code(report),
+        "error": None,
         "counts": _total_counts(report),
+        "planned": {
+            k: v for k, v in _total_counts(report, planned_counts).items() if k != "failed"
+        },
         "requests": {"total": total, "reads": reads, "writes": total - reads},
         "orphaned_sources": dict(report.orphaned),
         "sources": [
@@ -125,7 +130,8 @@ def report_json(report: CycleReport) -> dict[str, Any]:
                 "error_type": s.error_label,
                 "tickets": s.tickets,
                 "open_tasks": s.open_tasks,
-                "counts": {**report_counts(s), "failed": len(s.failures)},
+                "counts": report_counts(s),
+                "planned": planned_counts(s),
                 "actions": [_action_json(a) for a in s.planned],
                 "refused": [
                     {**_action_json(r.action), "guard": r.guard, "refusal": r.reason}
@@ -143,6 +149,28 @@ def report_json(report: CycleReport) -> dict[str, Any]:
             for s in report.sources
         ],
     }
+
+
+def error_json(error: BaseException) -> dict[str, Any]:
+    """The document of a run that failed as a whole (a refused token, an unreadable state
+    store...): the same version and keys as `report_json`, with `error` set."""
+    code, label = classify(error)
+    return {
+        "version": JSON_VERSION,
+        "run_id": None,
+        "dry_run": None,
+        "exit_code": code,
+        "error": {"type": label, "message": REDACTOR.mask(str(error))},
+        "counts": dict.fromkeys((*_KINDS, "unchanged", "refused", "failed"), 0),
+        "requests": {"total": 0, "reads": 0, "writes": 0},
+        "orphaned_sources": {},
+        "sources": [],
+    }
+
+
+def write_error_json(error: BaseException, out: IO[str]) -> None:
+    """Print the document of a run that failed as a whole, one line."""
+    out.write(json.dumps(error_json(error), ensure_ascii=False) + "\n")
 
 
 def write_json(report: CycleReport, out: IO[str]) -> None:
@@ -173,7 +201,7 @@ def _action_rows(title: str, actions: Sequence[Action], console: Console) -> Non
 
 
 def _source_text(source: SourceReport, console: Console) -> None:
-    counts = report_counts(source)
+    counts = planned_counts(source)
     head = Text(f"source {source.name}: ", style="bold")
     if not source.ok and source.plan is None:
         head.append(f"FAILED: {visible(source.error)}", style="red")
@@ -257,3 +285,16 @@ def write_text(report: CycleReport, out: IO[str]) -> None:
     else:
         failed = f", {total['failed']} failed" if total["failed"] else ""
         console.print(f"Applied: {summary}{failed} ({_plural(requests, 'request')}).")
+    skipped = sum(len(s.invalid_records) for s in report.sources)
+    if skipped:
+        where = ", ".join(
+            f"{s.name} {len(s.invalid_records)}" for s in report.sources if s.invalid_records
+        )
+        console.print(
+            Text(
+                f"Skipped {_plural(skipped, 'record')} that got no task ({where}): see the "
+                "`skipped` lines above, `invalid_records` in --output json, or the "
+                "source.invalid_record log lines. Exit code 1.",
+                "yellow",
+            )
+        )

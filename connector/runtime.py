@@ -17,6 +17,7 @@ from connector.config import Settings
 from connector.cycle import Reconciler
 from connector.errors import ConfigError
 from connector.fragment import FragmentClient, RequestListener
+from connector.progress import ProgressBoard
 from connector.redaction import REDACTOR, secrets_in
 from connector.registry import AdapterInfo, build_adapter, discover
 from connector.sandbox import SandboxConfig, SandboxServer
@@ -32,7 +33,10 @@ def build_adapters(settings: Settings, only: str | None = None) -> dict[str, Sou
         raise ConfigError("no sources configured: add at least one under `sources:`")
     installed = discover()
     chosen = [settings.source(only)] if only else settings.sources
-    adapters = {source.name: build_adapter(source, installed) for source in chosen}
+    adapters = {
+        source.name: build_adapter(source, installed, config_dir=settings.config_dir)
+        for source in chosen
+    }
     for source in chosen:
         if source.write_back.enabled and not can_write_back(adapters[source.name]):
             raise ConfigError(
@@ -84,7 +88,7 @@ async def open_runtime(
     settings: Settings,
     *,
     only_source: str | None = None,
-    progress: Callable[[str], None] | None = None,
+    board: ProgressBoard | None = None,
     listener: RequestListener | None = None,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> AsyncIterator[Reconciler]:
@@ -120,6 +124,6 @@ async def open_runtime(
             client=client,
             store=store,
             adapters=adapters,
-            progress=progress,
+            board=board,
             should_stop=should_stop,
         )

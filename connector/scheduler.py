@@ -52,6 +52,7 @@ from connector.guards import GUARD_MASS_WRITE_BACK
 from connector.leases import Leases, leases_for
 from connector.metrics import Metrics
 from connector.models import SourceReport, WriteBackOutcome
+from connector.progress import Heartbeat, ProgressBoard
 from connector.runtime import open_runtime
 from connector.server import HttpServer
 from connector.state import RunRecord
@@ -211,7 +212,6 @@ class Daemon:
             health.last_error = report.error
             health.last_error_type = report.error_label or "error"
         counts = report_counts(report)
-        counts["failed"] = len(report.failures)
         counts.update({f"write_back_{k}": v for k, v in write_back_counts(report).items()})
         try:
             self.reconciler.store.record_run(
@@ -250,6 +250,9 @@ class Daemon:
                 continue
             if health.last_full_success is None:
                 reason = "no successful full cycle yet"
+                running = self.reconciler.board.snapshot(name)
+                if running is not None:
+                    reason += f"; {running.kind} cycle running: {running.describe()}"
             elif now - health.last_full_success > limit:
                 age = int(now - health.last_full_success)
                 reason = f"last successful full cycle {age}s ago (limit {int(limit)}s)"
@@ -270,6 +273,10 @@ class Daemon:
         """Each source: `held` by this replica, or `standby` (another replica works it)."""
         held = self.leases.held()
         return {name: "held" if name in held else "standby" for name in self.health}
+
+    def progress(self) -> dict[str, dict[str, object]]:
+        """The cycles running on this replica, by source."""
+        return {c.source: c.snapshot().to_json() for c in self.reconciler.board.running()}
 
     def metrics_text(self) -> bytes:
         """The Prometheus exposition."""
@@ -309,6 +316,9 @@ class _DaemonProbe:
     def holdings(self) -> dict[str, str]:
         return self.daemon.holdings()
 
+    def progress(self) -> dict[str, dict[str, object]]:
+        return self.daemon.progress()
+
     def metrics(self) -> bytes:
         return self.daemon.metrics_text()
 
@@ -322,7 +332,11 @@ async def daemon_running(
     `stop` is what cycles check between batches; setting it is how a stop begins.
     """
     metrics = Metrics()
-    async with open_runtime(settings, listener=metrics, should_stop=stop.is_set) as reconciler:
+    replica = f"{socket.gethostname()}:{os.getpid()}"
+    board = ProgressBoard(replica=replica)
+    async with open_runtime(
+        settings, listener=metrics, should_stop=stop.is_set, board=board
+    ) as reconciler:
         try:
             await reconciler.client.me()
         except FragmentAuthError:
@@ -332,7 +346,12 @@ async def daemon_running(
         names = [s.name for s in settings.sources]
         leases = leases_for(settings.state.url, instance=settings.connector.instance, sources=names)
         await leases.start()
-        replica = f"{socket.gethostname()}:{os.getpid()}"
+        heartbeat = Heartbeat(
+            board,
+            interval=settings.connector.progress_interval.total_seconds(),
+            store=reconciler.store,
+        )
+        beating = asyncio.create_task(heartbeat.run(), name="progress-heartbeat")
         daemon = Daemon(settings, reconciler, metrics, leases, replica=replica)
         server = HttpServer(
             _DaemonProbe(daemon), host=settings.server.host, port=settings.server.port
@@ -356,6 +375,9 @@ async def daemon_running(
             await leases.close()
             server.stop()
             await serving
+            beating.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beating
 
 
 async def run_daemon(settings: Settings) -> int:

@@ -1,5 +1,8 @@
 """The daemon's HTTP endpoint: `/healthz`, `/readyz` and `/metrics`.
 
+`/readyz` also shows the cycles running on this replica (`running`: phase, done/total, rate and
+ETA by source), so a first import that takes minutes is visibly at work while still unready.
+
 A small Starlette app served by uvicorn on the daemon's own event loop. It only reads the
 daemon's state through the `Probe` protocol, so it can be tested without a scheduler. Every
 answer passes the one redactor. Signals
@@ -19,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from connector.errors import ConfigError
 from connector.redaction import REDACTOR
 
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -37,6 +41,10 @@ class Probe(Protocol):
 
     def holdings(self) -> dict[str, str]:
         """Each source: `held` by this replica or `standby` (another replica works it)."""
+        ...
+
+    def progress(self) -> dict[str, dict[str, Any]]:
+        """The running cycles' figures by source (`ProgressSnapshot.to_json()`)."""
         ...
 
     def metrics(self) -> bytes:
@@ -58,6 +66,7 @@ def create_app(probe: Probe) -> Starlette:
             "status": "ready" if ready else "unready",
             "reasons": reasons,
             "sources": probe.holdings(),
+            "running": probe.progress(),
         }
         return JSONResponse(REDACTOR.mask(body, by_key=False), 200 if ready else 503)
 
@@ -94,7 +103,11 @@ class HttpServer:
             self._socket.bind((host, port))
         except OSError as exc:
             self._socket.close()
-            raise OSError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+            raise ConfigError(
+                f"cannot listen on {host}:{port} ({exc.strerror}): set another port with "
+                "server.port (FRAGMENT_CONNECTOR__SERVER__PORT) or another address with "
+                "server.host"
+            ) from None
         self._socket.listen(64)
         self.port: int = self._socket.getsockname()[1]
         config = uvicorn.Config(

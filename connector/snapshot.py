@@ -128,13 +128,15 @@ async def read_snapshot(
                 continue
             first_seen[item.id] = len(snapshot.tickets)
             snapshot.tickets.append(item)
-            if progress is not None and position % 1000 == 0:
+            if progress is not None and position % 100 == 0:
                 progress(position)
     except SourceError:
         raise
     except Exception as exc:
         log.exception("source.adapter_crashed", source=source)
         raise SourceError(f"adapter {type(adapter).__name__} failed: {exc!r}") from exc
+    if progress is not None:
+        progress(position)
     if duplicates:
         # Which copy is right is unknowable: keep neither, leave their tasks alone, close nothing.
         snapshot.tickets = [t for t in snapshot.tickets if t.id not in duplicates]

@@ -28,6 +28,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from connector.errors import ConfigError, StateError
 from connector.identity import Markers, closed_by_connector
 from connector.models import Task, TaskDigest, TaskStatus
+from connector.progress import ProgressSnapshot
 from connector.redaction import REDACTOR, mask_url_password
 from connector.values import parse_timestamp, task_digest
 
@@ -145,6 +146,18 @@ runs = sa.Table(
     sa.Column("replica", sa.String(128)),
 )
 
+# The running cycle of each source, as its process last reported it (connector.progress): what
+# `status` and `/readyz` show while a long first import runs. One row per source; a row whose
+# `updated_at` stops moving belongs to a process that died mid-cycle.
+progress = sa.Table(
+    "fc_progress",
+    metadata,
+    sa.Column("source", sa.String(64), primary_key=True),
+    sa.Column("run_id", sa.String(32), nullable=False),
+    sa.Column("updated_at", sa.String(32), nullable=False),
+    sa.Column("document", sa.Text, nullable=False),
+)
+
 HISTORY_PER_SOURCE = 50
 UNSEEN = "UNSEEN"  # status of a mirror entry Fragment no longer lists as open
 _OPEN_VALUES = (TaskStatus.TODO.value, TaskStatus.STARTED.value)
@@ -202,6 +215,16 @@ def database_url(url: str) -> URL:
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     return parsed
+
+
+def missing_sqlite_file(url: str) -> Path | None:
+    """The SQLite file `url` names when it does not exist yet (read-only commands then have
+    nothing to read, and must not create it); None otherwise."""
+    parsed = database_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    path = Path(parsed.database)
+    return None if path.exists() else path
 
 
 def is_postgres(url: URL) -> bool:
@@ -570,6 +593,52 @@ class StateStore:
             )
             for r in rows
         ]
+
+    def set_progress(self, snapshot: ProgressSnapshot) -> None:
+        """Store the figures of a source's running cycle (replacing the previous ones)."""
+        row = {
+            "source": snapshot.source,
+            "run_id": snapshot.run_id,
+            "updated_at": snapshot.updated_at.isoformat(),
+            "document": json.dumps(snapshot.to_json(), sort_keys=True),
+        }
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(sa.delete(progress).where(progress.c.source == snapshot.source))
+                conn.execute(sa.insert(progress), [row])
+        except SQLAlchemyError as exc:
+            raise StateError(f"cannot write the progress of {snapshot.source!r}: {exc}") from None
+
+    def clear_progress(self, source: str, run_id: str) -> None:
+        """The source's cycle `run_id` ended: drop its figures (not a newer cycle's)."""
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(
+                    sa.delete(progress).where(
+                        progress.c.source == source, progress.c.run_id == run_id
+                    )
+                )
+        except SQLAlchemyError as exc:
+            raise StateError(f"cannot write the progress of {source!r}: {exc}") from None
+
+    def running_cycles(self) -> list[ProgressSnapshot]:
+        """The cycles running now, by source, as their processes last reported them.
+
+        A snapshot's `updated_at` tells how fresh it is: the heartbeat rewrites it every
+        `connector.progress_interval`, so one much older belongs to a process that stopped.
+        """
+        try:
+            with self._engine.connect() as conn:
+                rows = list(conn.execute(sa.select(progress).order_by(progress.c.source)))
+        except SQLAlchemyError as exc:
+            raise StateError(f"cannot read the progress of the running cycles: {exc}") from None
+        found = []
+        for row in rows:
+            try:
+                found.append(ProgressSnapshot.from_json(json.loads(row.document)))
+            except (ValueError, KeyError, TypeError):
+                continue  # a row written by another release: not worth failing `status` over
+        return found
 
     def managed(self, uids: Iterable[str]) -> dict[str, frozenset[str]]:
         """The keys the connector last wrote to these tasks (unknown: absent)."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, Protocol
@@ -504,13 +504,16 @@ class FragmentClient:
                 params.append(("updated_at_after", format_timestamp(updated_at_after)))
         return params
 
-    async def query_uids(self, uids: Iterable[str]) -> list[Task]:
+    async def query_uids(
+        self, uids: Iterable[str], *, progress: Callable[[int], None] | None = None
+    ) -> list[Task]:
         """The tasks with these uids, whatever their status (`POST /tasks/query`, 100 per call).
 
         The body is the documented one: the condition tree under `condition`. The `in` operator
         and the `uid` field are assumed, so every answer is checked: a task that was not asked
         for, or more tasks than asked, proves the server ignored the filter, and then what the
         answer lacks proves nothing (FragmentFilterIgnored; a 400/422 raises as usual).
+        `progress` is told how many uids each call settled.
         """
         wanted = list(dict.fromkeys(uids))
         found: list[Task] = []
@@ -533,6 +536,8 @@ class FragmentClient:
                     f"{stray} of them not asked for: the server ignored the filter"
                 )
             found.extend(tasks)
+            if progress is not None:
+                progress(len(chunk))
         return found
 
     async def put_batch(self, items: Sequence[Mapping[str, JSONValue]]) -> BatchAnswer:
