@@ -25,6 +25,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -54,6 +55,7 @@ from connector.progress import Heartbeat, ProgressBoard
 from connector.runtime import open_runtime
 from connector.server import HttpServer
 from connector.state import RunRecord
+from connector.status import plan_document, status_document
 
 log = structlog.get_logger(__name__)
 
@@ -221,6 +223,17 @@ class Daemon:
             )
         except Exception:
             log.exception("daemon.history_not_written", source=name)
+        try:
+            finished = datetime.now(UTC)
+            self.reconciler.store.set_last_plan(
+                name,
+                kind,
+                run_id=run_id,
+                recorded_at=finished,
+                document=plan_document(report, run_id=run_id, recorded_at=finished),
+            )
+        except Exception:
+            log.exception("daemon.plan_not_written", source=name)
 
     def alive(self) -> tuple[bool, str]:
         """The process answers and the scheduler runs."""
@@ -312,6 +325,15 @@ class _DaemonProbe:
     def metrics(self) -> bytes:
         return self.daemon.metrics_text()
 
+    def status(self) -> dict[str, Any]:
+        daemon = self.daemon
+        return status_document(
+            daemon.settings,
+            daemon.reconciler.store,
+            holdings=daemon.holdings(),
+            replica=daemon.replica,
+        )
+
 
 @contextlib.asynccontextmanager
 async def daemon_running(
@@ -344,7 +366,10 @@ async def daemon_running(
         beating = asyncio.create_task(heartbeat.run(), name="progress-heartbeat")
         daemon = Daemon(settings, reconciler, metrics, leases, replica=replica)
         server = HttpServer(
-            _DaemonProbe(daemon), host=settings.server.host, port=settings.server.port
+            _DaemonProbe(daemon),
+            host=settings.server.host,
+            port=settings.server.port,
+            base_path=settings.server.base_path,
         )
         serving = asyncio.create_task(server.serve(), name="http")
         daemon.schedule()
