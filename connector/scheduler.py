@@ -38,7 +38,6 @@ from connector.cycle import (
     INCREMENTAL,
     CycleOptions,
     Reconciler,
-    report_counts,
     source_outcome,
 )
 from connector.errors import (
@@ -54,8 +53,7 @@ from connector.models import SourceReport
 from connector.progress import Heartbeat, ProgressBoard
 from connector.runtime import open_runtime
 from connector.server import HttpServer
-from connector.state import RunRecord
-from connector.status import plan_document, status_document
+from connector.status import record_cycle, status_document
 
 log = structlog.get_logger(__name__)
 
@@ -205,35 +203,12 @@ class Daemon:
         else:
             health.consecutive_failures += 1
             health.last_error = report.error
-        counts = report_counts(report)
         try:
-            self.reconciler.store.record_run(
-                RunRecord(
-                    run_id=run_id,
-                    source=name,
-                    kind=kind,
-                    started_at=started,
-                    finished_at=datetime.now(UTC),
-                    outcome=outcome,
-                    counts=counts,
-                    requests=report.requests,
-                    error=report.error,
-                    replica=self.replica,
-                )
+            record_cycle(
+                self.reconciler.store, report, run_id=run_id, started=started, replica=self.replica
             )
         except Exception:
             log.exception("daemon.history_not_written", source=name)
-        try:
-            finished = datetime.now(UTC)
-            self.reconciler.store.set_last_plan(
-                name,
-                kind,
-                run_id=run_id,
-                recorded_at=finished,
-                document=plan_document(report, run_id=run_id, recorded_at=finished),
-            )
-        except Exception:
-            log.exception("daemon.plan_not_written", source=name)
 
     def alive(self) -> tuple[bool, str]:
         """The process answers and the scheduler runs."""

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, SecretStr
 
 from connector.config import Settings
+from connector.cycle import report_counts, source_outcome
 from connector.guards import GUARD_MASS_CLOSE
 from connector.logging import REDACTED, Redactor
 from connector.models import Action, SourceReport
@@ -33,6 +34,7 @@ HISTORY_READ = 200  # runs read to find each source's last ones and the last min
 
 FULL = "full"
 INCREMENTAL = "incremental"
+CHANGES = "changes"  # the key of a source's last plan that had actions or refusals
 
 
 # --- recording (the daemon, after each cycle) -------------------------------------------------
@@ -65,6 +67,36 @@ def apply_command(source: str, guard: str) -> str | None:
     if guard != GUARD_MASS_CLOSE:
         return None
     return f"fragment-connector reconcile --source {shlex.quote(source)} --allow-mass-close"
+
+
+def record_cycle(
+    store: StateStore, report: SourceReport, *, run_id: str, started: datetime, replica: str | None
+) -> None:
+    """Write one source's cycle to the run history, and its plan for the status page."""
+    finished = datetime.now(UTC)
+    store.record_run(
+        RunRecord(
+            run_id=run_id,
+            source=report.name,
+            kind=report.kind,
+            started_at=started,
+            finished_at=finished,
+            outcome=source_outcome(report),
+            counts=report_counts(report),
+            requests=report.requests,
+            error=report.error,
+            replica=replica,
+        )
+    )
+    document = plan_document(report, run_id=run_id, recorded_at=finished)
+    store.set_last_plan(
+        report.name, report.kind, run_id=run_id, recorded_at=finished, document=document
+    )
+    if document["actions"] or document["refusal"]:
+        # Most cycles change nothing: the page also keeps the last one that did.
+        store.set_last_plan(
+            report.name, CHANGES, run_id=run_id, recorded_at=finished, document=document
+        )
 
 
 def plan_document(
@@ -242,6 +274,9 @@ def status_document(
             key=lambda p: str(p.get("recorded_at", "")),
             default=None,
         )
+        changes = plans.get((name, CHANGES))
+        if latest is not None and changes is not None and changes["run_id"] == latest["run_id"]:
+            changes = None  # the last plan is that one
         progress = running.get(name)
         sources.append(
             {
@@ -268,6 +303,7 @@ def status_document(
                     "error": failed.error,
                 },
                 "plan": latest,
+                "last_changes": changes,
             }
         )
     chart = [

@@ -21,7 +21,8 @@ from connector.models import ActionKind
 REFRESH_S = 5
 KINDS = tuple(kind.value for kind in ActionKind)
 CHART_WIDTH = 600
-CHART_HEIGHT = 120
+CHART_HEIGHT = 100
+CHART_SLOTS = 30  # bars keep one width whether the history holds 3 cycles or 30
 
 _ENV = jinja2.Environment(
     loader=jinja2.PackageLoader("connector", "templates"),
@@ -75,10 +76,10 @@ def _when(value: str | None, now: datetime) -> str:
 def chart(per_cycle: list[dict[str, Any]]) -> dict[str, Any]:
     """The bars of the requests-per-cycle chart, in SVG user units."""
     top = max((int(run["requests"]) for run in per_cycle), default=0) or 1
-    slot = CHART_WIDTH / max(len(per_cycle), 1)
+    slot = CHART_WIDTH / max(len(per_cycle), CHART_SLOTS)
     bars = []
     for n, run in enumerate(per_cycle):
-        height = round((CHART_HEIGHT - 14) * int(run["requests"]) / top, 1)
+        height = round((CHART_HEIGHT - 2) * int(run["requests"]) / top, 1)
         bars.append(
             {
                 "x": round(n * slot + slot * 0.1, 1),
