@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Annotated, Any, ClassVar, Final, Protocol, runtime_checkable
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationInfo
 
 from connector.errors import (
     AdapterAuthError,
@@ -29,12 +30,14 @@ API_VERSION: Final = 1
 
 __all__ = [
     "API_VERSION",
+    "CONFIG_DIR_CONTEXT",
     "AdapterAuthError",
     "AdapterConfig",
     "AdapterConfigError",
     "AdapterDataError",
     "AdapterUnavailable",
     "ChangeSet",
+    "ConfigPath",
     "Duration",
     "InvalidRecord",
     "SourceAdapter",
@@ -47,6 +50,21 @@ __all__ = [
 # An option that is a length of time, written as in the core's config: `30s`, `5m`, `1h`, or a
 # number of seconds. Bounds (`gt=`, `ge=`) go on the Field.
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+# The directory of the config file, given to the options' validation as context by the core.
+CONFIG_DIR_CONTEXT: Final = "config_dir"
+
+
+def _against_config_dir(value: Path, info: ValidationInfo) -> Path:
+    base = (info.context or {}).get(CONFIG_DIR_CONTEXT)
+    if value.is_absolute() or base is None:
+        return value
+    return Path(base) / value
+
+
+ConfigPath = Annotated[Path, AfterValidator(_against_config_dir)]
+"""A file path option: a relative one is resolved against the config file's directory (as
+Docker Compose and kustomize do), so `--config /etc/fc/config.yaml` works from anywhere."""
 
 
 class AdapterConfig(BaseModel):

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -31,7 +32,8 @@ from connector.models import CycleReport
 from connector.progress import Heartbeat, ProgressBoard
 from connector.render import write_error_json, write_json, write_text
 from connector.runtime import build_adapters, fragment_token, open_runtime
-from connector.state import StateStore
+from connector.snapshot import read_snapshot
+from connector.state import StateStore, missing_sqlite_file
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -53,7 +55,11 @@ def _remember_config(ctx: click.Context, _param: click.Parameter, value: Path | 
         ctx.ensure_object(CliState).config_path = value
 
 
-def config_option(func: F) -> F:
+_CONFIG_HELP = "Config file (default: $FRAGMENT_CONNECTOR_CONFIG, then ./config.yaml)."
+_UNUSED_CONFIG_HELP = "Accepted like on every command (so scripts can always pass it); unused."
+
+
+def config_option(func: F, *, used: bool = True) -> F:
     """`--config PATH`, accepted after the subcommand as well as before it."""
     return click.option(
         "--config",
@@ -61,8 +67,13 @@ def config_option(func: F) -> F:
         callback=_remember_config,
         expose_value=False,
         is_eager=True,
-        help="Config file (default: $FRAGMENT_CONNECTOR_CONFIG, then ./config.yaml).",
+        help=_CONFIG_HELP if used else _UNUSED_CONFIG_HELP,
     )(func)
+
+
+def unused_config_option(func: F) -> F:
+    """`--config PATH` on a command that reads no config (adapters, demo, sandbox)."""
+    return config_option(func, used=False)
 
 
 @contextmanager
@@ -74,6 +85,13 @@ def _progress_display(board: ProgressBoard, enabled: bool) -> Iterator[bool]:
     with ProgressDisplay(Console(stderr=True)) as display:
         board.add(display)
         yield True
+
+
+def _json_value(value: object) -> str:
+    """Timestamps in ISO 8601; anything else JSON cannot hold as text."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -190,12 +208,32 @@ def check(state: CliState) -> int:
                 click.echo(f"FAILED  fragment: {exc}")
                 code = EXIT_FAILURE
             for source_name, adapter in rec.adapters.items():
+                # The whole source is read (nothing is written), so a malformed file or a
+                # record that would be skipped fails `check`, not the first real run.
                 try:
                     await adapter.check()
-                    click.echo(f"ok      source {source_name}")
+                    snapshot = await read_snapshot(source_name, adapter)
                 except ConnectorError as exc:
                     click.echo(f"FAILED  source {source_name}: {exc}")
                     code = EXIT_FAILURE
+                    continue
+                tickets = len(snapshot.tickets)
+                read = (
+                    f"{tickets:,} ticket(s) read, {sum(t.is_open for t in snapshot.tickets):,} open"
+                )
+                if not snapshot.invalid:
+                    click.echo(f"ok      source {source_name}: {read}")
+                    continue
+                code = EXIT_FAILURE
+                click.echo(
+                    f"FAILED  source {source_name}: {read}, "
+                    f"{len(snapshot.invalid):,} record(s) would be skipped:"
+                )
+                for record in snapshot.invalid[:10]:
+                    ident = f" ticket {record.ticket_id}" if record.ticket_id else ""
+                    click.echo(f"          {record.position}{ident}: {record.reason}")
+                if len(snapshot.invalid) > 10:
+                    click.echo(f"          … and {len(snapshot.invalid) - 10:,} more")
         return code
 
     click.echo(f"ok      config: {len(adapters)} source(s)")
@@ -232,7 +270,7 @@ def explain(state: CliState, source: str, ticket_id: str, output: str) -> int:
 
     found = asyncio.run(run())
     if output == "json":
-        click.echo(json.dumps(found, default=str))
+        click.echo(json.dumps({"version": 1, **found}, default=_json_value))
         return EXIT_OK
     ticket = found["ticket"]
     if ticket:
@@ -251,7 +289,9 @@ def explain(state: CliState, source: str, ticket_id: str, output: str) -> int:
         closed_by = task["fields"].get(settings.connector.markers.closed_by)
         by = f" (closed by {closed_by})" if closed_by else ""
         mine = "" if task["owned"] else " — NOT the connector's (markers do not match)"
-        click.echo(f"task     {task['status']}{by}, updated {task['updated_at']}{mine}")
+        updated = task["updated_at"]
+        updated = updated.isoformat() if isinstance(updated, datetime) else updated
+        click.echo(f"task     {task['status']}{by}, updated {updated}{mine}")
     index = found["index"]
     if index is not None:
         click.echo(
@@ -272,16 +312,34 @@ def explain(state: CliState, source: str, ticket_id: str, output: str) -> int:
 @click.pass_obj
 def status(state: CliState, limit: int, output: str) -> int:
     """Show the recent runs and incremental cursors kept in the state store."""
-    settings = state.settings()
+    # status reads the store only: no source secret is needed, and none is created.
+    settings = load_settings(state.config_path, require_env=False)
+    missing = missing_sqlite_file(settings.state.url)
+    if missing is not None:
+        if output == "json":
+            click.echo(json.dumps({"version": 1, "running": [], "runs": [], "cursors": {}}))
+        else:
+            click.echo(f"no state store at {missing} yet: no run recorded")
+        return EXIT_OK
     store = StateStore(settings.state.url, instance=settings.connector.instance)
     try:
+        running = store.running_cycles()
         runs = store.recent_runs(limit)
         cursors = {s.name: store.get_cursor(s.name) for s in settings.sources}
     finally:
         store.close()
+    now = datetime.now(UTC)
+    stale_after = 3 * settings.connector.progress_interval.total_seconds()
     if output == "json":
         document = {
             "version": 1,
+            "running": [
+                {
+                    **p.to_json(),
+                    "stale": (now - p.updated_at).total_seconds() > stale_after,
+                }
+                for p in running
+            ],
             "runs": [
                 {
                     **dataclasses.asdict(r),
@@ -294,6 +352,16 @@ def status(state: CliState, limit: int, output: str) -> int:
         }
         click.echo(json.dumps(document))
         return EXIT_OK
+    for p in running:
+        age = (now - p.updated_at).total_seconds()
+        took = (now - p.started_at).total_seconds()
+        by = f" by {p.replica}" if p.replica else ""
+        stale = (
+            f"  (no news for {age:.0f}s: its process may have stopped)" if age > stale_after else ""
+        )
+        click.echo(
+            f"running {p.source:<16} {p.kind:<11} {p.describe()}, {took:.0f}s so far{by}{stale}"
+        )
     if not runs:
         click.echo("no runs recorded yet (the daemon records them: `fragment-connector run`)")
     for r in runs:
@@ -312,6 +380,38 @@ def status(state: CliState, limit: int, output: str) -> int:
 
 
 @cli.command()
+@config_option
+@click.pass_obj
+def healthcheck(state: CliState) -> int:
+    """Probe the running daemon's /healthz on the configured server.port; exit 0 if healthy.
+
+    The container's HEALTHCHECK: it follows the config (file and environment), so moving
+    `server.port` never turns a working container unhealthy.
+    """
+    import httpx
+
+    settings = load_settings(state.config_path, require_env=False)
+    host = settings.server.host
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)  # noqa: S104
+    url = (
+        f"http://[{host}]:{settings.server.port}/healthz"
+        if ":" in host
+        else (f"http://{host}:{settings.server.port}/healthz")
+    )
+    try:
+        answer = httpx.get(url, timeout=3, trust_env=False)
+    except httpx.HTTPError as exc:
+        click.echo(f"unhealthy: {url}: {exc}", err=True)
+        return EXIT_FAILURE
+    if answer.status_code != 200:
+        click.echo(f"unhealthy: {url} answered {answer.status_code}", err=True)
+        return EXIT_FAILURE
+    click.echo(f"healthy: {url}")
+    return EXIT_OK
+
+
+@cli.command()
+@unused_config_option
 @click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--schema", is_flag=True, help="Also print each adapter's options schema.")
 def adapters(output: str, schema: bool) -> int:
@@ -349,6 +449,7 @@ def adapters(output: str, schema: bool) -> int:
 
 
 @cli.command()
+@unused_config_option
 @click.option(
     "--workdir",
     type=click.Path(path_type=Path, file_okay=False),
@@ -362,6 +463,7 @@ def demo(workdir: Path | None) -> int:
 
 
 @cli.command()
+@unused_config_option
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8765, show_default=True, type=int)
 @click.option("--token", default="sandbox-token", show_default=True)

@@ -222,6 +222,17 @@ class Reconciler:
                 f"nothing yet: missing from {plan.misses[uid]} snapshot(s), closes after "
                 f"{self.settings.guards.close_after_misses}"
             )
+        elif task is None and invalid:
+            decision = "nothing: the record is unreadable (see above), so it is skipped"
+        elif task is None and ticket is not None:
+            decision = "nothing: the ticket is closed in the back-office and has no task"
+        elif task is None:
+            decision = (
+                "nothing: the back-office does not list this ticket and Fragment has no task "
+                "for it (an unknown id, or a ticket solved before it ever got a task)"
+            )
+        elif not task.is_open:
+            decision = "nothing: the ticket is not open and its task is already DONE"
         else:
             decision = "nothing: the task already matches the ticket"
         return {

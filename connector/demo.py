@@ -38,6 +38,8 @@ INSTANCE = "demo"
 KINDS = ("KYC review", "Refund request", "Chargeback", "Address change", "Card blocked")
 COUNTRIES = ("FR", "DE", "ES", "IT", "NL")
 
+HAND_MADE_UID = "00000000-0000-4000-8000-000000000001"
+
 
 def sample_tickets(count: int = 24) -> list[dict[str, Any]]:
     """A small, varied back-office: ids, titles, links and a few typed custom fields."""
@@ -94,6 +96,23 @@ def _cycle(settings: Settings, console: Console, *, dry_run: bool = False) -> in
     return cycle_exit_code(report)
 
 
+def _verdict(tasks: dict[str, dict[str, Any]], started: str, done: str) -> str:
+    """What became of the tasks an operator or a person touched, read from Fragment itself."""
+    hand_made = tasks.get(HAND_MADE_UID)
+    hand = (
+        "The hand-made task is gone."
+        if hand_made is None
+        else f"The hand-made task is {hand_made['status']} with its title "
+        f"{hand_made['fields'].get('title')!r}."
+    )
+    status_1001 = tasks[started]["status"] if started in tasks else "missing"
+    status_1002 = tasks[done]["status"] if done in tasks else "missing"
+    return (
+        f"{hand} T-1001 (started by the operator) is {status_1001}; "
+        f"T-1002 (closed by the operator) is {status_1002}."
+    )
+
+
 def run_demo(workdir: Path | None, console: Console) -> int:
     """Run the demo; returns 0 when every cycle did what it should."""
     if workdir is None:
@@ -113,7 +132,7 @@ def _run(workdir: Path, console: Console) -> int:
         sandbox.store.seed(
             [
                 {
-                    "uid": "00000000-0000-4000-8000-000000000001",
+                    "uid": HAND_MADE_UID,
                     "status": "TODO",
                     "fields": {"title": "Quarterly audit (created by hand, not by the connector)"},
                 }
@@ -151,12 +170,9 @@ def _run(workdir: Path, console: Console) -> int:
         console.print(Rule("5. Third cycle: nothing changed, nothing written"))
         codes.append(_cycle(settings, console))
 
-        tasks = sandbox.store.all_tasks()
-        open_tasks = sum(1 for t in tasks if t["status"] != "DONE")
+        tasks = {t["uid"]: t for t in sandbox.store.all_tasks()}
+        open_tasks = sum(1 for t in tasks.values() if t["status"] != "DONE")
         console.print(Rule("Fragment now"))
-        console.print(
-            f"{len(tasks)} tasks, {open_tasks} open. The hand-made task was not touched, T-1001 is "
-            "still STARTED, and T-1002 stays DONE as the operator decided."
-        )
+        console.print(f"{len(tasks)} tasks, {open_tasks} open. {_verdict(tasks, started, done)}")
     expected = [EXIT_OK, 2, EXIT_OK, EXIT_OK]
     return EXIT_OK if codes == expected else EXIT_FAILURE

@@ -59,7 +59,8 @@ class ProgressDisplay:
             console=console,
             transient=False,
             redirect_stdout=False,
-            redirect_stderr=False,
+            # Log lines (warnings) written meanwhile are printed above the bars.
+            redirect_stderr=True,
         )
         self._current: dict[str, TaskID] = {}
 

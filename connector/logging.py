@@ -92,7 +92,7 @@ def configure_logging(
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=False,
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(_CurrentStderr())
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(foreign_pre_chain=shared, processors=final)
     )
@@ -107,6 +107,17 @@ def configure_logging(
     logging.getLogger(PROGRESS_LOGGER).setLevel(min(logging.INFO, root.level))
     if not json_output and quiet_reported_errors:
         handler.addFilter(_reported_elsewhere)
+
+
+class _CurrentStderr:
+    """Whatever `sys.stderr` is at the time of writing: while rich draws progress bars it
+    stands in for stderr and prints log lines above them instead of through them."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
 
 
 def _reported_elsewhere(record: logging.LogRecord) -> bool:

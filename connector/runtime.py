@@ -33,7 +33,10 @@ def build_adapters(settings: Settings, only: str | None = None) -> dict[str, Sou
         raise ConfigError("no sources configured: add at least one under `sources:`")
     installed = discover()
     chosen = [settings.source(only)] if only else settings.sources
-    return {source.name: build_adapter(source, installed) for source in chosen}
+    return {
+        source.name: build_adapter(source, installed, config_dir=settings.config_dir)
+        for source in chosen
+    }
 
 
 def fragment_token(settings: Settings) -> str:

@@ -26,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from connector.errors import ConfigError
 from connector.statuspage import PAGE_HEADERS, render_page
 
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -126,7 +127,11 @@ class HttpServer:
             self._socket.bind((host, port))
         except OSError as exc:
             self._socket.close()
-            raise OSError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+            raise ConfigError(
+                f"cannot listen on {host}:{port} ({exc.strerror}): set another port with "
+                "server.port (FRAGMENT_CONNECTOR__SERVER__PORT) or another address with "
+                "server.host"
+            ) from None
         self._socket.listen(64)
         self.port: int = self._socket.getsockname()[1]
         config = uvicorn.Config(

@@ -189,6 +189,16 @@ def database_url(url: str) -> URL:
     return parsed
 
 
+def missing_sqlite_file(url: str) -> Path | None:
+    """The SQLite file `url` names when it does not exist yet (read-only commands then have
+    nothing to read, and must not create it); None otherwise."""
+    parsed = database_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    path = Path(parsed.database)
+    return None if path.exists() else path
+
+
 def is_postgres(url: URL) -> bool:
     """Whether the URL names a PostgreSQL database (where several replicas can share state)."""
     return url.get_backend_name() == "postgresql"
