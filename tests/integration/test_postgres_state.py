@@ -61,7 +61,14 @@ def test_store_round_trip_on_postgresql(postgres_state_url: str) -> None:
     tables = execute(
         postgres_state_url, "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
     )
-    assert {row[0] for row in tables} == {"fc_task_index", "fc_cursors", "fc_runs", "fc_meta"}
+    assert {row[0] for row in tables} == {
+        "fc_task_index",
+        "fc_cursors",
+        "fc_runs",
+        "fc_meta",
+        "fc_plans",  # the status page's last plans
+        "fc_progress",  # the running cycles' progress (issue 16)
+    }
 
 
 def test_replicas_starting_together_migrate_once(postgres_state_url: str) -> None:
