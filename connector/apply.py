@@ -3,11 +3,13 @@
 Creates go in `PUT /tasks/batch` chunks, everything else (updates, reopens, closes) in
 `PATCH /tasks/batch` chunks, `batch_size` items each, so a cycle's writes are ceil(changes / batch).
 A 422 names the bad items: they are reported and the rest of the chunk is sent again (a 422
-without item positions is bisected). Any other failure (Fragment down past the retry deadline,
-token refused) stops the run: the unsent actions are reported as failed and the next cycle,
-planned afresh from Fragment, picks them up. Nothing is ever half-trusted. The tasks Fragment
-returns are handed over chunk by chunk (`on_applied`), not kept: a 100k initial sync would hold
-them all otherwise.
+without item positions is bisected). A 200 is checked item by item: each uid sent must come back
+holding what was written, and not be named in the answer's `errors`; an item that does not is a
+failed action (planned again next cycle, from what Fragment shows then). Any other failure
+(Fragment down past the retry deadline, token refused) stops the run: the unsent actions are
+reported as failed and the next cycle, planned afresh from Fragment, picks them up. Nothing is
+ever half-trusted. The tasks Fragment returns are handed over chunk by chunk (`on_applied`), not
+kept: a 100k initial sync would hold them all otherwise.
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ from dataclasses import dataclass, field
 import structlog
 
 from connector.errors import FragmentError, FragmentValidationError
-from connector.fragment import FragmentClient
+from connector.fragment import BatchAnswer, FragmentClient
 from connector.models import Action, ActionFailure, ActionKind, JSONValue, Task
+from connector.values import parse_timestamp, same
 
 log = structlog.get_logger(__name__)
 
-Send = Callable[[Sequence[Mapping[str, JSONValue]]], Awaitable[list[Task]]]
+Send = Callable[[Sequence[Mapping[str, JSONValue]]], Awaitable[BatchAnswer]]
 Progress = Callable[[int], None]
 Applied = Callable[[list[tuple[Action, Task | None]]], None]
 
@@ -70,10 +73,40 @@ async def _send_isolating(
         else:
             result.failures.append(ActionFailure(chunk[0], f"refused by Fragment: {exc}"))
         return
-    result.applied.extend(chunk)
-    if on_applied is not None:
-        by_uid = {task.uid: task for task in returned}
-        on_applied([(action, by_uid.get(action.uid)) for action in chunk])
+    by_uid = {task.uid: task for task in returned.tasks}
+    done: list[tuple[Action, Task | None]] = []
+    for index, action in enumerate(chunk):
+        task = by_uid.get(action.uid)
+        problem = returned.errors.get(action.uid) or returned.errors.get(f"#{index}")
+        if problem is None:
+            problem = not_honoured(action.payload, task)
+        if problem is not None:
+            result.failures.append(ActionFailure(action, f"not applied: {problem}"))
+            log.warning(
+                "apply.item_not_applied", uid=action.uid, ticket_id=action.ticket_id, error=problem
+            )
+            continue
+        result.applied.append(action)
+        done.append((action, task))
+    if on_applied is not None and done:
+        on_applied(done)
+
+
+def not_honoured(payload: Mapping[str, JSONValue], task: Task | None) -> str | None:
+    """Why a task in a batch answer does not show the write `payload` (None: it does)."""
+    if task is None:
+        return "Fragment's answer did not include the task"
+    status = payload.get("status")
+    if status is not None and task.status.value != status:
+        return f"Fragment answered status {task.status.value}, not {status}"
+    fields = payload.get("fields")
+    for key, value in fields.items() if isinstance(fields, Mapping) else ():
+        if not same(task.fields.get(key), value):
+            return f"Fragment answered field {key!r} without the value written"
+    due = payload.get("due_at")
+    if isinstance(due, str) and task.due_at != parse_timestamp(due):
+        return "Fragment answered another due_at than the one written"
+    return None
 
 
 async def apply_actions(

@@ -129,19 +129,31 @@ def cli(ctx: click.Context, config_path: Path | None, verbose: int) -> None:
 @click.option(
     "--allow-mass-close", is_flag=True, help="Apply closes even past the mass-close guard."
 )
+@click.option(
+    "--full",
+    "full_listing",
+    is_flag=True,
+    help="List every open task in Fragment rather than what changed since the last listing.",
+)
 @click.pass_obj
 def reconcile(
-    state: CliState, dry_run: bool, only_source: str | None, output: str, allow_mass_close: bool
+    state: CliState,
+    dry_run: bool,
+    only_source: str | None,
+    output: str,
+    allow_mass_close: bool,
+    full_listing: bool,
 ) -> int:
     """Run one reconciliation cycle and print what it did (or would do)."""
-    settings = state.settings()
     options = CycleOptions(
-        dry_run=dry_run, only_source=only_source, allow_mass_close=allow_mass_close
+        dry_run=dry_run,
+        only_source=only_source,
+        allow_mass_close=allow_mass_close,
+        full_listing=full_listing,
     )
-
     board = ProgressBoard()
 
-    async def run() -> Any:
+    async def run(settings: Settings) -> Any:
         # On a terminal, bars; off it (cron, CI, a container) a `cycle.progress` log line every
         # connector.progress_interval, so a long first import is never silent.
         with _progress_display(board, sys.stderr.isatty()) as shown:
@@ -157,7 +169,7 @@ def reconcile(
                     return await _run_cycle(rec, settings, options)
 
     try:
-        report = asyncio.run(run())
+        report = asyncio.run(run(state.settings()))
     except ConnectorError as exc:
         if output == "json":
             # Programs always get the versioned document, with the error in it.
@@ -478,8 +490,21 @@ def demo(workdir: Path | None) -> int:
 @click.option(
     "--data", type=click.Path(path_type=Path, dir_okay=False), help="Keep tasks in this JSON file."
 )
+@click.option(
+    "--profile",
+    type=click.Choice(["strict", "lenient"]),
+    default="strict",
+    show_default=True,
+    help="strict: 422 for undocumented keys; lenient: ignore them and undocumented filters.",
+)
 def sandbox(
-    host: str, port: int, token: str, test_mode: bool, rate_limit: float, data: Path | None
+    host: str,
+    port: int,
+    token: str,
+    test_mode: bool,
+    rate_limit: float,
+    data: Path | None,
+    profile: str,
 ) -> int:
     """Serve the embedded fake Fragment API (for adapter writers and tests)."""
     from connector.sandbox import SandboxConfig, serve
@@ -489,8 +514,12 @@ def sandbox(
         test_mode=test_mode,
         requests_per_minute=rate_limit or None,
         data_path=data,
+        profile=profile,
     )
-    click.echo(f"sandbox Fragment API on http://{host}:{port}/api/v1 (token: {token})", err=True)
+    click.echo(
+        f"sandbox Fragment API ({profile}) on http://{host}:{port}/api/v1 (token: {token})",
+        err=True,
+    )
     serve(config, host=host, port=port)
     return EXIT_OK
 

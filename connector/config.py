@@ -163,6 +163,8 @@ class SourceSection(Section):
     options: dict[str, Any] = Field(default_factory=dict)
     task: TaskTemplate = TaskTemplate()
     reopen: Literal["never", "on_activity"] = "never"
+    # An empty snapshot may close every open task of the source (otherwise refused, exit 3).
+    allow_empty: bool = False
 
 
 class Settings(BaseSettings):

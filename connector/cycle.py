@@ -33,14 +33,13 @@ from connector.errors import (
     EXIT_REFUSED,
     ConnectorError,
     FragmentAuthError,
-    FragmentValidationError,
     LeaseLostError,
     SourceError,
     SourceHeldElsewhere,
     classify,
     most_severe,
 )
-from connector.fragment import FragmentClient
+from connector.fragment import FragmentClient, TaskFinder
 from connector.guards import GuardPolicy, guard_plan
 from connector.identity import Markers, instance_namespace, owned_ticket_id, task_uid
 from connector.leases import Leases
@@ -56,7 +55,7 @@ from connector.models import (
     TaskStatus,
     Ticket,
 )
-from connector.plan import PlanPolicy, check_sync, plan_source
+from connector.plan import PlanPolicy, check_sync, plan_source, written_keys
 from connector.progress import CycleProgress, ProgressBoard
 from connector.snapshot import read_snapshot, ticket_problem
 from connector.state import StateStore
@@ -65,6 +64,12 @@ log = structlog.get_logger(__name__)
 
 FULL = "full"
 INCREMENTAL = "incremental"
+
+# Which listing of Fragment a cycle planned from (shown with the plan).
+LISTING_EVERY_STATUS = "full, every status"  # the index knew nothing of the source
+LISTING_FULL = "full"  # every open task
+LISTING_CHANGES = "changes since the last listing"  # deletions in Fragment unseen until a full one
+LISTING_BY_UID = "tickets' tasks by uid"  # an incremental poll
 
 
 async def _always() -> bool:
@@ -78,6 +83,8 @@ class CycleOptions:
     dry_run: bool = False
     only_source: str | None = None
     allow_mass_close: bool = False
+    # List every open task in Fragment, whatever the watermark says (a hard refresh).
+    full_listing: bool = False
     # Awaited before every batch: False once this replica can no longer prove it owns the
     # source (another may have taken over), which stops the writes.
     may_write: Callable[[], Awaitable[bool]] = _always
@@ -107,6 +114,9 @@ class _Inputs:
     next_cursor: str | None = None
     watermark: Watermark | None = None
     misses: Mapping[str, int] = field(default_factory=dict)
+    # Tickets whose task could be neither found nor proven absent: left alone this cycle.
+    unresolved: set[str] = field(default_factory=set)
+    listing: str = ""
 
 
 class Reconciler:
@@ -131,6 +141,7 @@ class Reconciler:
         self.should_stop = should_stop
         self.namespace = instance_namespace(settings.connector.instance)
         self.markers: Markers = settings.connector.markers.to_markers()
+        self.finder = TaskFinder(client)
 
     def _policy(self, source: SourceSection) -> PlanPolicy:
         return PlanPolicy(
@@ -320,11 +331,12 @@ class Reconciler:
     ) -> SourceReport:
         try:
             if kind == FULL:
-                inputs = await self._full_inputs(source, progress, dry_run=options.dry_run)
+                inputs = await self._full_inputs(source, options, progress)
             else:
                 inputs = await self._incremental_inputs(source, progress)
             report = await self._plan_and_apply(source, inputs, options, progress, kind=kind)
-            if kind == INCREMENTAL and report.applied and report.ok and not report.failures:
+            settled = not report.failures and not report.unresolved
+            if kind == INCREMENTAL and report.applied and report.ok and settled:
                 # Only now: a crash before this line makes the next poll apply them again,
                 # which is harmless; the other order could lose them.
                 self.store.set_cursor(source.name, inputs.next_cursor)
@@ -347,49 +359,85 @@ class Reconciler:
         return report
 
     async def _full_inputs(
-        self, source: SourceSection, progress: CycleProgress, *, dry_run: bool
+        self, source: SourceSection, options: CycleOptions, progress: CycleProgress
     ) -> _Inputs:
         name = source.name
+        dry_run = options.dry_run
         progress.start_phase("read")
         snapshot = await read_snapshot(name, self.adapters[name], progress=progress.reach)
         progress.start_phase("list")
         known = _Known()
         watermark = self._watermark(name)
-        if dry_run:
-            # A dry-run lists every open task and writes no local state, not even the mirror.
-            async for page in self._pages(name, progress, statuses=OPEN_STATUSES):
-                known.tasks.update(
-                    (t.uid, t) for t in page if t.is_open and self._owned(name, t) is not None
-                )
-            open_before = len(known.tasks)
-        else:
-            full = watermark.full_listing_due(self.settings)
-            mirror = Mirror(
-                self.store, name, self.markers, lambda t: self._owned(name, t), full_listing=full
+        # A source the index knows nothing of (a first import, a lost state) is listed in every
+        # status: one listing is then both the mirror and the look-up of every DONE task, so no
+        # uid needs asking about (an empty Fragment costs one request).
+        cold = self.store.count_known(name) == 0
+        full = cold or options.full_listing or watermark.full_listing_due(self.settings)
+        listing = LISTING_EVERY_STATUS if cold else LISTING_FULL if full else LISTING_CHANGES
+        everything = cold  # whether the listing shows every task of the source, in any status
+        # A dry-run reads exactly what the real run would, and writes no local state.
+        mirror = Mirror(
+            self.store,
+            name,
+            self.markers,
+            lambda t: self._owned(name, t),
+            full_listing=full,
+            read_only=dry_run,
+        )
+        if full:
+            # A full listing of the open tasks: the truth, and the mirror's periodic repair.
+            async for page in self._pages(name, progress, statuses=() if cold else OPEN_STATUSES):
+                mirror.read(page)
+                if cold:
+                    known.tasks.update(
+                        (t.uid, t) for t in page if not t.is_open and self._owned(name, t)
+                    )
+            unseen = mirror.done()
+            watermark = watermark.after_full_listing(mirror.newest)
+            log.info(
+                "fragment.full_listing",
+                source=name,
+                listing=listing,
+                open=len(mirror.open),
+                unseen=unseen,
             )
-            if full:
-                # A full listing of the open tasks: the truth, and the mirror's periodic repair.
-                async for page in self._pages(name, progress, statuses=OPEN_STATUSES):
-                    mirror.read(page)
-                unseen = mirror.done()
-                watermark = watermark.after_full_listing(mirror.newest)
-                log.info("fragment.full_listing", source=name, open=len(mirror.open), unseen=unseen)
-            else:
-                # Only what changed in Fragment since the last listing (any status): right after
-                # a large write, most of the backlog read back, which the digests make cheap.
-                assert watermark.seen is not None  # full_listing_due() is true without one
-                since = watermark.seen - self.settings.fragment.listing_overlap
-                async for page in self._pages(name, progress, statuses=(), updated_at_after=since):
-                    mirror.read(page)
-                mirror.done()
-                watermark = watermark.after(mirror.newest)
-            check = check_sync(name, snapshot.tickets, mirror.open, self._policy(source))
-            known.synced = check.synced
-            known.tasks = self.store.tasks(check.unsynced)
-            open_before = len(mirror.open)
-            del mirror, check  # the digests are not needed past this point
-        await self._resolve(
-            name, [t for t in snapshot.tickets if t.is_open], known, progress, dry_run=dry_run
+        else:
+            # Only what changed in Fragment since the last listing (any status): right after
+            # a large write, most of the backlog read back, which the digests make cheap.
+            assert watermark.seen is not None  # full_listing_due() is true without one
+            since = watermark.seen - self.settings.fragment.listing_overlap
+            done: dict[str, Task] = {}
+            async for page in self._pages(name, progress, statuses=(), updated_at_after=since):
+                mirror.read(page)
+                done.update((t.uid, t) for t in page if not t.is_open and self._owned(name, t))
+                # A task older than the filter proves the server ignored `updated_at_after`
+                # [assumed]: the answer then holds every task of the source, in every status.
+                everything = everything or any(
+                    t.updated_at is not None and t.updated_at < since for t in page
+                )
+            mirror.done()
+            watermark = watermark.after(mirror.newest)
+            known.tasks.update(done)
+            if everything:
+                log.info("fragment.listing_filter_ignored", source=name, filter="updated_at_after")
+        check = check_sync(
+            name,
+            snapshot.tickets,
+            mirror.open,
+            self._policy(source),
+            self.store.due_written(name) if mirror.open else (),
+        )
+        known.synced = check.synced
+        known.tasks.update(mirror.tasks(check.unsynced))
+        open_before = len(mirror.open)
+        del mirror, check  # the digests are not needed past this point
+        unresolved = await self._resolve(
+            name,
+            [t for t in snapshot.tickets if t.is_open],
+            known,
+            progress,
+            dry_run=dry_run,
+            listed_everything=everything,
         )
         misses = self.store.misses(name) if self.settings.guards.close_after_misses > 1 else {}
         return _Inputs(
@@ -400,6 +448,8 @@ class Reconciler:
             open_before=open_before,
             watermark=None if dry_run else watermark,
             misses=misses,
+            unresolved=unresolved,
+            listing=listing,
         )
 
     async def _pages(
@@ -448,13 +498,15 @@ class Reconciler:
                 )
         progress.reach(len(changes.tickets))
         known = _Known()
-        await self._resolve(name, list(latest.values()), known, progress)
+        unresolved = await self._resolve(name, list(latest.values()), known, progress)
         return _Inputs(
             tickets=list(latest.values()),
             known=known,
             invalid=invalid,
             open_before=self.store.count_open(name),
             next_cursor=changes.cursor,
+            unresolved=unresolved,
+            listing=LISTING_BY_UID,
         )
 
     async def _resolve(
@@ -465,11 +517,17 @@ class Reconciler:
         progress: CycleProgress,
         *,
         dry_run: bool = False,
-    ) -> None:
+        listed_everything: bool = False,
+    ) -> set[str]:
         """Find the tasks of tickets missing from `known`: DONE, not yet listed, or absent.
 
-        The index answers for tasks it saw DONE; Fragment is asked about every other uid, so a
-        lost index costs requests, never a duplicate or a reopened operator decision.
+        The index answers for tasks it saw DONE; Fragment is asked about every other uid (see
+        `connector.fragment.lookup`), so a lost index costs requests, never a duplicate or a
+        reopened operator decision. After a listing of the source's tasks in every status
+        (`listed_everything`) there is nothing left to ask: a task it did not show does not
+        exist. Returns the ids of the tickets whose task could not be
+        proven absent nor found as the source's: they must get no create this cycle (a PUT would
+        replace whatever holds the uid), and are reported as unresolved.
         """
         wanted = {
             uid: t.id
@@ -477,35 +535,49 @@ class Reconciler:
             if t.id not in known.synced
             and (uid := task_uid(self.namespace, source, t.id)) not in known.tasks
         }
-        if not wanted:
-            return
+        if not wanted or listed_everything:
+            return set()
         entries = self.store.lookup(wanted)
         for entry in entries.values():
             if entry.status is TaskStatus.DONE and entry.source == source:
                 known.add(entry.as_task(self.markers))
         unknown = [uid for uid in wanted if uid not in known.tasks]
         if not unknown:
-            return
+            return set()
         progress.start_phase("lookup", total=len(unknown))
-        try:
-            found = await self.client.query_uids(unknown, progress=progress.advance)
-        except FragmentValidationError as exc:
-            # POST /tasks/query is optional in the contract; without it a task an operator
-            # closed may be re-created, which is logged so the operator knows.
-            log.warning("fragment.query_unavailable", source=source, error=str(exc))
-            return
+        page = self.settings.fragment.page_size
+        lookup = await self.finder.find(
+            unknown,
+            listing_fields={self.markers.source: source},
+            # The listing holds at least the tasks the index knows and those looked for.
+            listing_pages=-(-(self.store.count_known(source) + len(unknown)) // page),
+            progress=progress.advance,
+        )
         resolved = []
-        for task in found:
+        unresolved = {wanted[uid] for uid in lookup.unresolved}
+        for uid, task in lookup.found.items():
             ticket_id = self._owned(source, task)
-            if ticket_id is not None:
-                known.add(task)
-                resolved.append((task, ticket_id))
+            if ticket_id is None:
+                # A task holds the uid but not this source's markers (edited by hand?): never
+                # PUT over it.
+                unresolved.add(wanted[uid])
+                continue
+            known.add(task)
+            resolved.append((task, ticket_id))
+        if unresolved:
+            log.warning(
+                "fragment.presence_unknown",
+                source=source,
+                tickets=len(unresolved),
+                action="no create this cycle; looked up again next cycle",
+            )
         if dry_run:
-            return
+            return unresolved
         self.store.remember(source, resolved, self.markers)
-        gone = [uid for uid in unknown if uid not in known.tasks and uid in entries]
+        gone = [uid for uid in lookup.absent if uid in entries]
         if gone:
             self.store.forget(gone)
+        return unresolved
 
     async def _plan_and_apply(
         self,
@@ -517,12 +589,16 @@ class Reconciler:
         kind: str,
     ) -> SourceReport:
         name = source.name
+        unresolved = inputs.unresolved
+        kept = {r.ticket_id for r in inputs.invalid if r.ticket_id is not None} | unresolved
+        known_open = [uid for uid, task in inputs.known.tasks.items() if task.is_open]
         plan = plan_source(
             name,
-            inputs.tickets,
+            [t for t in inputs.tickets if t.id not in unresolved] if unresolved else inputs.tickets,
             inputs.known.tasks,
             self._policy(source),
-            kept_ticket_ids={r.ticket_id for r in inputs.invalid if r.ticket_id is not None},
+            managed=self.store.managed(known_open),
+            kept_ticket_ids=kept,
             close_absent=kind == FULL,
             misses=inputs.misses,
             synced=inputs.known.synced,
@@ -535,7 +611,9 @@ class Reconciler:
                 close_ratio=self.settings.guards.close_ratio,
                 close_min=self.settings.guards.close_min,
                 allow_mass_close=options.allow_mass_close,
+                allow_empty=source.allow_empty,
             ),
+            snapshot_empty=kind == FULL and not inputs.tickets and not inputs.invalid,
         )
         if refusals:
             log.error(
@@ -553,6 +631,8 @@ class Reconciler:
             invalid_records=tuple(inputs.invalid),
             tickets=len(inputs.tickets),
             open_tasks=inputs.open_before,
+            unresolved=tuple(sorted(unresolved)),
+            listing=inputs.listing,
         )
         if options.dry_run:
             return report
@@ -571,7 +651,14 @@ class Reconciler:
         with MirrorWriter(self.store, name, self.markers) as mirror:
 
             def remember(pairs: list[tuple[Action, Task | None]]) -> None:
-                mirror.add((task, action.ticket_id) for action, task in pairs if task is not None)
+                mirror.add(
+                    ((task, action.ticket_id) for action, task in pairs if task is not None),
+                    {
+                        action.uid: written_keys(action.payload)
+                        for action, task in pairs
+                        if task is not None and action.kind is not ActionKind.CLOSE
+                    },
+                )
 
             result = await apply_actions(
                 self.client,
@@ -633,11 +720,11 @@ def report_counts(report: SourceReport) -> dict[str, int]:
 
 
 def source_exit_code(report: SourceReport, *, dry_run: bool) -> int:
-    """Exit code for one source: 1 failed or skipped records, 3 guard refused, 2 pending
-    dry-run changes, else 0. A skipped record is a ticket that got no task: cron and CI must
-    hear of it."""
+    """Exit code for one source: 1 failed (or a ticket unresolved, or records skipped), 3 guard
+    refused, 2 pending dry-run changes, else 0. A skipped record is a ticket that got no task:
+    cron and CI must hear of it."""
     codes = [EXIT_OK]
-    if not report.ok or report.failures or report.invalid_records:
+    if not report.ok or report.failures or report.unresolved or report.invalid_records:
         codes.append(EXIT_FAILURE)
     if report.refusals:
         codes.append(EXIT_REFUSED)
@@ -650,7 +737,7 @@ def source_outcome(report: SourceReport) -> str:
     """One label for how a source's cycle ended: ok, refused, partial or an error label."""
     if not report.ok:
         return report.error_label or "error"
-    if report.failures:
+    if report.failures or report.unresolved:
         return "partial"
     if report.refusals:
         return "refused"

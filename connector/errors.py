@@ -16,6 +16,7 @@ The tree is grouped by what the caller should do next::
     │   ├── FragmentServerError      5xx still returned once retries ran out
     │   ├── FragmentNetworkError     connection refused, reset, timed out
     │   └── FragmentProtocolError    an answer that is not the documented JSON shape
+    │       └── FragmentFilterIgnored  an answer holding items outside the filter it was asked
     └── StateError                   the local state store failed (exit 1)
         ├── LeaseLostError           this replica lost a source's lock mid-cycle: it stopped writing
         └── SourceHeldElsewhere      a running daemon holds the source's lock: one-shot skipped it
@@ -100,6 +101,11 @@ class FragmentProtocolError(FragmentError):
     """Fragment answered something that is not the documented JSON shape."""
 
 
+class FragmentFilterIgnored(FragmentProtocolError):
+    """An answer held tasks the request's filter excludes: the server ignored the filter, so
+    nothing can be concluded from what the answer lacks."""
+
+
 class StateError(ConnectorError):
     """The local state store could not be read or written."""
 
@@ -132,6 +138,7 @@ _TABLE: Final[dict[type[BaseException], tuple[int, str]]] = {
     FragmentRateLimited: (EXIT_FAILURE, "fragment_rate_limited"),
     FragmentServerError: (EXIT_FAILURE, "fragment_server_error"),
     FragmentNetworkError: (EXIT_FAILURE, "fragment_network_error"),
+    FragmentFilterIgnored: (EXIT_FAILURE, "fragment_filter_ignored"),
     FragmentProtocolError: (EXIT_FAILURE, "fragment_protocol_error"),
     FragmentError: (EXIT_FAILURE, "fragment_error"),
     LeaseLostError: (EXIT_FAILURE, "lease_lost"),

@@ -1,10 +1,12 @@
 """Safety guards: the pure step between a plan and its writes that refuses what could do harm.
 
-Two guards, both about closes, since a wrong close is what costs an operations team a day:
+Three guards, all about closes, since a wrong close is what costs an operations team a day:
 a source whose snapshot failed or is incomplete gets no closes at all (absence proves nothing
-then), and a plan that would close more than `max(close_min, close_ratio x open tasks)` of a
-source's tasks has its closes refused (a back-office returning an empty list by mistake looks
-exactly like everything being solved). Creates, updates and reopens always pass.
+then); an empty snapshot of a source that has open tasks gets no closes, whatever their number
+(almost always an outage: a back-office answering `[]`), unless the source sets `allow_empty` or
+the run allows mass closes; and a plan that would close more than
+`max(close_min, close_ratio x open tasks)` of a source's tasks has its closes refused. Creates,
+updates and reopens always pass.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from connector.models import Action, ActionKind, Plan, Refusal
 
 GUARD_INCOMPLETE = "incomplete_snapshot"
 GUARD_MASS_CLOSE = "mass_close"
+GUARD_EMPTY = "empty_snapshot"
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +27,7 @@ class GuardPolicy:
     close_ratio: float = 0.3
     close_min: int = 20
     allow_mass_close: bool = False
+    allow_empty: bool = False  # the source's `allow_empty`: an empty snapshot may close all
 
 
 def close_limit(open_tasks_before: int, policy: GuardPolicy) -> int:
@@ -37,14 +41,25 @@ def guard_plan(
     snapshot_complete: bool,
     open_tasks_before: int,
     policy: GuardPolicy,
+    snapshot_empty: bool = False,
 ) -> tuple[Refusal, ...]:
-    """The actions of `plan` that must not be applied, each with the guard and its reason."""
+    """The actions of `plan` that must not be applied, each with the guard and its reason.
+
+    `snapshot_empty`: the source's snapshot held no ticket at all.
+    """
     closes: list[Action] = [a for a in plan.actions if a.kind is ActionKind.CLOSE]
     if not closes:
         return ()
     if not snapshot_complete:
         reason = "the source's snapshot was incomplete this cycle, so absence proves nothing"
         return tuple(Refusal(a, GUARD_INCOMPLETE, reason) for a in closes)
+    if snapshot_empty and not (policy.allow_empty or policy.allow_mass_close):
+        reason = (
+            f"the source's snapshot is empty but it has {open_tasks_before} open tasks: "
+            "an outage, most likely; set allow_empty: true on the source, or rerun with "
+            "--allow-mass-close if every ticket really is gone"
+        )
+        return tuple(Refusal(a, GUARD_EMPTY, reason) for a in closes)
     limit = close_limit(open_tasks_before, policy)
     if len(closes) > limit and not policy.allow_mass_close:
         reason = (

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
@@ -84,10 +84,16 @@ class MirrorWriter:
         self.source = source
         self.markers = markers
         self._pending: list[tuple[Task, str]] = []
+        self._managed: dict[str, frozenset[str]] = {}
 
-    def add(self, tasks: Iterable[tuple[Task, str]]) -> None:
-        """Record these (task, ticket id) pairs, soon."""
+    def add(
+        self,
+        tasks: Iterable[tuple[Task, str]],
+        managed: Mapping[str, frozenset[str]] | None = None,
+    ) -> None:
+        """Record these (task, ticket id) pairs, soon, and the keys just written to them."""
         self._pending.extend(tasks)
+        self._managed.update(managed or {})
         if len(self._pending) >= self.EVERY:
             self.flush()
 
@@ -96,6 +102,9 @@ class MirrorWriter:
         if self._pending:
             self.store.remember(self.source, self._pending, self.markers)
             self._pending = []
+        if self._managed:
+            self.store.set_managed(self._managed)
+            self._managed = {}
 
     def __enter__(self) -> Self:
         return self
@@ -120,8 +129,15 @@ class Mirror:
         owned: Callable[[Task], str | None],
         *,
         full_listing: bool,
+        read_only: bool = False,
     ) -> None:
-        """`full_listing`: the pages to read list every open task, so those missing are not."""
+        """`full_listing`: the pages to read list every open task, so those missing are not.
+
+        `read_only` (a dry-run): the store is not written; what differs from it is kept in
+        `changed` instead, so the plan sees what a real run would.
+        """
+        self.read_only = read_only
+        self.changed: dict[str, Task] = {}
         self.store = store
         self.source = source
         self.markers = markers
@@ -155,15 +171,28 @@ class Mirror:
             updated = task.updated_at
             if updated is not None and (self.newest is None or updated > self.newest):
                 self.newest = updated
-        self.writer.add(changed)
+        if self.read_only:
+            self.changed.update((task.uid, task) for task, _ in changed)
+        else:
+            self.writer.add(changed)
 
     def done(self) -> int:
         """After the last page: everything read goes to the store. After a full listing, the open
         tasks it did not show are no longer known to be open (closed or deleted in Fragment);
         returns how many."""
-        self.writer.flush()
+        if not self.read_only:
+            self.writer.flush()
         if self._listed is None:
             return 0
-        for uid in self.open.keys() - self._listed:
+        unseen = self.open.keys() - self._listed
+        for uid in unseen:
             del self.open[uid]
+        if self.read_only:
+            return len(unseen)
         return self.store.mark_unseen(self.source, self._listed)
+
+    def tasks(self, uids: list[str]) -> dict[str, Task]:
+        """The full tasks of these uids: as this cycle's listing showed them, else as stored."""
+        found = self.store.tasks(uid for uid in uids if uid not in self.changed)
+        found.update((uid, self.changed[uid]) for uid in uids if uid in self.changed)
+        return found

@@ -105,6 +105,7 @@ class DesiredTask:
     due_at: datetime | None = None
     assignee_email: str | None = None
     updated_at: datetime | None = None
+    clear_due_at: bool = False  # the ticket lost the due date the connector had written
 
 
 class ActionKind(enum.StrEnum):
@@ -176,6 +177,10 @@ class SourceReport:
     kind: str = "full"
     duration_s: float = 0.0
     requests: int = 0
+    # Ids of open tickets whose task Fragment could neither show nor prove absent: no create was
+    # planned for them (it could replace an operator's task); they are looked up again next cycle.
+    unresolved: tuple[str, ...] = ()
+    listing: str = ""  # which listing of Fragment the plan came from (cycle.LISTING_*)
 
     @property
     def planned(self) -> tuple[Action, ...]:

@@ -13,6 +13,7 @@ what their tickets want, and `plan_source` counts those as unchanged without see
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import uuid
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -98,6 +99,33 @@ def desired_task(
     )
 
 
+DUE_AT = "due_at"
+
+
+def written_keys(payload: Mapping[str, JSONValue]) -> frozenset[str]:
+    """The keys a write gives a value: its non-null fields, and `due_at` when it sends one."""
+    fields = payload.get("fields")
+    keys = {k for k, v in fields.items() if v is not None} if isinstance(fields, Mapping) else set()
+    if payload.get(DUE_AT) is not None:
+        keys.add(DUE_AT)
+    return frozenset(keys)
+
+
+def with_cleared(desired: DesiredTask, managed: Collection[str] | None) -> DesiredTask:
+    """`desired` with a null for each key the connector wrote before that the ticket no longer
+    has (`managed`: the keys of its last write), so an update clears them; a field nobody
+    wrote through the connector (an operator's) is never touched."""
+    if not managed:
+        return desired
+    cleared = {k: None for k in managed if k != DUE_AT and k not in desired.fields}
+    clear_due = DUE_AT in managed and desired.due_at is None
+    if not cleared and not clear_due:
+        return desired
+    return dataclasses.replace(
+        desired, fields={**desired.fields, **cleared}, clear_due_at=clear_due
+    )
+
+
 def field_changes(desired: DesiredTask, task: Task) -> dict[str, tuple[JSONValue, JSONValue]]:
     """The managed values that differ between a task and what it should hold, as (old, new)."""
     changes: dict[str, tuple[JSONValue, JSONValue]] = {}
@@ -113,7 +141,10 @@ def field_changes(desired: DesiredTask, task: Task) -> dict[str, tuple[JSONValue
         current_due = format_timestamp(task.due_at) if task.due_at else None
         wanted_due = format_timestamp(desired.due_at)
         if current_due != wanted_due:
-            changes["due_at"] = (current_due, wanted_due)
+            changes[DUE_AT] = (current_due, wanted_due)
+    elif desired.clear_due_at:
+        # Cleared: Fragment puts back its default (the creation time) [assumed].
+        changes[DUE_AT] = (format_timestamp(task.due_at) if task.due_at else None, None)
     return changes
 
 
@@ -125,13 +156,19 @@ class SyncCheck(NamedTuple):
 
 
 def check_sync(
-    source: str, tickets: Iterable[Ticket], digests: Mapping[str, TaskDigest], policy: PlanPolicy
+    source: str,
+    tickets: Iterable[Ticket],
+    digests: Mapping[str, TaskDigest],
+    policy: PlanPolicy,
+    due_written: Collection[str] = (),
 ) -> SyncCheck:
     """Which open tasks already hold what their tickets want, from the digests alone.
 
     `digests` is the mirror: uid -> digest of each open task as Fragment last showed it. A
     digest that differs proves nothing (the task may carry fields the connector does not
     manage): that task goes to `plan_source` in full, which compares field by field.
+    `due_written` are uids of tasks the connector gave a due date: a ticket of theirs without
+    one goes there too (its due date is to be cleared), since a task always holds a due date.
     """
     synced: set[str] = set()
     matched: set[str] = set()
@@ -149,6 +186,8 @@ def check_sync(
         due = ticket.due_at
         if due is not None and current.due_at != format_timestamp(due):
             continue
+        if due is None and uid in due_written:
+            continue
         synced.add(ticket.id)
         matched.add(uid)
     return SyncCheck(synced, [uid for uid in digests if uid not in matched])
@@ -162,7 +201,9 @@ def _write_item(
     if status is not None:
         item["status"] = status.value
     if desired.due_at is not None:
-        item["due_at"] = format_timestamp(desired.due_at)
+        item[DUE_AT] = format_timestamp(desired.due_at)
+    elif desired.clear_due_at and status is None:
+        item[DUE_AT] = None
     if desired.assignee_email:
         item["assignee_email"] = desired.assignee_email
     return item
@@ -219,10 +260,16 @@ def close_action(
     )
 
 
-def _plan_open_ticket(desired: DesiredTask, task: Task | None, policy: PlanPolicy) -> Action | None:
+def _plan_open_ticket(
+    desired: DesiredTask,
+    task: Task | None,
+    policy: PlanPolicy,
+    managed: Collection[str] | None = None,
+) -> Action | None:
     if task is None:
         return _action(ActionKind.CREATE, desired, REASON_NEW)
     if task.is_open:
+        desired = with_cleared(desired, managed)
         changes = field_changes(desired, task)
         if not changes:
             return None
@@ -251,6 +298,7 @@ def plan_source(
     close_absent: bool = True,
     misses: Mapping[str, int] | None = None,
     synced: Collection[str] = (),
+    managed: Mapping[str, Collection[str]] | None = None,
 ) -> Plan:
     """Plan the writes that make `tasks` (uid -> task) match `tickets` for one source.
 
@@ -261,6 +309,8 @@ def plan_source(
     `misses` counts the consecutive earlier snapshots each task's ticket was missing from; a task
     is closed once that reaches `policy.close_after_misses` (the plan's `misses` carries on the
     counts of those not closed yet).
+    `managed` holds, per uid, the keys the connector last wrote to the task: those its ticket no
+    longer has are cleared by the update (an operator's own fields are in no such set).
     Tasks that do not carry this source's markers and uid are ignored, whatever the caller passes.
     """
     namespace, markers = policy.namespace, policy.markers
@@ -304,7 +354,7 @@ def plan_source(
             else:
                 unchanged += current is not None
             continue
-        action = _plan_open_ticket(desired, current, policy)
+        action = _plan_open_ticket(desired, current, policy, (managed or {}).get(uid))
         if action is None:
             unchanged += 1
         else:

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from connector.cycle import cycle_exit_code, planned_counts, report_counts
+from connector.cycle import LISTING_CHANGES, cycle_exit_code, planned_counts, report_counts
 from connector.errors import classify
 from connector.fragment import RequestStats
 from connector.logging import REDACTOR
@@ -102,6 +102,8 @@ def report_json(report: CycleReport) -> dict[str, Any]:
                     {"position": r.position, "ticket_id": r.ticket_id, "reason": r.reason}
                     for r in s.invalid_records
                 ],
+                "unresolved": list(s.unresolved),
+                "listing": s.listing,
             }
             for s in report.sources
         ],
@@ -168,6 +170,10 @@ def _source_text(source: SourceReport, console: Console) -> None:
         ", ".join(f"{counts[k]} to {k}" for k in _KINDS) + f", {counts['unchanged']} unchanged"
     )
     console.print(head)
+    if source.listing:
+        hint = " (tasks deleted in Fragment show at the next full one; --full lists now)"
+        stale = source.listing == LISTING_CHANGES
+        console.print(f"  planned from Fragment's listing: {source.listing}{hint if stale else ''}")
     planned = source.planned
     labels = {"create": "Create", "update": "Update", "reopen": "Reopen", "close": "Close (DONE)"}
     for kind in _KINDS:
@@ -184,6 +190,20 @@ def _source_text(source: SourceReport, console: Console) -> None:
         console.print(Text(f"  skipped {record.position}{ident}: {record.reason}", "yellow"))
     if len(source.invalid_records) > ROWS_PER_KIND:
         console.print(f"  … and {len(source.invalid_records) - ROWS_PER_KIND} more skipped records")
+    if source.unresolved:
+        ids = ", ".join(source.unresolved[:ROWS_PER_KIND])
+        more = (
+            f" and {len(source.unresolved) - ROWS_PER_KIND} more"
+            if len(source.unresolved) > ROWS_PER_KIND
+            else ""
+        )
+        console.print(
+            Text(
+                f"  UNRESOLVED {len(source.unresolved)} tickets ({ids}{more}): Fragment could "
+                "not show whether their task exists, so none was created; retried next cycle",
+                "red",
+            )
+        )
     if source.failures:
         console.print(Text(f"  {len(source.failures)} actions were NOT applied:", "red"))
         for failure in source.failures[:ROWS_PER_KIND]:

@@ -53,6 +53,9 @@ task_index = sa.Table(
     sa.Column("due_at", sa.String(32)),
     # Consecutive complete snapshots the task's ticket was missing from (guards.close_after_misses).
     sa.Column("misses", sa.Integer, nullable=False, default=0),
+    # The keys the connector last wrote to the task (a JSON list, `due_at` included when it wrote
+    # one): those the ticket no longer has are cleared, the operators' own fields never.
+    sa.Column("managed", sa.Text),
 )
 
 meta = sa.Table(
@@ -63,7 +66,7 @@ meta = sa.Table(
 )
 
 # Bumped when a table changes shape; an older store is dropped and rebuilt (it is a cache).
-SCHEMA_VERSION = "4"
+SCHEMA_VERSION = "5"
 
 # The pg_advisory_xact_lock key (a bigint) that serialises the schema check of starting replicas.
 _MIGRATION_LOCK = 0x46435F534348454D  # "FC_SCHEM"
@@ -448,6 +451,15 @@ class StateStore:
         except SQLAlchemyError as exc:
             raise StateError(f"cannot read the task index: {exc}") from None
 
+    def count_known(self, source: str) -> int:
+        """How many of a source's tasks the index holds, in any status."""
+        query = sa.select(sa.func.count()).where(task_index.c.source == source)
+        try:
+            with self._engine.connect() as conn:
+                return int(conn.execute(query).scalar_one())
+        except SQLAlchemyError as exc:
+            raise StateError(f"cannot read the task index: {exc}") from None
+
     def get_cursor(self, source: str) -> str | None:
         """The incremental cursor stored for a source, if any."""
         try:
@@ -605,6 +617,52 @@ class StateStore:
             except ValueError:
                 continue  # a row this release cannot read: not worth failing the page over
         return found
+
+    def managed(self, uids: Iterable[str]) -> dict[str, frozenset[str]]:
+        """The keys the connector last wrote to these tasks (unknown: absent)."""
+        columns = task_index.c
+        found: dict[str, frozenset[str]] = {}
+        try:
+            with self._engine.connect() as conn:
+                for chunk in _chunks(list(uids)):
+                    query = sa.select(columns.uid, columns.managed).where(
+                        columns.uid.in_(chunk), columns.managed.is_not(None)
+                    )
+                    for uid, managed in conn.execute(query):
+                        found[uid] = frozenset(json.loads(managed))
+        except SQLAlchemyError as exc:
+            raise StateError(f"cannot read the task index: {exc}") from None
+        return found
+
+    def due_written(self, source: str) -> set[str]:
+        """The source's tasks whose last write from the connector gave them a due date."""
+        columns = task_index.c
+        query = sa.select(columns.uid).where(
+            columns.source == source, columns.managed.like('%"due_at"%')
+        )
+        try:
+            with self._engine.connect() as conn:
+                return {uid for (uid,) in conn.execute(query)}
+        except SQLAlchemyError as exc:
+            raise StateError(f"cannot read the task index: {exc}") from None
+
+    def set_managed(self, managed: Mapping[str, Iterable[str]]) -> None:
+        """Record the keys just written to these tasks (their index entries exist)."""
+        if not managed:
+            return
+        column = task_index.c
+        statement = (
+            sa.update(task_index)
+            .where(column.uid == sa.bindparam("key"))
+            .values(managed=sa.bindparam("keys"))
+        )
+        rows = [{"key": uid, "keys": json.dumps(sorted(keys))} for uid, keys in managed.items()]
+        try:
+            with self._engine.begin() as conn:
+                for start in range(0, len(rows), _CHUNK):
+                    conn.execute(statement, rows[start : start + _CHUNK])
+        except SQLAlchemyError as exc:
+            raise StateError(f"cannot write the task index: {exc}") from None
 
     def forget(self, uids: Iterable[str]) -> None:
         """Drop index entries (a task that Fragment no longer knows)."""

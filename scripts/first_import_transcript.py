@@ -1,12 +1,12 @@
 """Write docs/first-import.md: the exact terminal transcript of a first import, by running it.
 
-Runs `check`, `reconcile` (a first import of 1,000 tickets at Fragment's real pace of 60
+Runs `check`, `reconcile` (a first import of 5,000 tickets at Fragment's real pace of 60
 requests a minute, against the embedded sandbox) and `status` in a fresh directory, each on a
 pseudo-terminal of 100 x 400 characters, and renders what the terminal finally shows with pyte (a
 terminal emulator): the progress bars as they were left, then the report. Nothing is edited by
 hand; the figures (durations, rates) are those of the run.
 
-    .venv/bin/python scripts/first_import_transcript.py        # about 30 s
+    .venv/bin/python scripts/first_import_transcript.py        # about a minute
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import pyte
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "first-import.md"
 COLUMNS, ROWS = 100, 400
-TICKETS = 1000
+TICKETS = 5000
 
 CONFIG = """\
 fragment:
@@ -86,7 +86,7 @@ def main() -> int:
     transcript = "\n".join(parts)
     OUT.write_text(
         "# A first import, as a terminal shows it\n\n"
-        "The exact output of a first import of 1,000 tickets from a JSON file, at Fragment's\n"
+        "The exact output of a first import of 5,000 tickets from a JSON file, at Fragment's\n"
         "pace of 60 requests a minute (the embedded sandbox stands in for Fragment: "
         "`fragment.base_url: sandbox`),\non a terminal 100 columns wide. It was produced by "
         "running `scripts/first_import_transcript.py`, which\nruns each command on a "

@@ -64,12 +64,25 @@ def postgres_state_url() -> Iterator[str]:
         engine.dispose()
 
 
+PROFILES = ("strict", "lenient")
+BOTH_PROFILES = pytest.mark.parametrize("sandbox_profile", PROFILES)
+"""Runs a test against a strict and a lenient sandbox (connector.sandbox.store.PROFILES): a
+connector correct against both is correct against any real server between them."""
+
+
 @pytest.fixture
-def sandbox() -> Iterator[SandboxServer]:
+def sandbox_profile() -> str:
+    """The sandbox's profile: strict unless a test parametrizes it (`BOTH_PROFILES`)."""
+    return "strict"
+
+
+@pytest.fixture
+def sandbox(sandbox_profile: str) -> Iterator[SandboxServer]:
     """A test-mode sandbox Fragment with its rate limit lifted, on 127.0.0.1."""
-    with SandboxServer(
-        SandboxConfig(token=TOKEN, test_mode=True, requests_per_minute=None)
-    ) as server:
+    config = SandboxConfig(
+        token=TOKEN, test_mode=True, requests_per_minute=None, profile=sandbox_profile
+    )
+    with SandboxServer(config) as server:
         yield server
 
 

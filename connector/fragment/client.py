@@ -26,6 +26,7 @@ from connector import __version__
 from connector.errors import (
     FragmentAuthError,
     FragmentError,
+    FragmentFilterIgnored,
     FragmentNetworkError,
     FragmentProtocolError,
     FragmentRateLimited,
@@ -191,6 +192,40 @@ def _items(body: object, what: str) -> list[Task]:
     if not isinstance(body, dict) or not isinstance(body.get("items"), list):
         raise FragmentProtocolError(f"{what}: expected an object with an 'items' list")
     return [parse_task(item) for item in body["items"]]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchAnswer:
+    """A batch write's 200 answer: the tasks it returned, and the items it says failed.
+
+    `errors` maps a uid (or `#<index>` of the item sent) to a message, from an `errors` list in
+    the answer, if the server sends one (its shape is not documented: read defensively). The
+    caller checks every item sent against both; a 200 alone proves nothing about one item.
+    """
+
+    tasks: list[Task]
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+def _batch_answer(body: object, what: str) -> BatchAnswer:
+    tasks = _items(body, what)
+    errors: dict[str, str] = {}
+    raw = body.get("errors") if isinstance(body, dict) else None
+    for entry in raw if isinstance(raw, list) else ():
+        if not isinstance(entry, dict):
+            continue
+        message = next(
+            (str(entry[k]) for k in ("msg", "message", "detail", "error") if k in entry),
+            "refused",
+        )[:MAX_ERROR_TEXT]
+        uid, index, loc = entry.get("uid"), entry.get("index"), entry.get("loc")
+        if index is None and isinstance(loc, list) and len(loc) >= 3 and loc[1] == "items":
+            index = loc[2]
+        if isinstance(uid, str):
+            errors[uid] = message
+        elif isinstance(index, int) and not isinstance(index, bool):
+            errors[f"#{index}"] = message
+    return BatchAnswer(tasks, errors)
 
 
 def _matches(task: Task, statuses: Sequence[TaskStatus], fields: Mapping[str, str]) -> bool:
@@ -411,6 +446,10 @@ class FragmentClient:
     ) -> list[Task]:
         """The tasks with these uids, whatever their status (`POST /tasks/query`, 100 per call).
 
+        The body is the documented one: the condition tree under `condition`. The `in` operator
+        and the `uid` field are assumed, so every answer is checked: a task that was not asked
+        for, or more tasks than asked, proves the server ignored the filter, and then what the
+        answer lacks proves nothing (FragmentFilterIgnored; a 400/422 raises as usual).
         `progress` is told how many uids each call settled.
         """
         wanted = list(dict.fromkeys(uids))
@@ -418,27 +457,36 @@ class FragmentClient:
         for start in range(0, len(wanted), self._page_size):
             chunk = wanted[start : start + self._page_size]
             body = {
-                "combinator": "and",
-                "conditions": [{"field": "uid", "operator": "in", "value": chunk}],
+                "condition": {
+                    "combinator": "and",
+                    "conditions": [{"field": "uid", "operator": "in", "value": chunk}],
+                },
                 "limit": len(chunk),
             }
             answer = await self._send("POST", "tasks/query", endpoint="/tasks/query", body=body)
+            tasks = _items(answer, "POST /tasks/query")
             chunk_set = set(chunk)
-            found.extend(t for t in _items(answer, "POST /tasks/query") if t.uid in chunk_set)
+            stray = sum(1 for t in tasks if t.uid not in chunk_set)
+            if stray or len(tasks) > len(chunk):
+                raise FragmentFilterIgnored(
+                    f"POST /tasks/query answered {len(tasks)} tasks for {len(chunk)} uids, "
+                    f"{stray} of them not asked for: the server ignored the filter"
+                )
+            found.extend(tasks)
             if progress is not None:
                 progress(len(chunk))
         return found
 
-    async def put_batch(self, items: Sequence[Mapping[str, JSONValue]]) -> list[Task]:
+    async def put_batch(self, items: Sequence[Mapping[str, JSONValue]]) -> BatchAnswer:
         """Create (or replace) tasks with one `PUT /tasks/batch`."""
         answer = await self._send(
             "PUT", "tasks/batch", endpoint="/tasks/batch", body={"items": list(items)}
         )
-        return _items(answer, "PUT /tasks/batch")
+        return _batch_answer(answer, "PUT /tasks/batch")
 
-    async def patch_batch(self, items: Sequence[Mapping[str, JSONValue]]) -> list[Task]:
+    async def patch_batch(self, items: Sequence[Mapping[str, JSONValue]]) -> BatchAnswer:
         """Update, close or reopen tasks with one `PATCH /tasks/batch`."""
         answer = await self._send(
             "PATCH", "tasks/batch", endpoint="/tasks/batch", body={"items": list(items)}
         )
-        return _items(answer, "PATCH /tasks/batch")
+        return _batch_answer(answer, "PATCH /tasks/batch")

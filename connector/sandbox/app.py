@@ -263,6 +263,10 @@ class _Api:
                             send, 502, page, headers, (b"content-type", b"text/html")
                         )
                     return await _reply(send, decision.status, _detail("injected fault"), headers)
+            if decision is not None and decision.partial and isinstance(body, dict):
+                items = body.get("items")
+                if isinstance(items, list) and items:
+                    body = {**body, "items": items[:-1]}
             status, payload = _call(handler, store, body, uid, entry["query"])
             if decision is not None and decision.lose_response:
                 settle("lost")
@@ -328,6 +332,7 @@ class _Admin:
             Route("/tasks", self.dump_tasks, methods=["GET"]),
             Route("/tasks", self.seed_tasks, methods=["POST"]),
             Route("/tasks/{uid}/operator", self.operator_edit, methods=["POST"]),
+            Route("/tasks/{uid}", self.delete_task, methods=["DELETE"]),
             Route("/faults", self.get_faults, methods=["GET"]),
             Route("/faults", self.put_faults, methods=["PUT"]),
             Route("/config", self.get_config, methods=["GET"]),
@@ -371,6 +376,11 @@ class _Admin:
         except ValidationFailed as exc:
             return _validation_error(exc)
         return _json_response(task)
+
+    async def delete_task(self, request: Request) -> Response:
+        if not self._store.delete([request.path_params["uid"]]):
+            raise HTTPException(404, "task not found")
+        return _json_response({"ok": True})
 
     async def get_faults(self, request: Request) -> Response:
         return _json_response(self._store.faults().to_json())

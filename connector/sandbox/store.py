@@ -66,8 +66,30 @@ _READ_ONLY: Final = frozenset(
         "account_id",
     }
 )
-_QUERY_KEYS: Final = frozenset({"combinator", "conditions", "sorts", "limit", "cursor"})
-_OPERATORS: Final = frozenset({"eq", "neq", "in", "not_in", "gt", "gte", "lt", "lte"})
+# The documented body of POST /tasks/query: the condition tree under `condition`, sorts, limit;
+# the reference's sample also shows the keys of `_QUERY_IGNORED`, which the sandbox accepts and
+# does not implement. `cursor` is assumed, as for GET /tasks.
+_QUERY_KEYS: Final = frozenset({"condition", "sorts", "limit", "cursor"})
+_QUERY_IGNORED: Final = frozenset({"selects", "groups", "variables", "functions", "expand"})
+# Operator spelling -> meaning. `==` is documented; the others are assumed (fragment-api.md).
+_OPERATORS: Final = {
+    "==": "eq",
+    "!=": "neq",
+    ">": "gt",
+    ">=": "gte",
+    "<": "lt",
+    "<=": "lte",
+    "in": "in",
+    "contains": "contains",
+}
+# What a lenient sandbox honours of a query: the documented operator, combinator and direction.
+_DOCUMENTED_OPERATORS: Final = frozenset({"=="})
+_CONDITION_KEYS: Final = ("field", "operator", "value")
+PROFILES: Final = ("strict", "lenient")
+"""`strict` (default): undocumented keys and parameters are refused with a 422, so a client that
+sends one is caught. `lenient`: as a FastAPI service with default models, unknown keys and
+parameters are ignored, and so are the optional filters the documentation does not state
+(`status`, `fields.<key>`, `updated_at_after`, `order_by`, query conditions other than `==`)."""
 _COMPARE: Final[dict[str, Callable[[Any, Any], bool]]] = {
     "gt": operator.gt,
     "gte": operator.ge,
@@ -130,8 +152,16 @@ class SandboxConfig:
     visibility_delay_s: float = 0.0
     data_path: Path | None = None
     seed: int = 0
+    profile: str = "strict"
+
+    @property
+    def lenient(self) -> bool:
+        """Whether this sandbox ignores what it does not know (see `PROFILES`)."""
+        return self.profile == "lenient"
 
     def __post_init__(self) -> None:
+        if self.profile not in PROFILES:
+            raise ValueError(f"profile must be one of {', '.join(PROFILES)}")
         if isinstance(self.data_path, str):  # a path from a CLI option or a settings file
             object.__setattr__(self, "data_path", Path(self.data_path))
         rpm = self.requests_per_minute
@@ -151,13 +181,15 @@ class FailRule:
 
     `path` is relative to /api/v1 and matches the concrete path (`/tasks/batch`), the route
     template (`/tasks/{uid}`) or anything (`*`); `method` may also be `*`. `status` is an HTTP
-    status to answer with, `"drop"` (close the connection before handling) or `"lost"` (handle
-    the request, apply its write, then close the connection without answering).
+    status to answer with, `"drop"` (close the connection before handling), `"lost"` (handle
+    the request, apply its write, then close the connection without answering) or `"partial"`
+    (a batch write whose last item is neither applied nor answered, the rest as usual: a 200
+    that does not account for every item).
     """
 
     method: str
     path: str
-    status: int | Literal["drop", "lost"]
+    status: int | Literal["drop", "lost", "partial"]
     count: int = 1
 
     def __post_init__(self) -> None:
@@ -165,10 +197,12 @@ class FailRule:
             raise ValueError("fail_next.method must be an HTTP method or '*'")
         if not isinstance(self.path, str) or not (self.path == "*" or self.path.startswith("/")):
             raise ValueError("fail_next.path must start with '/' or be '*'")
-        if self.status not in ("drop", "lost") and not (
+        if self.status not in ("drop", "lost", "partial") and not (
             _is_int(self.status) and 400 <= cast(int, self.status) <= 599
         ):
-            raise ValueError("fail_next.status must be a 4xx/5xx status, 'drop' or 'lost'")
+            raise ValueError(
+                "fail_next.status must be a 4xx/5xx status, 'drop', 'lost' or 'partial'"
+            )
         if not (_is_int(self.count) and self.count >= 1):
             raise ValueError("fail_next.count must be an integer >= 1")
 
@@ -266,6 +300,7 @@ class FaultDecision:
     retry_after_s: int | None = None
     drop: bool = False
     lose_response: bool = False
+    partial: bool = False
 
 
 # --- time and JSON -----------------------------------------------------------------------------
@@ -546,8 +581,11 @@ def _check_write(
     errors: _Errors,
     *,
     path_uid: str | None = None,
+    lenient: bool = False,
 ) -> _Write | None:
-    """Validate one task write, adding its problems to `errors`; None if it has any."""
+    """Validate one task write, adding its problems to `errors`; None if it has any.
+
+    `lenient`: unknown keys are ignored instead of refused."""
     if not isinstance(raw, dict):
         errors.add(loc, "item must be an object", "dict_type")
         return None
@@ -575,7 +613,8 @@ def _check_write(
                 errors.add(where, "status must be one of TODO, STARTED, DONE", "enum")
         elif key == "due_at":
             due = parse_instant(value)
-            if due is None:
+            # [assumed] a PATCH of null puts back the default (the creation time).
+            if due is None and not (value is None and mode == "patch"):
                 errors.add(where, "due_at must be ISO 8601 with a time zone", "datetime_parsing")
             values[key] = due
         elif key == "assignee_email":
@@ -592,7 +631,7 @@ def _check_write(
             else:
                 errors.add(where, "fields must be an object", "dict_type")
             values[key] = value
-        else:
+        elif not lenient:
             errors.add(where, "extra fields not permitted", "extra_forbidden")
     if mode != "patch" and "fields" not in raw:
         errors.add([*loc, "fields"], "field required", "missing")
@@ -711,7 +750,7 @@ class SandboxStore:
         """`POST /tasks`: create one task (uid generated when absent)."""
         with self._lock:
             errors = _Errors()
-            write = _check_write(body, ["body"], "create", errors)
+            write = _check_write(body, ["body"], "create", errors, lenient=self._config.lenient)
             if write is not None and write.uid is not None and write.uid in self._tasks:
                 errors.add(["body", "uid"], "task already exists", "already_exists")
             errors.raise_if_any()
@@ -749,8 +788,11 @@ class SandboxStore:
         after: int | None = None
         order_key = _BY_CREATED
         equals: list[tuple[str, str]] = []
+        lenient = self._config.lenient
         for key, value in params:
             where = ["query", key]
+            if lenient and key not in ("limit", "cursor"):
+                continue  # optional filters a default FastAPI model would not know: ignored
             if key == "limit":
                 try:
                     limit_raw = int(value)
@@ -774,7 +816,8 @@ class SandboxStore:
                     errors.add(where, "order_by must be created_at or updated_at", "enum")
             elif key.startswith("fields.") and len(key) > len("fields."):
                 equals.append((key[len("fields.") :], value))
-            # Other parameters are ignored, as real APIs do.
+            else:
+                errors.add(where, "unknown query parameter", "extra_forbidden")
         with self._lock:
             limit = self._check_limit(limit_raw, ["query", "limit"], errors)
             errors.raise_if_any()
@@ -792,30 +835,47 @@ class SandboxStore:
             return self._first_page(rows, limit)
 
     def query_tasks(self, body: object) -> bytes:
-        """`POST /tasks/query`: one page of the tasks matching a condition tree."""
+        """`POST /tasks/query`: one page of the tasks matching the tree under `condition`."""
         errors = _Errors()
+        lenient = self._config.lenient
         if not isinstance(body, dict):
             raise ValidationFailed([_error(["body"], "body must be an object", "dict_type")])
         for key in body:
-            if key not in _QUERY_KEYS:
+            if key not in _QUERY_KEYS and key not in _QUERY_IGNORED and not lenient:
                 errors.add(["body", key], "extra fields not permitted", "extra_forbidden")
-        combinator = body.get("combinator", "and")
-        if combinator not in ("and", "or"):
-            errors.add(["body", "combinator"], "combinator must be 'and' or 'or'", "enum")
+        tree = body.get("condition", {})
+        combinator: object = "and"
         conditions: list[_Condition] = []
-        raw_conditions = body.get("conditions", [])
+        if not isinstance(tree, dict):
+            errors.add(["body", "condition"], "condition must be an object", "dict_type")
+            tree = {}
+        for key in tree:
+            if key not in ("combinator", "conditions") and not lenient:
+                where = ["body", "condition", key]
+                errors.add(where, "extra fields not permitted", "extra_forbidden")
+        combinator = tree.get("combinator", "and")
+        if lenient:
+            combinator = "and"  # the documented one; anything else is not known
+        elif combinator not in ("and", "or"):
+            errors.add(
+                ["body", "condition", "combinator"], "combinator must be 'and' or 'or'", "enum"
+            )
+        raw_conditions = tree.get("conditions", [])
         if isinstance(raw_conditions, list):
             for i, raw in enumerate(raw_conditions):
-                condition = _compile_condition(raw, ["body", "conditions", i], errors)
+                loc: list[str | int] = ["body", "condition", "conditions", i]
+                condition = _compile_condition(raw, loc, errors, lenient=lenient)
                 if condition is not None:
                     conditions.append(condition)
         else:
-            errors.add(["body", "conditions"], "conditions must be a list", "list_type")
+            errors.add(
+                ["body", "condition", "conditions"], "conditions must be a list", "list_type"
+            )
         sorts: list[tuple[Callable[[_Task], Any], bool]] = []
         raw_sorts = body.get("sorts", [])
         if isinstance(raw_sorts, list):
             for i, raw in enumerate(raw_sorts):
-                sort = _compile_sort(raw, ["body", "sorts", i], errors)
+                sort = _compile_sort(raw, ["body", "sorts", i], errors, lenient=lenient)
                 if sort is not None:
                     sorts.append(sort)
         else:
@@ -907,6 +967,13 @@ class SandboxStore:
             result = task.dump()
         self._persist()
         return result
+
+    def delete(self, uids: Iterable[str]) -> int:
+        """Tasks deleted in Fragment's UI (listings stop showing them); returns how many."""
+        with self._lock:
+            gone = [self._tasks.pop(normalize_uid(uid) or uid, None) for uid in uids]
+        self._persist()
+        return sum(task is not None for task in gone)
 
     def reset(self) -> None:
         """Forget all tasks, snapshots, faults, rate buckets, the log and config changes."""
@@ -1018,6 +1085,8 @@ class SandboxStore:
                         return FaultDecision(latency_s=latency, drop=True)
                     if rule.status == "lost":
                         return FaultDecision(latency_s=latency, lose_response=True)
+                    if rule.status == "partial":
+                        return FaultDecision(latency_s=latency, partial=True)
                     status = rule.status
                     retry = faults.retry_after_s if status in (429, 503) else None
                     return FaultDecision(latency_s=latency, status=status, retry_after_s=retry)
@@ -1124,7 +1193,9 @@ class SandboxStore:
         writes: list[_Write] = []
         seen: set[str] = set()
         for i, raw in enumerate(cast(list[object], items)):
-            write = _check_write(raw, ["body", "items", i], mode, errors)
+            write = _check_write(
+                raw, ["body", "items", i], mode, errors, lenient=self._config.lenient
+            )
             if write is None:
                 continue
             where = [*write.loc, "uid"]
@@ -1146,7 +1217,9 @@ class SandboxStore:
         if path_uid is None:
             errors.add(["path", "uid"], "uid must be a UUID string", "uuid_parsing")
             errors.raise_if_any()
-        write = _check_write(body, ["body"], mode, errors, path_uid=path_uid)
+        write = _check_write(
+            body, ["body"], mode, errors, path_uid=path_uid, lenient=self._config.lenient
+        )
         errors.raise_if_any()
         return cast(_Write, write)
 
@@ -1192,6 +1265,8 @@ class SandboxStore:
         changed = False
         if "status" in values:
             changed = task.set_status(values["status"], now)
+        if "due_at" in values and values["due_at"] is None:
+            values = {**values, "due_at": task.created_at}
         for name in ("due_at", "assignee_email", "archived"):
             if name in values and values[name] != getattr(task, name):
                 setattr(task, name, values[name])
@@ -1409,20 +1484,36 @@ def _condition_value(name: str, value: object, loc: list[str | int], errors: _Er
     return value
 
 
-def _compile_condition(raw: object, loc: list[str | int], errors: _Errors) -> _Condition | None:
+def _compile_condition(
+    raw: object, loc: list[str | int], errors: _Errors, *, lenient: bool = False
+) -> _Condition | None:
+    """One condition; a lenient sandbox drops (ignores) any it does not know instead."""
+    if lenient:
+        known = (
+            isinstance(raw, dict)
+            and raw.get("operator") in _DOCUMENTED_OPERATORS
+            and isinstance(raw.get("field"), str)
+            and _getter(raw["field"]) is not None
+            and "value" in raw
+        )
+        if not known:
+            return None
+        # Keys it does not know are ignored too.
+        raw = {k: v for k, v in cast(dict[str, Any], raw).items() if k in _CONDITION_KEYS}
     if not isinstance(raw, dict):
         errors.add(loc, "condition must be an object", "dict_type")
         return None
     before = len(errors.items)
     for key in raw:
-        if key not in ("field", "operator", "value"):
+        if key not in _CONDITION_KEYS:
             errors.add([*loc, key], "extra fields not permitted", "extra_forbidden")
     name = raw.get("field")
     get = _getter(name) if isinstance(name, str) else None
     if get is None:
         errors.add([*loc, "field"], "unknown field", "enum")
-    op = raw.get("operator")
-    if not isinstance(op, str) or op not in _OPERATORS:
+    spelled = raw.get("operator")
+    op = _OPERATORS.get(spelled) if isinstance(spelled, str) else None
+    if op is None:
         errors.add([*loc, "operator"], f"operator must be one of {sorted(_OPERATORS)}", "enum")
     if "value" not in raw:
         errors.add([*loc, "value"], "field required", "missing")
@@ -1431,7 +1522,16 @@ def _compile_condition(raw: object, loc: list[str | int], errors: _Errors) -> _C
     field_name = cast(str, name)
     raw_value = raw["value"]
     where: list[str | int] = [*loc, "value"]
-    if op in ("in", "not_in"):
+    if op == "contains":
+
+        def contains(task: _Task) -> bool:
+            found = get(task)
+            if isinstance(found, str):
+                return isinstance(raw_value, str) and raw_value in found
+            return isinstance(found, list) and any(_json_eq(item, raw_value) for item in found)
+
+        return _Condition(contains)
+    if op == "in":
         if not isinstance(raw_value, list):
             errors.add(where, f"{op} needs a list", "list_type")
             return None
@@ -1454,10 +1554,8 @@ def _compile_condition(raw: object, loc: list[str | int], errors: _Errors) -> _C
                 found = get(task)
                 return any(_json_eq(found, v) for v in values)
 
-        if op == "in":
-            uids = members if scalar and field_name == "uid" else None
-            return _Condition(member, uids)
-        return _Condition(lambda task: not member(task))
+        uids = members if scalar and field_name == "uid" else None
+        return _Condition(member, uids)
     value = _condition_value(field_name, raw_value, where, errors)
     if value is MISSING:
         return None
@@ -1483,24 +1581,35 @@ def _hashable(value: object) -> bool:
 
 
 def _compile_sort(
-    raw: object, loc: list[str | int], errors: _Errors
+    raw: object, loc: list[str | int], errors: _Errors, *, lenient: bool = False
 ) -> tuple[Callable[[_Task], Any], bool] | None:
+    """One sort, `{"field", "direction": "ascending" | "descending"}`; a lenient sandbox ignores
+    a sort it does not know, and knows only the documented "ascending"."""
     if not isinstance(raw, dict):
-        errors.add(loc, "sort must be an object", "dict_type")
+        if not lenient:
+            errors.add(loc, "sort must be an object", "dict_type")
         return None
     name = raw.get("field")
     get = _getter(name) if isinstance(name, str) else None
-    order = raw.get("order", "asc")
-    if get is None:
-        errors.add([*loc, "field"], "unknown field", "enum")
-    if order not in ("asc", "desc"):
-        errors.add([*loc, "order"], "order must be 'asc' or 'desc'", "enum")
-    if get is None or order not in ("asc", "desc"):
-        return None
+    direction = raw.get("direction", "ascending")
+    if lenient:
+        if get is None or direction != "ascending":
+            return None
+    else:
+        for key in raw:
+            if key not in ("field", "direction"):
+                errors.add([*loc, key], "extra fields not permitted", "extra_forbidden")
+        if get is None:
+            errors.add([*loc, "field"], "unknown field", "enum")
+        if direction not in ("ascending", "descending"):
+            errors.add([*loc, "direction"], "direction must be 'ascending' or 'descending'", "enum")
+        if get is None or direction not in ("ascending", "descending"):
+            return None
     getter = get
+    descending = direction == "descending"
     if isinstance(name, str) and name.startswith("fields."):
-        return (lambda task: _sort_key(getter(task))), order == "desc"
-    return getter, order == "desc"
+        return (lambda task: _sort_key(getter(task))), descending
+    return getter, descending
 
 
 # --- response bodies ---------------------------------------------------------------------------

@@ -135,8 +135,10 @@ def test_embedded_sandbox_keeps_its_tasks_between_runs(workspace: Workspace) -> 
     assert "5 unchanged" in second.stdout
 
 
-def test_sandbox_command_serves_the_api(workspace: Workspace) -> None:
-    """`fragment-connector sandbox` serves the fake API until stopped."""
+@pytest.mark.parametrize("profile", ["strict", "lenient"])
+def test_sandbox_command_serves_the_api(workspace: Workspace, profile: str) -> None:
+    """`fragment-connector sandbox --profile P` serves the fake API until stopped; strict refuses
+    an undocumented listing parameter (422), lenient ignores it."""
     import os
     import signal
     import socket
@@ -150,7 +152,10 @@ def test_sandbox_command_serves_the_api(workspace: Workspace) -> None:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     process = subprocess.Popen(
-        [sys.executable, "-m", "connector", "sandbox", "--port", str(port), "--token", "tok"],
+        [
+            *(sys.executable, "-m", "connector", "sandbox", "--port", str(port)),
+            *("--token", "tok", "--profile", profile),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env={k: v for k, v in os.environ.items() if not k.startswith("FRAGMENT_CONNECTOR")},
@@ -168,6 +173,11 @@ def test_sandbox_command_serves_the_api(workspace: Workspace) -> None:
                 assert time.monotonic() < deadline, "the sandbox did not start"
                 time.sleep(0.1)
         assert answer.status_code == 200
+        listing = httpx.get(
+            f"http://127.0.0.1:{port}/api/v1/tasks?colour=red",
+            headers={"Authorization": "Bearer tok", "User-Agent": "test"},
+        )
+        assert listing.status_code == (200 if profile == "lenient" else 422)
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(timeout=15)

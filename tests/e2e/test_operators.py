@@ -76,6 +76,12 @@ def test_json_output_on_a_refused_token_is_still_the_document(workspace: Workspa
     assert document["error"]["type"] == "fragment_auth_error"
     assert document["error"]["message"]
     assert "refused-token-8c1e4a" not in result.stdout + result.stderr
+    workspace.config_path.write_text("fragment: {batch_size: many}\n")
+    result = workspace.reconcile("--output", "json")
+    assert result.returncode == 4
+    document = json.loads(result.stdout)
+    assert document["exit_code"] == 4 and document["error"]["type"] == "config_error"
+    assert "fragment.batch_size" in document["error"]["message"]
 
 
 def test_an_error_is_said_once_on_a_terminal(workspace: Workspace) -> None:

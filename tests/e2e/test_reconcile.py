@@ -6,7 +6,7 @@ import uuid
 from typing import Any
 
 from connector.identity import PROJECT_NAMESPACE
-from tests.conftest import TOKEN, Workspace, make_tickets
+from tests.conftest import BOTH_PROFILES, TOKEN, Workspace, make_tickets
 
 
 def uid_of(ticket_id: str, source: str = "backoffice", instance: str = "tests") -> str:
@@ -18,6 +18,7 @@ def open_tasks(ws: Workspace) -> dict[str, dict[str, Any]]:
     return {uid: t for uid, t in ws.tasks().items() if t["status"] != "DONE"}
 
 
+@BOTH_PROFILES
 def test_250_tickets_become_250_tasks(workspace: Workspace) -> None:
     """Each ticket becomes one TODO task with its title, url, custom and static fields and uid."""
     workspace.write_tickets(make_tickets(250))
@@ -53,6 +54,7 @@ def test_second_run_writes_nothing(workspace: Workspace) -> None:
     assert "0 create, 0 update, 0 reopen, 0 close" in result.stdout
 
 
+@BOTH_PROFILES
 def test_churn_gives_exactly_the_expected_writes(workspace: Workspace) -> None:
     """Vanished, new and changed tickets give exactly those closes, creates and updates."""
     tickets = make_tickets(100)
@@ -92,6 +94,7 @@ def test_churn_gives_exactly_the_expected_writes(workspace: Workspace) -> None:
     assert [(w["method"], w["items"]) for w in workspace.writes()] == [("PUT", 5), ("PATCH", 18)]
 
 
+@BOTH_PROFILES
 def test_foreign_and_operator_tasks_are_left_as_they_are(workspace: Workspace) -> None:
     """Foreign tasks, an operator's STARTED task and an operator's DONE task keep their state."""
     store = workspace.sandbox.store
@@ -136,6 +139,7 @@ def test_foreign_and_operator_tasks_are_left_as_they_are(workspace: Workspace) -
     assert workspace.tasks()[uid_of("T-2")]["status"] == "DONE"
 
 
+@BOTH_PROFILES
 def test_returning_ticket_reopens_its_task(workspace: Workspace) -> None:
     """A ticket back after its task was closed reopens that task, also with the state deleted."""
     workspace.write_tickets(make_tickets(30))
@@ -163,6 +167,7 @@ def test_returning_ticket_reopens_its_task(workspace: Workspace) -> None:
     assert "fc_closed_by" not in tasks[uid_of("T-29")]["fields"]
 
 
+@BOTH_PROFILES
 def test_dry_run_writes_nothing_and_predicts_the_real_run(workspace: Workspace) -> None:
     """--dry-run exits 2 with pending changes, writes nothing, and its counts match the real run."""
     workspace.write_tickets(make_tickets(40))
@@ -220,6 +225,7 @@ def test_source_failure_closes_nothing(workspace: Workspace) -> None:
     assert len(open_tasks(workspace)) == 10
 
 
+@BOTH_PROFILES
 def test_unreadable_record_blocks_closes_but_not_the_rest(workspace: Workspace) -> None:
     """A record without an id makes the snapshot incomplete: creates go on, closes are refused."""
     workspace.write_tickets(make_tickets(10))
@@ -245,14 +251,15 @@ def test_unreadable_record_blocks_closes_but_not_the_rest(workspace: Workspace) 
     assert len(open_tasks(workspace)) == 11
 
 
-def test_empty_source_trips_the_mass_close_guard(workspace: Workspace) -> None:
+@BOTH_PROFILES
+def test_empty_source_trips_the_empty_snapshot_guard(workspace: Workspace) -> None:
     """An empty back-office against 100 open tasks closes nothing and exits 3."""
     workspace.write_tickets(make_tickets(100))
     assert workspace.reconcile().returncode == 0
     workspace.write_tickets([])
     result = workspace.reconcile()
     assert result.returncode == 3
-    assert "REFUSED 100 closes (mass_close)" in result.stdout
+    assert "REFUSED 100 closes (empty_snapshot)" in result.stdout
     assert len(open_tasks(workspace)) == 100
     result = workspace.reconcile("--allow-mass-close")
     assert result.returncode == 0

@@ -8,8 +8,9 @@ import pytest
 
 from connector.config import load_settings
 from connector.cycle import CycleOptions, report_counts
+from connector.fragment import BatchAnswer
 from connector.identity import instance_namespace, task_uid
-from connector.models import CycleReport, JSONValue, Task
+from connector.models import CycleReport, JSONValue
 from connector.runtime import open_runtime
 from tests.conftest import TOKEN, Workspace, make_tickets
 
@@ -56,7 +57,9 @@ async def test_operator_edits_during_the_apply_window_are_seen_by_the_next_delta
         workspace.write_tickets(tickets)
         send = reconciler.client.patch_batch
 
-        async def patch_while_operators_act(items: Sequence[Mapping[str, JSONValue]]) -> list[Task]:
+        async def patch_while_operators_act(
+            items: Sequence[Mapping[str, JSONValue]],
+        ) -> BatchAnswer:
             answer = await send(items)
             if items[0]["uid"] == uid("T-0"):  # after the first of the two batches
                 store.operator_edit(uid("T-200"), fields={"title": "renamed by an operator"})

@@ -372,8 +372,10 @@ def test_query_by_uid_in_returns_exactly_those_tasks(api: httpx.Client) -> None:
     put(api, *items)
     wanted = [items[7]["uid"], items[2]["uid"], str(uuid.uuid4())]
     body = {
-        "combinator": "and",
-        "conditions": [{"field": "uid", "operator": "in", "value": wanted}],
+        "condition": {
+            "combinator": "and",
+            "conditions": [{"field": "uid", "operator": "in", "value": wanted}],
+        },
         "limit": 100,
     }
     response = api.post("/tasks/query", json=body)
@@ -387,12 +389,14 @@ def test_query_conditions_sorts_and_pages(api: httpx.Client) -> None:
     items = [new_task(f"T{n}", fields={"amount": n}) for n in range(12)]
     put(api, *items)
     body: dict[str, Any] = {
-        "combinator": "or",
-        "conditions": [
-            {"field": "fields.amount", "operator": "gte", "value": 9},
-            {"field": "fields.amount", "operator": "lt", "value": 2},
-        ],
-        "sorts": [{"field": "fields.amount", "order": "desc"}],
+        "condition": {
+            "combinator": "or",
+            "conditions": [
+                {"field": "fields.amount", "operator": ">=", "value": 9},
+                {"field": "fields.amount", "operator": "<", "value": 2},
+            ],
+        },
+        "sorts": [{"field": "fields.amount", "direction": "descending"}],
         "limit": 3,
     }
     page = api.post("/tasks/query", json=body).json()
@@ -401,10 +405,62 @@ def test_query_conditions_sorts_and_pages(api: httpx.Client) -> None:
         "/tasks/query", json={"cursor": page["meta"]["next_cursor"], "limit": 3}
     ).json()
     assert [t["fields"]["amount"] for t in following["items"]] == [1, 0]
-    bad = {"conditions": [{"field": "status", "operator": "like", "value": "x"}]}
+    bad = {"condition": {"conditions": [{"field": "status", "operator": "like", "value": "x"}]}}
     response = api.post("/tasks/query", json=bad)
     assert response.status_code == 422
-    assert response.json()["detail"][0]["loc"] == ["body", "conditions", 0, "operator"]
+    assert response.json()["detail"][0]["loc"] == ["body", "condition", "conditions", 0, "operator"]
+
+
+def test_strict_profile_refuses_undocumented_keys(api: httpx.Client) -> None:
+    """The default (strict) sandbox answers 422 to a query tree outside `condition`, to unknown
+    keys in a write, and to listing parameters it does not know: a client sending them is caught."""
+    [task] = put(api, new_task())
+    top_level = {
+        "combinator": "and",
+        "conditions": [{"field": "uid", "operator": "in", "value": [task["uid"]]}],
+    }
+    response = api.post("/tasks/query", json=top_level)
+    assert response.status_code == 422
+    assert {tuple(d["loc"]) for d in response.json()["detail"]} == {
+        ("body", "combinator"),
+        ("body", "conditions"),
+    }
+    assert api.get("/tasks", params={"colour": "red"}).status_code == 422
+    write = {"items": [{**new_task(), "priority": "high"}]}
+    assert api.put("/tasks/batch", json=write).status_code == 422
+    sort = {"sorts": [{"field": "created_at", "order": "desc"}]}
+    assert api.post("/tasks/query", json=sort).status_code == 422
+
+
+def test_lenient_profile_ignores_what_it_does_not_know(make_server: MakeServer) -> None:
+    """A lenient sandbox, like a FastAPI service with default models, ignores unknown keys and
+    undocumented filters: the old top-level query tree and a `uid in` condition answer every
+    task; `status` and `fields.<key>` filters are ignored; only `==` under `condition` filters."""
+    server = make_server(profile="lenient")
+    with client_for(server) as api:
+        items = put(api, *(new_task(f"T{n}", fields={"k": str(n)}) for n in range(5)))
+        server.store.operator_edit(items[0]["uid"], status="DONE")
+        uids = [items[1]["uid"]]
+        top_level = {
+            "combinator": "and",
+            "conditions": [{"field": "uid", "operator": "in", "value": uids}],
+        }
+        assert len(api.post("/tasks/query", json=top_level).json()["items"]) == 5
+        nested_in = {"condition": top_level, "limit": 10}
+        assert len(api.post("/tasks/query", json=nested_in).json()["items"]) == 5
+        equal = {
+            "condition": {
+                "combinator": "and",
+                "conditions": [{"field": "uid", "operator": "==", "value": uids[0]}],
+            }
+        }
+        assert [t["uid"] for t in api.post("/tasks/query", json=equal).json()["items"]] == uids
+        listed = api.get("/tasks", params={"status": "TODO", "fields.k": "3", "colour": "x"})
+        assert listed.status_code == 200
+        assert len(listed.json()["items"]) == 5
+        assert api.get("/tasks", params={"limit": 2}).json()["meta"]["limit"] == 2
+        write = {"items": [{**new_task("extra"), "priority": "high"}]}
+        assert api.put("/tasks/batch", json=write).status_code == 200
 
 
 def test_listing_ten_thousand_tasks_is_complete(api: httpx.Client, server: SandboxServer) -> None:
@@ -428,7 +484,8 @@ def test_visibility_delay_hides_new_tasks_from_listings_only(make_server: MakeSe
     server = make_server(visibility_delay_s=0.4)
     with client_for(server) as api:
         [task] = put(api, new_task())
-        query = {"conditions": [{"field": "uid", "operator": "eq", "value": task["uid"]}]}
+        condition = {"field": "uid", "operator": "==", "value": task["uid"]}
+        query = {"condition": {"combinator": "and", "conditions": [condition]}}
         assert api.get("/tasks").json()["items"] == []
         assert api.post("/tasks/query", json=query).json()["items"] == []
         assert api.get(f"/tasks/{task['uid']}").status_code == 200

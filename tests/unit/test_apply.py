@@ -127,3 +127,33 @@ async def test_a_refusal_to_send_leaves_later_batches_unsent() -> None:
     assert len(result.applied) == 100
     assert len(result.failures) == 200
     assert "the cycle stopped" in result.failures[0].error
+
+
+async def test_a_200_is_checked_item_by_item() -> None:
+    """A 200 whose answer lacks an item, names it in `errors`, or shows it without what was
+    written counts that action as failed; the rest are applied and handed on."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        items = json.loads(request.content)["items"]
+        tasks = [{**i, "status": "TODO"} for i in items if i["uid"] != "u1"]  # u1 missing
+        tasks[2]["fields"] = {"title": "something else"}  # u3 not as written
+        errors = [{"uid": "u2", "msg": "quota exceeded"}, {"index": 4, "message": "locked"}]
+        return httpx.Response(200, json={"items": tasks, "errors": errors})
+
+    returned: list[tuple[Action, Task | None]] = []
+    async with FragmentClient(
+        "http://f.test/api/v1", "t", transport=httpx.MockTransport(answer), retry_deadline=1.0
+    ) as c:
+        result = await apply_actions(
+            c, [action(n) for n in range(6)], batch_size=100, on_applied=returned.extend
+        )
+    assert [a.uid for a in result.applied] == ["u0", "u5"]
+    assert [a.uid for a, _ in returned] == ["u0", "u5"]
+    failures = {f.action.uid: f.error for f in result.failures}
+    assert failures == {
+        "u1": "not applied: Fragment's answer did not include the task",
+        "u2": "not applied: quota exceeded",
+        "u3": "not applied: Fragment answered field 'title' without the value written",
+        "u4": "not applied: locked",
+    }
+    assert all(f.sent for f in result.failures)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from connector.guards import (
+    GUARD_EMPTY,
     GUARD_INCOMPLETE,
     GUARD_MASS_CLOSE,
     GuardPolicy,
@@ -74,3 +75,28 @@ def test_incomplete_snapshot_gets_no_closes_even_when_allowed() -> None:
         plan_with(1), snapshot_complete=False, open_tasks_before=100, policy=policy
     )
     assert [r.guard for r in refusals] == [GUARD_INCOMPLETE]
+
+
+def test_empty_snapshot_refuses_closes_whatever_their_number() -> None:
+    """An empty snapshot of a source with 17 open tasks (under close_min) closes nothing,
+    unless the source allows it (allow_empty) or the run allows mass closes."""
+    refusals = guard_plan(
+        plan_with(17, 0),
+        snapshot_complete=True,
+        open_tasks_before=17,
+        policy=GuardPolicy(),
+        snapshot_empty=True,
+    )
+    assert len(refusals) == 17 and {r.guard for r in refusals} == {GUARD_EMPTY}
+    assert "snapshot is empty but it has 17 open tasks" in refusals[0].reason
+    for policy in (GuardPolicy(allow_empty=True), GuardPolicy(allow_mass_close=True)):
+        assert (
+            guard_plan(
+                plan_with(17, 0),
+                snapshot_complete=True,
+                open_tasks_before=17,
+                policy=policy,
+                snapshot_empty=True,
+            )
+            == ()
+        )

@@ -22,6 +22,7 @@ from connector.plan import (
     check_sync,
     desired_task,
     plan_source,
+    written_keys,
 )
 from connector.values import task_digest
 
@@ -379,3 +380,29 @@ def test_in_sync_never_hides_a_change(
     full = plan_source(SOURCE, [t], index(task), POLICY)
     if check.synced:
         assert full.actions == ()
+
+
+def test_values_the_ticket_lost_are_cleared_but_operator_fields_kept() -> None:
+    """A managed key the ticket no longer has (custom field, due date) is cleared with a null;
+    a field an operator added, in no managed set, is left as it is."""
+    before = ticket(fields={"amount": 5, "country": "FR"}, due_at=T0)
+    task = task_for(before, operator_note="keep me")
+    payload = {"fields": {"amount": 5, "country": "FR", "x": None}, "due_at": "2026-01-01"}
+    written = written_keys(payload)
+    assert written == {"amount", "country", "due_at"}
+    after = ticket(fields={"country": "FR"})
+    managed = {task.uid: written}
+    (action,) = plan_source(SOURCE, [after], index(task), POLICY, managed=managed).actions
+    assert action.kind is ActionKind.UPDATE
+    assert action.changes == {"amount": (5, None), "due_at": ("2026-01-01T00:00:00.000Z", None)}
+    assert action.payload["fields"]["amount"] is None
+    assert action.payload["due_at"] is None
+    assert "operator_note" not in action.payload["fields"]
+    # Without a record of what was written (a lost index), nothing is cleared.
+    assert plan_source(SOURCE, [after], index(task), POLICY).actions == ()
+    # The digests alone cannot see a lost due date: a task given one goes to the full plan.
+    still = ticket(fields={"amount": 5, "country": "FR"})
+    synced_task = task_for(still)
+    digests = {synced_task.uid: task_digest(synced_task)}
+    assert check_sync(SOURCE, [still], digests, POLICY).synced == {"T-1"}
+    assert check_sync(SOURCE, [still], digests, POLICY, {synced_task.uid}).synced == set()
