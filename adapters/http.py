@@ -28,7 +28,7 @@ import math
 import random
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from importlib.metadata import PackageNotFoundError, version
@@ -46,6 +46,7 @@ from adapters.base import (
     AdapterUnavailable,
     Duration,
 )
+from adapters.partition import ResultsCapped
 from connector.values import parse_retry_after, parse_timestamp
 
 __all__ = [
@@ -69,6 +70,7 @@ __all__ = [
     "ratelimit_reset_header",
     "retry_after_header",
     "send",
+    "server_time",
 ]
 
 RetryAfter: TypeAlias = Callable[[httpx.Response], float | None]
@@ -107,16 +109,20 @@ USER_AGENT: Final = _user_agent()
 
 
 def server_time(response: httpx.Response) -> datetime:
-    """The server's clock from a response's Date header (the local clock when there is none).
+    """The back-office's clock from a response's `Date` header (the local clock when none parses).
 
     Cursors and waits measured on the back-office's clock cannot be shortened or skewed by ours.
+    A response may carry several `Date` headers (uvicorn sends its own, then the one an
+    application set): the last one that parses wins, the one closest to the application.
     """
-    date = response.headers.get("date")
-    if date:
+    for date in reversed(response.headers.get_list("date")):
         try:
-            return email.utils.parsedate_to_datetime(date).astimezone(UTC)
+            moment = email.utils.parsedate_to_datetime(date)
         except (TypeError, ValueError):
-            pass
+            continue
+        if moment.tzinfo is None:  # RFC 5322 "-0000": UTC, with no claim about the zone
+            moment = moment.replace(tzinfo=UTC)
+        return moment.astimezone(UTC)
     return datetime.now(UTC)
 
 
@@ -588,7 +594,12 @@ async def get_json(
 
 @dataclass(frozen=True, slots=True)
 class PageRequest:
-    """One page to fetch: its URL, query parameters, JSON body, and how to name it in errors."""
+    """One page to fetch: its URL, query parameters, JSON body, and how to name it in errors.
+
+    Public: a `Paginator` of your own returns these. `paginate` sends `url` with `params` in the
+    query (merged with any query `url` has) and `body` as JSON; two identical requests in one
+    listing are a pagination loop.
+    """
 
     url: str
     params: Mapping[str, Any] | None = None
@@ -597,7 +608,13 @@ class PageRequest:
 
 
 class Paginator(Protocol):
-    """How to get from one page to the next; pure, so one instance serves any number of listings."""
+    """How to get from one page to the next; pure, so one instance serves any number of listings.
+
+    Public: implement it (any class with these two methods; no base class) when none of
+    `PageNumber`, `Offset`, `CursorField`, `NextUrl`, `LinkHeader` fits your API, e.g. keyset
+    paging that adds `id > <last id>` to the next query. `next` returns None to end the listing,
+    and raises a SourceError (e.g. `ResultsCapped`) when it cannot go on without losing records.
+    """
 
     def first(self, url: str, params: Mapping[str, Any] | None, body: Any) -> PageRequest:
         """The request for the first page."""
@@ -614,18 +631,47 @@ def _param(page: PageRequest, name: str) -> int:
     return int((page.params or {})[name])
 
 
+def _total(read: Callable[[Any], Any], body: Any) -> int:
+    count = _read(read, body, "the total")
+    if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+        raise AdapterDataError(f"the total of the page is not a count: {_shorten(repr(count), 40)}")
+    return count
+
+
+def _capped(total: int | None, cap: int) -> ResultsCapped:
+    if total is None:
+        message = f"the search reached its cap of {cap} results and more follow"
+    else:
+        message = f"the search holds {total} results, more than the {cap} it answers"
+    return ResultsCapped(f"{message}: narrow the query (adapters.partition)", total=total, cap=cap)
+
+
 @dataclass(frozen=True, slots=True)
 class PageNumber:
     """`?page=1&per_page=100`, then 2, 3...; stops on an empty page, or a short one when `size`.
 
     Set `size` to at most the server's own maximum page size: a server that silently caps it
     makes every page short, and the listing would stop after the first one.
+
+    Bounds, for searches that answer only so many pages (Freshdesk: 10 of 30): `total` reads
+    the number of results from a page and ends the listing once every page it fills was asked
+    for; `max_pages` is the vendor's page cap: a listing that needs more pages raises
+    `ResultsCapped` (on the first page already when `total` says so) instead of asking for a
+    page the vendor refuses or silently ending short. Both need `size`.
     """
 
     param: str = "page"
     start: int = 1
     size_param: str | None = "per_page"
     size: int | None = 100
+    max_pages: int | None = field(default=None, kw_only=True)
+    total: Callable[[Any], Any] | None = field(default=None, kw_only=True)
+
+    def __post_init__(self) -> None:
+        if (self.max_pages is not None or self.total is not None) and not self.size:
+            raise ValueError("PageNumber: max_pages and total need the page size (size)")
+        if self.max_pages is not None and self.max_pages < 1:
+            raise ValueError("PageNumber.max_pages must be at least 1")
 
     def first(self, url: str, params: Mapping[str, Any] | None, body: Any) -> PageRequest:
         """The request for page `start`."""
@@ -637,10 +683,31 @@ class PageNumber:
     def next(
         self, page: PageRequest, response: httpx.Response, body: Any, count: int
     ) -> PageRequest | None:
-        """The next page number, unless this page was empty or short."""
+        """The next page number, unless this page was empty, short, or the last one `total` fills.
+
+        Raises ResultsCapped when the next page would be past `max_pages`.
+        """
+        number = _param(page, self.param)
+        asked = number - self.start + 1  # pages of this listing so far
+        if self.size and self.total is not None:
+            total = _total(self.total, body)
+            if self.max_pages is not None and total > self.max_pages * self.size:
+                raise _capped(total, self.max_pages * self.size)
+            if asked * self.size >= total:
+                return None
+            if count < self.size:
+                # The vendor stopped before the count it announced (a silent cap, a record
+                # that left meanwhile): ending here would be a short listing.
+                raise AdapterDataError(
+                    f"{page.label} held {count} of {self.size} results while the total "
+                    f"announces {total}: the listing would be short"
+                )
         if count == 0 or (self.size is not None and count < self.size):
             return None
-        number = _param(page, self.param) + 1
+        if self.size and self.max_pages is not None and asked >= self.max_pages:
+            # A full last page at the cap: the vendor would refuse or drop what follows.
+            raise _capped(None, self.max_pages * self.size)
+        number += 1
         return PageRequest(
             page.url, {**(page.params or {}), self.param: number}, page.body, f"page {number}"
         )
@@ -648,11 +715,22 @@ class PageNumber:
 
 @dataclass(frozen=True, slots=True)
 class Offset:
-    """`?offset=0&limit=100`, then 100, 200...; stops on a page shorter than `limit`."""
+    """`?offset=0&limit=100`, then 100, 200...; stops on a page shorter than `limit`.
+
+    Bounds, as for `PageNumber`: `total` reads the number of results and ends the listing at
+    it; `max_results` is the vendor's cap on `offset + limit` (Zendesk search: 1,000): a
+    listing that needs more raises `ResultsCapped`.
+    """
 
     offset_param: str = "offset"
     limit_param: str = "limit"
     limit: int = 100
+    max_results: int | None = field(default=None, kw_only=True)
+    total: Callable[[Any], Any] | None = field(default=None, kw_only=True)
+
+    def __post_init__(self) -> None:
+        if self.max_results is not None and self.max_results < self.limit:
+            raise ValueError("Offset.max_results must be at least one page (limit)")
 
     def first(self, url: str, params: Mapping[str, Any] | None, body: Any) -> PageRequest:
         """The request at offset 0."""
@@ -662,10 +740,26 @@ class Offset:
     def next(
         self, page: PageRequest, response: httpx.Response, body: Any, count: int
     ) -> PageRequest | None:
-        """The next offset, unless this page was short."""
+        """The next offset, unless this page was short or the last of `total`.
+
+        Raises ResultsCapped when the next page would reach past `max_results`.
+        """
+        offset = _param(page, self.offset_param) + count
+        if self.total is not None:
+            total = _total(self.total, body)
+            if self.max_results is not None and total > self.max_results:
+                raise _capped(total, self.max_results)
+            if offset >= total:
+                return None
+            if count < self.limit:
+                raise AdapterDataError(
+                    f"{page.label} held {count} of {self.limit} results while the total "
+                    f"announces {total}: the listing would be short"
+                )
         if count < self.limit or count == 0:
             return None
-        offset = _param(page, self.offset_param) + count
+        if self.max_results is not None and offset + self.limit > self.max_results:
+            raise _capped(None, self.max_results)
         query = {**(page.params or {}), self.offset_param: offset}
         return PageRequest(page.url, query, page.body, f"offset {offset}")
 
@@ -841,7 +935,7 @@ async def paginate(
     method: str = "GET",
     body: Any = None,
     total: Callable[[Any], Any] | None = None,
-) -> AsyncIterator[Any]:
+) -> AsyncGenerator[Any, None]:
     """Yield the records of every page in order, or raise: never a silently short listing.
 
     A page request identical to one already sent, or a page whose records equal the previous
@@ -851,6 +945,10 @@ async def paginate(
     a count that changes while paging, or a listing that ends with another number of records,
     raises AdapterDataError: offset and page-number paging over data that changes meanwhile
     silently skips records, and a skipped open ticket would have its task closed.
+
+    The paginator decides on the next page before a page's records are yielded, so a listing
+    it finds over a vendor's cap (`ResultsCapped`) fails on its first page. An async generator:
+    `await pages.aclose()` ends a listing early and closes its pending request.
     """
     page: PageRequest | None = paginator.first(url, params, body)
     sent: set[tuple[str, bytes]] = set()
@@ -891,11 +989,12 @@ async def paginate(
                     f"{count} on {where}): records may have been skipped; try again"
                 )
             promised = count
+        following = paginator.next(page, response, data, len(items))
         delivered += len(items)
         for item in items:
             yield item
         previous = items
-        page = paginator.next(page, response, data, len(items))
+        page = following
     if promised is not None and delivered != promised:
         raise AdapterDataError(
             f"the listing announced {promised} records and delivered {delivered}: records "

@@ -13,20 +13,30 @@ adapter over real sockets::
         def backoffice(self): ...
 
 Checks: the snapshot is complete across pages and its ids unique and stable; every ticket maps
-to a valid task; `check()` passes, and raises `AdapterAuthError` on bad credentials with no secret
-in any message; a rate-limited answer is waited out, a failing page fails the listing instead of
-shortening it; and for adapters with `changes_since`, changes and closes are seen, cursors move
-forward and can be resumed. Each failure message says what the adapter did wrong.
+to a valid task; `check()` passes, and raises `AdapterAuthError` on bad credentials; no secret
+appears in any error of `check()`, `list_open()` or `changes_since()`; a rate-limited answer is
+waited out, a failing page fails the listing instead of shortening it, and a back-office that
+caps its results (`cap_results`) gets a complete listing or an error, never a short one; and for
+adapters with `changes_since`, changes and closes are seen, cursors move forward and can be
+resumed. Each failure message says what the adapter did wrong (and where a secret leaked, never
+the secret).
+
+The checks that expect a failure (a failing page, the secret scan, the cap) run in stamina's
+testing mode (`stamina.set_testing(True, attempts=2, cap=True)`): retries through
+`adapters.http` happen without their waits, and at most twice. Set `fast_retries = False` to run
+them with the real backoff; an adapter that sleeps on its own is not shortened.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, ClassVar, Protocol, TypeVar
 
 import pytest
+import stamina
 from pydantic import BaseModel, SecretStr
 
 from adapters.base import (
@@ -42,7 +52,7 @@ from connector.snapshot import ticket_problem
 
 T = TypeVar("T")
 
-__all__ = ["AdapterConformance", "KitBackoffice"]
+__all__ = ["AdapterConformance", "CappingBackoffice", "KitBackoffice"]
 
 
 class KitBackoffice(Protocol):
@@ -53,7 +63,11 @@ class KitBackoffice(Protocol):
         ...
 
     def listing_requests(self) -> int:
-        """How many listing requests it has answered (the kit checks that paging happened)."""
+        """How many listing requests it has answered (the kit checks that paging happened).
+
+        Count the requests that return records of a listing (every page of every series);
+        helper requests (who-am-I, pipelines, server time) need not be counted.
+        """
         ...
 
     def rate_limit_next(self, count: int) -> None:
@@ -61,7 +75,11 @@ class KitBackoffice(Protocol):
         ...
 
     def fail_page(self, page: int) -> None:
-        """Make every request for the listing's `page`-th page (1-based) fail with a 5xx."""
+        """Make every request for the `page`-th page (1-based) of any page series fail (5xx).
+
+        A listing made of several page series (the windows of a partitioned search, one series
+        per project...) fails on the `page`-th page of each one.
+        """
         ...
 
     def change(self, ticket_id: str) -> None:
@@ -81,25 +99,41 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 
 
-def _secrets(options: BaseModel | dict[str, Any]) -> list[str]:
-    """Every secret value in an options model (SecretStr fields, at any depth)."""
-    found: list[str] = []
+class CappingBackoffice(KitBackoffice, Protocol):
+    """A fake of a back-office whose searches or listings answer only so many results."""
 
-    def walk(value: Any) -> None:
+    def cap_results(self, count: int) -> None:
+        """Answer at most `count` results per query, the way the vendor caps (an error past
+        the cap, or a silent end): the kit checks the listing is complete or fails."""
+        ...
+
+
+def _secrets(options: BaseModel | dict[str, Any]) -> dict[str, str]:
+    """Every secret value in an options model (SecretStr fields, at any depth), by option path."""
+    found: dict[str, str] = {}
+
+    def walk(value: Any, path: str) -> None:
         if isinstance(value, SecretStr):
-            found.append(value.get_secret_value())
+            found.setdefault(value.get_secret_value(), path)
         elif isinstance(value, BaseModel):
             for name in type(value).model_fields:
-                walk(getattr(value, name))
+                walk(getattr(value, name), f"{path}.{name}" if path else name)
         elif isinstance(value, dict):
-            for item in value.values():
-                walk(item)
+            for key, item in value.items():
+                walk(item, f"{path}.{key}" if path else str(key))
         elif isinstance(value, list | tuple):
-            for item in value:
-                walk(item)
+            for n, item in enumerate(value):
+                walk(item, f"{path}[{n}]")
 
-    walk(options)
-    return [s for s in found if len(s) >= 4]
+    walk(options, "")
+    return {secret: path for secret, path in found.items() if len(secret) >= 4}
+
+
+def _masked(text: str, secrets: dict[str, str]) -> str:
+    """`text` with each secret replaced by the name of its option: safe to print."""
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, f"<the {secrets[secret]} option>")
+    return text
 
 
 class AdapterConformance:
@@ -110,6 +144,8 @@ class AdapterConformance:
     paginated: ClassVar[bool] = True
     #: False for a back-office without credentials or rate limits (a file).
     remote: ClassVar[bool] = True
+    #: The checks expecting a failure skip the retries' waits (stamina's testing mode).
+    fast_retries: ClassVar[bool] = True
 
     @pytest.fixture
     def bad_options(self, options: Any) -> Any:
@@ -150,6 +186,16 @@ class AdapterConformance:
         limit = 10 * len(backoffice.open_ids()) + 100
         items = self.listing(options, limit=limit)
         return [t.id for t in items if isinstance(t, Ticket) and t.is_open]
+
+    @contextlib.contextmanager
+    def quick_retries(self) -> Iterator[None]:
+        """Retries without waits, two attempts at most, when `fast_retries` (stamina's testing
+        mode: it covers every retry of `adapters.http`)."""
+        if not self.fast_retries:
+            yield
+            return
+        with stamina.set_testing(True, attempts=2, cap=True):
+            yield
 
     async def _with_adapter(
         self, options: Any, use: Callable[[SourceAdapter], Coroutine[Any, Any, T]]
@@ -222,7 +268,8 @@ class AdapterConformance:
             pytest.skip("no pages (paginated = False)")
         backoffice.fail_page(2)
         try:
-            ids = self.open_ticket_ids(options, backoffice)
+            with self.quick_retries():
+                ids = self.open_ticket_ids(options, backoffice)
         except SourceError:
             return
         except Exception as exc:
@@ -266,28 +313,83 @@ class AdapterConformance:
     def test_no_secret_in_errors(
         self, backoffice: KitBackoffice, options: Any, bad_options: Any
     ) -> None:
-        """No error message, and no repr of the options, contains a secret value."""
+        """No error of check(), list_open() or changes_since(), and no repr of the options,
+        contains a secret value: with bad credentials, and with a failing page."""
         if not self.remote:
             pytest.skip("no credentials (remote = False)")
         secrets = _secrets(self.adapter_class.Config.model_validate(options))
-        secrets += _secrets(self.adapter_class.Config.model_validate(bad_options))
+        secrets.update(_secrets(self.adapter_class.Config.model_validate(bad_options)))
         assert secrets, "the options hold no SecretStr: declare credentials as SecretStr"
-        messages = [repr(self.adapter_class.Config.model_validate(options))]
-        for opts in (bad_options,):
+        messages = [
+            ("the repr of the options", repr(self.adapter_class.Config.model_validate(options)))
+        ]
+
+        def attempt(where: str, run: Callable[[], object]) -> None:
             try:
-                self.listing(opts)
+                run()
             except Exception as exc:
-                messages.append(f"{exc!r} {exc}")
-        backoffice.fail_page(1)
-        try:
-            self.listing(options)
-        except Exception as exc:
-            messages.append(f"{exc!r} {exc}")
-        for message in messages:
-            for secret in secrets:
-                assert secret not in message, (
-                    f"a secret value appears in an error message: {message[:200]!r}"
+                messages.append((where, f"{exc!r} {exc}"))
+
+        with self.quick_retries():
+            self._entry_point_errors(bad_options, "with bad credentials", attempt)
+            backoffice.fail_page(1)
+            self._entry_point_errors(options, "with a failing page", attempt)
+        leaks = []
+        for where, message in messages:
+            leaked = sorted(path for secret, path in secrets.items() if secret in message)
+            if leaked:
+                leaks.append(
+                    f"the secret of option(s) {', '.join(leaked)} appears in the error of "
+                    f"{where}: {_masked(message, secrets)[:300]!r}"
                 )
+        if leaks:
+            # No traceback: pytest would print this check's arguments, the options.
+            pytest.fail("\n".join(leaks), pytrace=False)
+
+    def _entry_point_errors(
+        self, options: Any, label: str, attempt: Callable[[str, Callable[[], object]], None]
+    ) -> None:
+        """Run check(), list_open() and changes_since() (None, then a fresh cursor's poll)."""
+
+        async def check(adapter: SourceAdapter) -> None:
+            await adapter.check()
+
+        async def changes(adapter: SourceAdapter) -> None:
+            if isinstance(adapter, SupportsChanges):
+                start = await adapter.changes_since(None)
+                await adapter.changes_since(start.cursor)
+
+        attempt(f"check() {label}", lambda: _run(self._with_adapter(options, check)))
+        attempt(f"list_open() {label}", lambda: self.listing(options))
+        attempt(f"changes_since() {label}", lambda: _run(self._with_adapter(options, changes)))
+
+    # --- capped results --------------------------------------------------------------------
+
+    def test_capped_results_are_complete_or_fail(
+        self, backoffice: KitBackoffice, options: Any
+    ) -> None:
+        """A back-office answering at most a third of the open tickets per query: the listing
+        is complete (the adapter narrows its queries) or raises a SourceError, never short."""
+        cap = getattr(backoffice, "cap_results", None)
+        if cap is None:
+            pytest.skip("the fake has no cap_results(n): its listings are taken as uncapped")
+        expected = backoffice.open_ids()
+        limit = max(1, len(expected) // 3)
+        cap(limit)
+        try:
+            with self.quick_retries():
+                ids = self.open_ticket_ids(options, backoffice)
+        except SourceError:
+            return
+        except Exception as exc:
+            pytest.fail(f"a capped listing raised {type(exc).__name__}, not a SourceError: {exc}")
+        missing = sorted(expected - set(ids))
+        assert not missing, (
+            f"with the back-office answering at most {limit} results a query, list_open "
+            f"returned {len(set(ids))} of the {len(expected)} open tickets and no error, e.g. "
+            f"{missing[:5]} missing: a short snapshot closes their tasks (narrow the queries, "
+            "see adapters.partition, or raise)"
+        )
 
     # --- changes_since ---------------------------------------------------------------------
 

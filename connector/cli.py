@@ -428,12 +428,14 @@ def healthcheck(state: CliState) -> int:
 @click.option("--schema", is_flag=True, help="Also print each adapter's options schema.")
 def adapters(output: str, schema: bool) -> int:
     """List the installed adapters (built-in and plug-ins), their versions and options."""
-    from connector.registry import discover
+    from connector.registry import adapters_name_clash, discover
 
     installed = discover()
+    clash = adapters_name_clash()
     if output == "json":
         document = {
             "version": 1,
+            "warnings": [clash] if clash else [],
             "adapters": [
                 {
                     "name": name,
@@ -448,6 +450,8 @@ def adapters(output: str, schema: bool) -> int:
         }
         click.echo(json.dumps(document))
         return EXIT_OK
+    if clash:
+        click.echo(f"WARNING {clash}")
     for name, info in installed.items():
         where = f"{info.distribution} {info.version}"
         if info.adapter is None:

@@ -12,7 +12,7 @@ import inspect
 import re
 from dataclasses import dataclass
 from datetime import timedelta
-from importlib.metadata import EntryPoint, entry_points
+from importlib.metadata import EntryPoint, entry_points, packages_distributions
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +111,24 @@ def discover() -> dict[str, AdapterInfo]:
             continue
         found[entry.name] = info
     return found
+
+
+def adapters_name_clash() -> str | None:
+    """A warning when another distribution also installs the top-level package `adapters`.
+
+    The SDK's import name is generic: a distribution of the same name merges its files into
+    ours (or shadows it, which `connector` refuses at import). Scanning every installed
+    distribution takes a while, so only `fragment-connector adapters` asks.
+    """
+    owners = set(packages_distributions().get("adapters", ()))
+    others = sorted(owners - {"fragment-connector"})
+    if not others:
+        return None
+    return (
+        f"the top-level package `adapters` is also installed by {', '.join(others)}: its files "
+        "and fragment-connector's adapter SDK share one import name and may overwrite each "
+        f"other; uninstall {others[0]} or use a separate environment (docs/adapters.md)"
+    )
 
 
 def adapter_class(

@@ -176,6 +176,10 @@ class HubSpotFake(FakeServer):
                 if not t["archived"] and STAGES[t["hs_pipeline_stage"]][1] == "OPEN"
             }
 
+    def cap_results(self, count: int) -> None:
+        """Refuse to page a search past its first `count` results (HubSpot: 10,000)."""
+        self.cap = count
+
     def change(self, ticket_id: str) -> None:
         """Edit a ticket's subject now."""
         with self.lock:

@@ -1,12 +1,14 @@
-"""Deliberately broken variants of the example Helpdesk adapter: each must fail the kit."""
+"""Deliberately broken variants of the example adapters (Helpdesk, Searchdesk): each must fail
+the kit."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from adapters.base import AdapterUnavailable, ChangeSet, InvalidRecord, Ticket
-from adapters.http import get_json
+from adapters.base import AdapterAuthError, AdapterUnavailable, ChangeSet, InvalidRecord, Ticket
+from adapters.http import PageNumber, get_json, paginate
 from fc_helpdesk import HelpdeskAdapter
+from fc_searchdesk import SearchdeskAdapter
 
 
 class DuplicateIds(HelpdeskAdapter):
@@ -83,3 +85,49 @@ class SecretInError(HelpdeskAdapter):
                 yield item
         except Exception as exc:
             raise type(exc)(f"listing with token {token} failed: {exc}") from None
+
+
+class SecretInCheckError(HelpdeskAdapter):
+    """Puts its token in the error of check() (list_open() is clean)."""
+
+    async def check(self) -> None:
+        try:
+            await super().check()
+        except AdapterAuthError:
+            token = self.options.token.get_secret_value()
+            raise AdapterAuthError(f"helpdesk refused token {token}") from None
+
+
+class SecretInChangesError(HelpdeskAdapter):
+    """Puts its token in the error of changes_since() (check() and list_open() are clean)."""
+
+    async def changes_since(self, cursor: str | None) -> ChangeSet:
+        try:
+            return await super().changes_since(cursor)
+        except Exception as exc:
+            token = self.options.token.get_secret_value()
+            raise type(exc)(f"polling with {token} failed") from None
+
+
+class StopsAtCap(SearchdeskAdapter):
+    """Searches once, without windows, and stops where the vendor's pages stop: past the cap
+    the snapshot is silently short (the easy version of a capped search)."""
+
+    async def list_open(self) -> AsyncIterator[Ticket | InvalidRecord]:
+        pages = paginate(
+            self.client,
+            "search/tickets",
+            PageNumber(size_param=None, size=30),
+            records=lambda body: body["results"],
+            params={"status": ["open", "pending"]},
+            policy=self.policy,
+            max_pages=10,  # the vendor refuses page 11: stop before it
+        )
+        position = 0
+        try:
+            async for record in pages:
+                position += 1
+                yield self.mapper.map(record, f"ticket {position}")
+        except Exception as exc:
+            if "max_pages" not in str(exc):
+                raise

@@ -1,10 +1,12 @@
-"""The kit's own tests use the example plug-in (examples/adapter-plugin), installed or not."""
+"""The kit's own tests use the example plug-ins (examples/adapter-plugin, capped-search-plugin),
+installed or not."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "adapter-plugin" / "src"
-if str(EXAMPLE) not in sys.path:
-    sys.path.insert(0, str(EXAMPLE))
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+for example in ("adapter-plugin", "capped-search-plugin"):
+    if str(EXAMPLES / example / "src") not in sys.path:
+        sys.path.insert(0, str(EXAMPLES / example / "src"))

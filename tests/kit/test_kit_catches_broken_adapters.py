@@ -1,12 +1,14 @@
 """The conformance kit fails each deliberately broken adapter, saying what is wrong.
 
-Each case runs the kit in a separate pytest session (pytester) against one broken variant of the
-example Helpdesk adapter (tests/kit/broken.py), so no check of the kit can silently pass.
+Each case runs the kit in a separate pytest session (pytester) against one broken variant of an
+example adapter (tests/kit/broken.py), so no check of the kit can silently pass.
 """
 
 from __future__ import annotations
 
 import pytest
+
+from fc_helpdesk.fake import TOKEN
 
 KIT_MODULE = """
 import pytest
@@ -33,10 +35,40 @@ class TestKit(AdapterConformance):
 """
 
 
-def run_kit(pytester: pytest.Pytester, cls: str, *selected: str) -> pytest.RunResult:
-    pytester.makepyfile(test_kit=KIT_MODULE.format(cls=cls))
+SEARCHDESK_KIT_MODULE = """
+import pytest
+from adapters.testing import AdapterConformance
+from fc_searchdesk.fake import API_KEY, SearchdeskBackoffice
+from tests.kit.broken import {cls}
+from fc_searchdesk import SearchdeskAdapter
+
+class TestKit(AdapterConformance):
+    adapter_class = {cls}
+
+    @pytest.fixture
+    def backoffice(self):
+        with SearchdeskBackoffice(tickets=500) as fake:
+            yield fake
+
+    @pytest.fixture
+    def options(self, backoffice):
+        return {{"base_url": backoffice.url, "api_key": API_KEY}}
+
+    @pytest.fixture
+    def bad_options(self, backoffice):
+        return {{"base_url": backoffice.url, "api_key": "wrong-key-5678"}}
+"""
+
+SEARCHDESK = ("SearchdeskAdapter", "StopsAtCap")
+
+
+def run_kit(
+    pytester: pytest.Pytester, cls: str, *selected: str, extra: tuple[str, ...] = ()
+) -> pytest.RunResult:
+    module = SEARCHDESK_KIT_MODULE if cls in SEARCHDESK else KIT_MODULE
+    pytester.makepyfile(test_kit=module.format(cls=cls))
     pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
-    args = ["-p", "no:cacheprovider", "-q"]
+    args = ["-p", "no:cacheprovider", "-q", *extra]
     if selected:
         args += ["-k", " or ".join(selected)]
     return pytester.runpytest_inprocess(*args)
@@ -45,7 +77,15 @@ def run_kit(pytester: pytest.Pytester, cls: str, *selected: str) -> pytest.RunRe
 def test_the_example_adapter_passes_every_check(pytester: pytest.Pytester) -> None:
     """The reference adapter passes the whole kit: the kit's checks are satisfiable."""
     result = run_kit(pytester, "HelpdeskAdapter")
-    result.assert_outcomes(passed=10)
+    # Helpdesk's listings are not capped: its fake has no cap_results, and that check skips.
+    result.assert_outcomes(passed=10, skipped=1)
+    result.stdout.no_fnmatch_line("*FAILED*")
+
+
+def test_the_capped_search_example_passes_every_check(pytester: pytest.Pytester) -> None:
+    """The Searchdesk adapter (a search capped at 300, partitioned) passes all 11 checks."""
+    result = run_kit(pytester, "SearchdeskAdapter")
+    result.assert_outcomes(passed=11)
 
 
 @pytest.mark.parametrize(
@@ -64,7 +104,29 @@ def test_the_example_adapter_passes_every_check(pytester: pytest.Pytester) -> No
             "the cursor does not move forward",
         ),
         ("WrongAuthError", "test_bad_credentials_raise_auth_error", "not AdapterAuthError"),
-        ("SecretInError", "test_no_secret_in_errors", "a secret value appears in an error message"),
+        (
+            "SecretInError",
+            "test_no_secret_in_errors",
+            "the secret of option(s) token appears in the error of list_open() with bad "
+            "credentials: *<the token option>*",
+        ),
+        (
+            "SecretInCheckError",
+            "test_no_secret_in_errors",
+            "the secret of option(s) token appears in the error of check() with bad credentials*",
+        ),
+        (
+            "SecretInChangesError",
+            "test_no_secret_in_errors",
+            "the secret of option(s) token appears in the error of changes_since() with a "
+            "failing page*",
+        ),
+        (
+            "StopsAtCap",
+            "test_capped_results_are_complete_or_fail",
+            "with the back-office answering at most * results a query, list_open returned * of "
+            "the * open tickets and no error*",
+        ),
     ],
 )
 def test_each_broken_adapter_fails_with_a_clear_message(
@@ -74,3 +136,25 @@ def test_each_broken_adapter_fails_with_a_clear_message(
     result = run_kit(pytester, cls, check)
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines([f"*{message}*"])
+    if check == "test_no_secret_in_errors":
+        # Where a secret leaked, never what: neither token of the kit's options is printed,
+        # not even through pytest's traceback of the check's arguments.
+        assert TOKEN not in result.stdout.str()
+        assert "wrong-token-5678" not in result.stdout.str()
+
+
+def test_the_checks_expecting_failures_skip_the_retry_waits(pytester: pytest.Pytester) -> None:
+    """A failing page and the secret scan retry without backoff (stamina's testing mode)."""
+    result = run_kit(
+        pytester,
+        "HelpdeskAdapter",
+        "test_failing_page_fails_the_listing",
+        "test_no_secret",
+        extra=("-rP",),  # the passed checks' captured output: stamina's retry log
+    )
+    result.assert_outcomes(passed=2)
+    # stamina logs every retry it schedules, with its wait: each one was retried at once (with
+    # the real backoff, 0.5 s, 1 s, 2 s... up to 5 attempts, each check took 9-10 s).
+    retries = [line for line in result.outlines if "stamina.retry_scheduled" in line]
+    assert retries
+    assert all("wait_for=0.0 " in line and "retry_num=1 " in line for line in retries), retries

@@ -5,10 +5,11 @@ If a change to `adapters.base` breaks this file, it breaks every third-party ada
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from datetime import timedelta
-from typing import ClassVar
+from collections.abc import AsyncIterator, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
 
+import httpx
 from pydantic import SecretStr
 
 from adapters.base import (
@@ -22,6 +23,8 @@ from adapters.base import (
     SupportsChanges,
     Ticket,
 )
+from adapters.http import PageNumber, PageRequest, Paginator, make_client, paginate, server_time
+from adapters.partition import IdRange, TimeWindow, partitioned
 
 
 class ExampleOptions(AdapterConfig):
@@ -64,3 +67,35 @@ def polls(adapter: SupportsChanges) -> None:
 accepts(ExampleAdapter(ExampleOptions(base_url="https://example", token=SecretStr("t"))))
 polls(ExampleAdapter(ExampleOptions(base_url="https://example", token=SecretStr("t"))))
 assert API_VERSION == 1
+
+
+class Keyset:
+    """A plug-in's own paginator: any class with `first` and `next` is a Paginator."""
+
+    def first(self, url: str, params: Mapping[str, Any] | None, body: Any) -> PageRequest:
+        return PageRequest(url, params, body, "the first page")
+
+    def next(
+        self, page: PageRequest, response: httpx.Response, body: Any, count: int
+    ) -> PageRequest | None:
+        return None
+
+
+async def pages_closed_early() -> datetime:
+    """`paginate` is an async generator: closing it early needs no `type: ignore`."""
+    paginator: Paginator = Keyset()
+    async with make_client("https://example") as client:
+        pages = paginate(client, "tickets", paginator, records=lambda body: body["items"])
+        await anext(pages)
+        await pages.aclose()
+
+        def search(window: IdRange) -> AsyncIterator[Any]:
+            capped = PageNumber(size=30, max_pages=10, total=lambda body: body["total"])
+            params = {"id_from": window.low, "id_before": window.high}
+            return paginate(client, "search", capped, records=lambda b: b["r"], params=params)
+
+        async for _ in partitioned(search, IdRange(1, 10_000)):
+            pass
+        window = TimeWindow(datetime(2020, 1, 1, tzinfo=UTC), datetime.now(UTC))
+        assert window.split() is not None
+        return server_time(await client.get("me"))

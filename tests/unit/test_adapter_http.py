@@ -44,7 +44,9 @@ from adapters.http import (
     ratelimit_reset_header,
     retry_after_header,
     send,
+    server_time,
 )
+from adapters.partition import ResultsCapped
 from tests.fakes import serve_in_thread
 
 API_KEY = "qk-9f8e7d6c5b4a39281706"
@@ -835,3 +837,146 @@ async def test_total_catches_offset_drift(server: Backoffice) -> None:
                 total=lambda b: b["total"],
             ):
                 pass
+
+
+# --- bounded paginators (capped searches) -------------------------------------------------------
+
+
+def capped_search(total: int, size: int) -> Callable[[Request, int], Response]:
+    """A search of `total` results, `size` a page, with the count in every answer."""
+
+    def answer(request: Request, n: int) -> Response:
+        page = int(request.query_params["page"])
+        results = [{"id": i} for i in range((page - 1) * size, min(page * size, total))]
+        return JSONResponse({"total": total, "results": results})
+
+    return answer
+
+
+def results(body: Any) -> Any:
+    return body["results"]
+
+
+async def test_page_number_stops_at_the_total_without_asking_an_empty_page(
+    server: Backoffice,
+) -> None:
+    """With `total`, a listing of 60 in pages of 30 asks exactly 2 pages (no empty third)."""
+    server.on("/s", capped_search(60, 30))
+    pages = PageNumber(size_param=None, size=30, max_pages=10, total=lambda b: b["total"])
+    async with make_client(server.url) as client:
+        got = await collect(paginate(client, "/s", pages, records=results))
+    assert [r["id"] for r in got] == list(range(60))
+    assert [h.query["page"] for h in server.hits["/s"]] == ["1", "2"]
+
+
+async def test_a_total_over_the_page_cap_is_results_capped_on_the_first_page(
+    server: Backoffice,
+) -> None:
+    """301 results, 10 pages of 30: ResultsCapped after one request, and no record yielded."""
+    server.on("/s", capped_search(301, 30))
+    pages = PageNumber(size_param=None, size=30, max_pages=10, total=lambda b: b["total"])
+    got: list[Any] = []
+    async with make_client(server.url) as client:
+        with pytest.raises(ResultsCapped, match="holds 301 results, more than the 300") as caught:
+            await collect(paginate(client, "/s", pages, records=results), got)
+    assert (caught.value.total, caught.value.cap) == (301, 300)
+    assert got == []
+    assert len(server.hits["/s"]) == 1
+
+
+async def test_a_full_page_at_the_page_cap_is_results_capped(server: Backoffice) -> None:
+    """Without a total, a full 10th page means more may follow: capped, never a page 11."""
+    server.on("/s", capped_search(1000, 30))
+    pages = PageNumber(size_param=None, size=30, max_pages=10)
+    async with make_client(server.url) as client:
+        with pytest.raises(ResultsCapped, match="reached its cap of 300 results"):
+            await collect(paginate(client, "/s", pages, records=results))
+    assert len(server.hits["/s"]) == 10
+
+
+async def test_a_page_short_of_the_total_is_a_data_error(server: Backoffice) -> None:
+    """A vendor that silently stops before the total it announced: the listing fails."""
+
+    def short(request: Request, n: int) -> Response:
+        page = int(request.query_params["page"])
+        ids = range((page - 1) * 30, min(page * 30, 45))  # 45 served, 90 announced
+        return JSONResponse({"total": 90, "results": [{"id": i} for i in ids]})
+
+    server.on("/s", short)
+    pages = PageNumber(size_param=None, size=30, total=lambda b: b["total"])
+    async with make_client(server.url) as client:
+        with pytest.raises(AdapterDataError, match="page 2 held 15 of 30 results while the total"):
+            await collect(paginate(client, "/s", pages, records=results))
+
+
+async def test_offset_max_results_caps_the_listing(server: Backoffice) -> None:
+    """Offset with max_results=100 (limit 40): a total of 150 is capped at once."""
+
+    def answer(request: Request, n: int) -> Response:
+        offset, limit = int(request.query_params["offset"]), int(request.query_params["limit"])
+        ids = range(offset, min(offset + limit, 150))
+        return JSONResponse({"count": 150, "results": [{"id": i} for i in ids]})
+
+    server.on("/o", answer)
+    async with make_client(server.url) as client:
+        with pytest.raises(ResultsCapped, match="holds 150 results, more than the 100"):
+            await collect(
+                paginate(
+                    client,
+                    "/o",
+                    Offset(limit=40, max_results=100, total=lambda b: b["count"]),
+                    records=results,
+                )
+            )
+        with pytest.raises(ResultsCapped, match="reached its cap of 100 results"):
+            await collect(
+                paginate(client, "/o", Offset(limit=40, max_results=100), records=results)
+            )
+
+
+def test_bounds_need_a_page_size() -> None:
+    """max_pages and total count pages of `size`: without it they cannot be honoured."""
+    with pytest.raises(ValueError, match="need the page size"):
+        PageNumber(size=None, max_pages=10)
+    with pytest.raises(ValueError, match="at least one page"):
+        Offset(limit=50, max_results=10)
+
+
+async def test_a_listing_closed_early_stops_requesting(server: Backoffice) -> None:
+    """`paginate` is an async generator: aclose() after the first record sends no more pages."""
+    server.on("/s", capped_search(90, 30))
+    async with make_client(server.url) as client:
+        pages = paginate(client, "/s", PageNumber(size_param=None, size=30), records=results)
+        assert (await anext(pages))["id"] == 0
+        await pages.aclose()  # typed as an AsyncGenerator: no `type: ignore` needed
+    assert len(server.hits["/s"]) == 1
+
+
+# --- the server's clock -------------------------------------------------------------------------
+
+
+async def test_server_time_reads_the_applications_date_when_uvicorn_adds_its_own(
+    server: Backoffice,
+) -> None:
+    """uvicorn (date_header on, as here) sends its own Date, then the application's: the
+    application's clock wins, instead of the local clock as before."""
+    fake_now = datetime(2020, 2, 29, 12, 0, 5, tzinfo=UTC)
+    server.on(
+        "/clock",
+        lambda r, n: JSONResponse({}, headers={"Date": format_datetime(fake_now, usegmt=True)}),
+    )
+    async with make_client(server.url) as client:
+        response = await send(client, "GET", "/clock")
+    assert len(response.headers.get_list("date")) == 2
+    assert server_time(response) == fake_now
+
+
+def test_server_time_falls_back_on_the_local_clock_without_a_usable_date() -> None:
+    """No Date, or none that parses: the local clock."""
+    before = datetime.now(UTC)
+    for headers in ({}, {"Date": "yesterday-ish"}):
+        assert before <= server_time(httpx.Response(200, headers=headers)) <= datetime.now(UTC)
+    dated = httpx.Response(
+        200, headers=[("Date", "garbage"), ("Date", "Sat, 29 Feb 2020 12:00:05 GMT")]
+    )
+    assert server_time(dated) == datetime(2020, 2, 29, 12, 0, 5, tzinfo=UTC)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -9,7 +12,7 @@ import pytest
 
 from connector.config import SourceSection
 from connector.errors import ConfigError
-from connector.registry import adapter_class, build_adapter, discover
+from connector.registry import adapter_class, adapters_name_clash, build_adapter, discover
 
 
 def install_fake_distribution(
@@ -112,3 +115,49 @@ def test_cli_lists_adapters_and_broken_ones(plugins: Path, monkeypatch: pytest.M
     assert result.exit_code == 0, result.output
     assert "ok      good         fc-plugins-demo 1.2.3  options: url" in result.output
     assert "BROKEN  crashes" in result.output
+
+
+def test_another_distribution_installing_adapters_is_named_in_the_listing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unrelated `adapters` distribution (files merged into ours) is a listed warning."""
+    from click.testing import CliRunner
+
+    from connector.cli import cli
+
+    dist = tmp_path / "adapters_toolkit-0.3.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: adapters-toolkit\nVersion: 0.3\n")
+    (dist / "top_level.txt").write_text("adapters\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    text = CliRunner().invoke(cli, ["adapters"])
+    assert text.exit_code == 0, text.output
+    assert text.output.startswith(
+        "WARNING the top-level package `adapters` is also installed by adapters-toolkit:"
+    )
+    document = json.loads(CliRunner().invoke(cli, ["adapters", "--output", "json"]).output)
+    assert "adapters-toolkit" in document["warnings"][0]
+
+
+def test_no_warning_without_another_adapters_distribution() -> None:
+    """The project's own install is not a clash."""
+    assert adapters_name_clash() is None
+
+
+def test_a_shadowing_adapters_package_is_refused_at_import(tmp_path: Path) -> None:
+    """Another `adapters` package first on the path: `connector` refuses to load, saying why."""
+    (tmp_path / "adapters").mkdir()
+    (tmp_path / "adapters" / "__init__.py").write_text("# someone else's adapters\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-c", "import connector.cli"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "the `adapters` package found first" in result.stderr
+    assert f"({tmp_path / 'adapters'}) is not fragment-connector's" in result.stderr
