@@ -142,10 +142,21 @@ class StateSection(Section):
 
 
 class ServerSection(Section):
-    """The daemon's HTTP endpoint (health, readiness, metrics)."""
+    """The daemon's HTTP endpoint (health, readiness, metrics, the status page)."""
 
     host: str = "0.0.0.0"  # noqa: S104 - a container must listen on all interfaces
     port: int = Field(8080, ge=0, le=65535)
+    # The path prefix an ingress forwards the status page under (`/connector`); the probes and
+    # /metrics stay at the root, where the kubelet and Prometheus reach the pod directly.
+    base_path: str = ""
+
+    @field_validator("base_path")
+    @classmethod
+    def _base_path(cls, value: str) -> str:
+        value = value.rstrip("/")
+        if value and not re.fullmatch(r"(/[A-Za-z0-9._~-]+)+", value):
+            raise ValueError("must be a URL path such as /connector (letters, digits, ._~-)")
+        return value
 
 
 class TaskTemplate(Section):

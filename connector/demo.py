@@ -31,6 +31,7 @@ from connector.identity import instance_namespace, task_uid
 from connector.render import write_text
 from connector.runtime import open_runtime
 from connector.sandbox import SandboxConfig, SandboxServer
+from connector.status import record_cycle
 
 SOURCE = "backoffice"
 INSTANCE = "demo"
@@ -57,7 +58,8 @@ def sample_tickets(count: int = 24) -> list[dict[str, Any]]:
     ]
 
 
-def _settings(workdir: Path, base_url: str, token: str) -> Settings:
+def demo_settings(workdir: Path, base_url: str, token: str) -> Settings:
+    """The demo's config: the sandbox, a back-office file and a state store in `workdir`."""
     # Built from its sections, not from the environment: the demo must not pick up a real token.
     return Settings.model_construct(
         connector=ConnectorSection(instance=INSTANCE),
@@ -77,7 +79,17 @@ def _settings(workdir: Path, base_url: str, token: str) -> Settings:
 def _cycle(settings: Settings, console: Console, *, dry_run: bool = False) -> int:
     async def run() -> Any:
         async with open_runtime(settings) as reconciler:
-            return await reconciler.run(CycleOptions(dry_run=dry_run))
+            report = await reconciler.run(CycleOptions(dry_run=dry_run))
+            if not dry_run:  # the history and last plans, as the daemon keeps them
+                for source in report.sources:
+                    record_cycle(
+                        reconciler.store,
+                        source,
+                        run_id=report.run_id,
+                        started=report.started_at,
+                        replica=None,
+                    )
+            return report
 
     report = asyncio.run(run())
     write_text(report, console.file)
@@ -116,7 +128,7 @@ def _run(workdir: Path, console: Console) -> int:
     tickets_file.write_text(json.dumps(tickets, indent=2))
     config = SandboxConfig(test_mode=True, requests_per_minute=None)
     with SandboxServer(config) as sandbox:
-        settings = _settings(workdir, sandbox.base_url, config.token)
+        settings = demo_settings(workdir, sandbox.base_url, config.token)
         sandbox.store.seed(
             [
                 {

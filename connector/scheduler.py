@@ -25,6 +25,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -37,9 +38,7 @@ from connector.cycle import (
     INCREMENTAL,
     CycleOptions,
     Reconciler,
-    report_counts,
     source_outcome,
-    write_back_counts,
 )
 from connector.errors import (
     EXIT_FAILURE,
@@ -55,7 +54,7 @@ from connector.models import SourceReport, WriteBackOutcome
 from connector.progress import Heartbeat, ProgressBoard
 from connector.runtime import open_runtime
 from connector.server import HttpServer
-from connector.state import RunRecord
+from connector.status import record_cycle, status_document
 
 log = structlog.get_logger(__name__)
 
@@ -211,22 +210,9 @@ class Daemon:
             health.consecutive_failures += 1
             health.last_error = report.error
             health.last_error_type = report.error_label or "error"
-        counts = report_counts(report)
-        counts.update({f"write_back_{k}": v for k, v in write_back_counts(report).items()})
         try:
-            self.reconciler.store.record_run(
-                RunRecord(
-                    run_id=run_id,
-                    source=name,
-                    kind=kind,
-                    started_at=started,
-                    finished_at=datetime.now(UTC),
-                    outcome=outcome,
-                    counts=counts,
-                    requests=report.requests,
-                    error=report.error,
-                    replica=self.replica,
-                )
+            record_cycle(
+                self.reconciler.store, report, run_id=run_id, started=started, replica=self.replica
             )
         except Exception:
             log.exception("daemon.history_not_written", source=name)
@@ -322,6 +308,15 @@ class _DaemonProbe:
     def metrics(self) -> bytes:
         return self.daemon.metrics_text()
 
+    def status(self) -> dict[str, Any]:
+        daemon = self.daemon
+        return status_document(
+            daemon.settings,
+            daemon.reconciler.store,
+            holdings=daemon.holdings(),
+            replica=daemon.replica,
+        )
+
 
 @contextlib.asynccontextmanager
 async def daemon_running(
@@ -354,7 +349,10 @@ async def daemon_running(
         beating = asyncio.create_task(heartbeat.run(), name="progress-heartbeat")
         daemon = Daemon(settings, reconciler, metrics, leases, replica=replica)
         server = HttpServer(
-            _DaemonProbe(daemon), host=settings.server.host, port=settings.server.port
+            _DaemonProbe(daemon),
+            host=settings.server.host,
+            port=settings.server.port,
+            base_path=settings.server.base_path,
         )
         serving = asyncio.create_task(server.serve(), name="http")
         daemon.schedule()

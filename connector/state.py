@@ -6,7 +6,8 @@ closed it, from every listing and every write, so such a ticket is recognised wi
 It is a cache, never the truth: with the file lost, the cycle asks Fragment about the uids it
 does not know (`POST /tasks/query`) and rebuilds it as it goes. The same store keeps each
 source's incremental cursor (written only once its changes were applied) and a short history of
-runs for `fragment-connector status`; losing those is harmless too.
+runs for `fragment-connector status`, and the last plan of each source for the status page;
+losing those is harmless too.
 """
 
 from __future__ import annotations
@@ -155,6 +156,21 @@ progress = sa.Table(
     sa.Column("source", sa.String(64), primary_key=True),
     sa.Column("run_id", sa.String(32), nullable=False),
     sa.Column("updated_at", sa.String(32), nullable=False),
+    sa.Column("document", sa.Text, nullable=False),
+)
+
+# The last plan of each source and kind of cycle, as the daemon recorded it (connector.status):
+# its actions with their reasons, the refusals waiting for a human, the skipped records. Every
+# replica reads it, so the status page shows the same picture whichever replica serves it. A
+# table added in place of a bump of SCHEMA_VERSION: `create_all` adds it to an older store, whose
+# task index (a full re-listing to rebuild) stays, and an older release ignores it.
+plans = sa.Table(
+    "fc_plans",
+    metadata,
+    sa.Column("source", sa.String(64), primary_key=True),
+    sa.Column("kind", sa.String(16), primary_key=True),
+    sa.Column("run_id", sa.String(32), nullable=False),
+    sa.Column("recorded_at", sa.String(32), nullable=False),
     sa.Column("document", sa.Text, nullable=False),
 )
 
@@ -638,6 +654,39 @@ class StateStore:
                 found.append(ProgressSnapshot.from_json(json.loads(row.document)))
             except (ValueError, KeyError, TypeError):
                 continue  # a row written by another release: not worth failing `status` over
+        return found
+
+    def set_last_plan(
+        self, source: str, kind: str, *, run_id: str, recorded_at: datetime, document: Any
+    ) -> None:
+        """Store the plan of a source's latest cycle of that kind (replacing the previous one)."""
+        row = {
+            "source": source,
+            "kind": kind,
+            "run_id": run_id,
+            "recorded_at": recorded_at.isoformat(),
+            "document": json.dumps(document, sort_keys=True),
+        }
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(sa.delete(plans).where(plans.c.source == source, plans.c.kind == kind))
+                conn.execute(sa.insert(plans), [row])
+        except SQLAlchemyError as exc:
+            raise StateError(f"cannot write the last plan of {source!r}: {exc}") from None
+
+    def last_plans(self) -> dict[tuple[str, str], Any]:
+        """The stored last plans: (source, kind) -> the document given to `set_last_plan`."""
+        try:
+            with self._engine.connect() as conn:
+                rows = list(conn.execute(sa.select(plans)))
+        except SQLAlchemyError as exc:
+            raise StateError(f"cannot read the last plans: {exc}") from None
+        found: dict[tuple[str, str], Any] = {}
+        for row in rows:
+            try:
+                found[(row.source, row.kind)] = json.loads(row.document)
+            except ValueError:
+                continue  # a row this release cannot read: not worth failing the page over
         return found
 
     def managed(self, uids: Iterable[str]) -> dict[str, frozenset[str]]:
