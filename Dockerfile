@@ -6,10 +6,10 @@
 #     -e FRAGMENT_CONNECTOR__FRAGMENT__TOKEN=... -v fc-data:/data -p 8080:8080 fragment-connector
 #   docker run --rm ... fragment-connector reconcile --dry-run    # any other subcommand
 #
-# Classic-builder compatible on purpose (no `# syntax=` line, no RUN --mount, no heredocs):
-# see ../shared/notes/containers.md. The state and the sandbox file live in /data (WORKDIR).
-# The HEALTHCHECK probes the port from FRAGMENT_CONNECTOR__SERVER__PORT (default 8080): when
-# the config file moves `server.port`, set that variable too (scripts/container-smoke.sh does).
+# Classic-builder compatible on purpose (no `# syntax=` line, no RUN --mount, no heredocs), so
+# older engines and rootless builders take it. The state and the sandbox file live in /data
+# (WORKDIR). The HEALTHCHECK (`fragment-connector healthcheck`) reads the same config as the
+# daemon (file and FRAGMENT_CONNECTOR__* variables), so it probes whatever `server.port` says.
 
 FROM python:3.11-slim-bookworm AS build
 
@@ -56,7 +56,7 @@ USER 10001:10001
 EXPOSE 8080
 
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["python3", "-c", "import os, urllib.request as u; port = os.environ.get('FRAGMENT_CONNECTOR__SERVER__PORT') or '8080'; u.build_opener(u.ProxyHandler({})).open('http://127.0.0.1:%s/healthz' % port, timeout=3)"]
+    CMD ["fragment-connector", "healthcheck"]
 
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["fragment-connector"]

@@ -15,7 +15,6 @@ import csv
 import json
 from collections.abc import AsyncIterator, Iterator, Mapping
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any, ClassVar, Literal, TextIO
 
 from pydantic import Field
@@ -26,6 +25,7 @@ from adapters.base import (
     AdapterDataError,
     AdapterUnavailable,
     ChangeSet,
+    ConfigPath,
     Duration,
     InvalidRecord,
     Ticket,
@@ -40,7 +40,9 @@ Record = tuple[str, Mapping[str, Any] | None, str | None]
 class FileOptions(AdapterConfig):
     """Options of the `file` adapter."""
 
-    path: Path = Field(description="The JSON, JSON Lines or CSV file to read.")
+    path: ConfigPath = Field(
+        description="The JSON, JSON Lines or CSV file to read (relative: to the config file)."
+    )
     format: Literal["auto", "json", "jsonl", "csv"] = Field(
         "auto", description="File format; auto decides by extension (.json, .jsonl/.ndjson, .csv)."
     )
@@ -52,7 +54,11 @@ class FileOptions(AdapterConfig):
         default_factory=lambda: ["closed", "done", "resolved", "solved", "cancelled"],
         description="`status` values (case-insensitive) that mean the ticket is not open.",
     )
-    encoding: str = "utf-8"
+    encoding: str = Field(
+        "utf-8-sig",
+        description="The file's text encoding; the default reads UTF-8 with or without the "
+        "byte-order mark Excel's 'CSV UTF-8' writes.",
+    )
     incremental_overlap: Duration = Field(
         timedelta(minutes=1),
         description="How far each incremental poll reaches back before the last one's newest "

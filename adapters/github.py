@@ -12,6 +12,11 @@ their tasks. Ticket ids are `owner/name#number`. Auth is a token (`Authorization
 403 or 429 is a rate limit when `x-ratelimit-remaining` is 0 (waited until
 `x-ratelimit-reset`), when it carries `Retry-After`, or when GitHub says "secondary rate limit"
 (at least a minute then, as GitHub asks).
+
+Write-back (an operator's DONE in Fragment): `GET /repos/{repo}/issues/{n}` first (a closed issue
+is left alone, so closing twice changes nothing and adds no second comment), then the note as a
+comment (`POST .../issues/{n}/comments`, `{"body": ...}`) and the close (`PATCH .../issues/{n}`,
+`{"state": "closed", "state_reason": "completed"}`). The token then needs Issues: write.
 """
 
 from __future__ import annotations
@@ -34,6 +39,10 @@ from adapters.base import (
     Duration,
     InvalidRecord,
     Ticket,
+    WriteBackAction,
+    WriteBackOutcome,
+    WriteBackRejected,
+    WriteBackRequest,
 )
 from adapters.http import (
     HttpOptions,
@@ -47,6 +56,7 @@ from adapters.http import (
     server_time,
 )
 from adapters.mapping import RecordMapper, TicketMapping
+from adapters.writes import json_object, write_request
 from connector.values import parse_timestamp
 
 API_VERSION: Final = "2022-11-28"
@@ -334,3 +344,37 @@ class GitHubAdapter:
         labels = record.get("labels") or ()
         names = {label.get("name") for label in labels if isinstance(label, dict)}
         return ticket if self.labels <= names else dataclasses.replace(ticket, is_open=False)
+
+    def _issue_path(self, ticket_id: str) -> str:
+        repo, _, number = ticket_id.rpartition("#")
+        known = {r.lower(): r for r in self.options.repositories}
+        if repo.lower() not in known or not number.isdigit():
+            raise WriteBackRejected(
+                f"not an issue of the configured repositories: {ticket_id[:80]!r}"
+            )
+        return f"repos/{known[repo.lower()]}/issues/{number}"
+
+    async def write_back(self, request: WriteBackRequest) -> WriteBackOutcome:
+        """Close the issue as completed with an optional comment, or only comment."""
+        path = self._issue_path(request.ticket_id)
+        response = await write_request(self.client, "GET", path, policy=self.policy)
+        if json_object(response).get("state") == "closed":
+            return WriteBackOutcome.ALREADY_CLOSED
+        if request.note:
+            await write_request(
+                self.client,
+                "POST",
+                f"{path}/comments",
+                policy=self.policy,
+                json={"body": request.note},
+            )
+        if request.action is WriteBackAction.COMMENT:
+            return WriteBackOutcome.COMMENTED
+        await write_request(
+            self.client,
+            "PATCH",
+            path,
+            policy=self.policy,
+            json={"state": "closed", "state_reason": "completed"},
+        )
+        return WriteBackOutcome.CLOSED

@@ -45,6 +45,7 @@ from adapters.base import (
     AdapterDataError,
     AdapterUnavailable,
     Duration,
+    SourceError,
 )
 from adapters.partition import ResultsCapped
 from connector.values import parse_retry_after, parse_timestamp
@@ -253,8 +254,30 @@ def make_client(
         timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
         # Retries happen in `send`, under one deadline; transport retries would sleep outside it.
         transport=transport or httpx.AsyncHTTPTransport(retries=0),
-        # httpx drops the Authorization header when a redirect leaves the origin.
+        # Redirects are followed on the origin only: httpx drops just `Authorization` when one
+        # leaves it, and API keys, custom headers and basic auth would go along.
         follow_redirects=True,
+        event_hooks={"response": [_refuse_cross_origin_redirect]},
+    )
+
+
+async def _refuse_cross_origin_redirect(response: httpx.Response) -> None:
+    """Stop a redirect to another origin (http -> https on the same host is fine)."""
+    if not response.has_redirect_location:
+        return
+    source = response.request.url
+    try:
+        target = source.join(response.headers["location"])
+    except (httpx.InvalidURL, KeyError):
+        return  # httpx reports the unusable Location itself
+    upgrade = (source.scheme, target.scheme) == ("http", "https") and target.port is None
+    same_port = target.port == source.port or upgrade
+    if target.host == source.host and (target.scheme == source.scheme or upgrade) and same_port:
+        return
+    raise AdapterConfigError(
+        f"{response.request.method} {_safe_url(source)} answered {response.status_code} to "
+        f"another origin, {_safe_url(target)}: not followed, the credentials stay on "
+        f"{source.scheme}://{source.host} (set the URL the back-office redirects to)"
     )
 
 
@@ -489,11 +512,15 @@ def _raise_for_status(method: str, response: httpx.Response) -> None:
     detail = _vendor_message(response)
     if detail:
         message = f"{message}: {detail}"
+    error: SourceError
     if status in (401, 403):
-        raise AdapterAuthError(message)
-    if status < 500:
-        raise AdapterConfigError(message)
-    raise AdapterUnavailable(message)
+        error = AdapterAuthError(message)
+    elif status < 500:
+        error = AdapterConfigError(message)
+    else:
+        error = AdapterUnavailable(message)
+    error.status = status
+    raise error
 
 
 async def send(

@@ -15,6 +15,13 @@ refresh closes their tasks. Search is paced to `search_requests_per_second` (Hub
 per account, apart from the general limits); a 429 is waited out as `Retry-After` says, or for
 the second a SECONDLY policy names, or for the rolling window of `X-HubSpot-RateLimit-*` when
 none is left. Auth is a private app access token (`Authorization: Bearer`, scope `tickets`).
+
+Write-back (an operator's DONE in Fragment): `GET /crm/v3/objects/tickets/{id}` for its pipeline
+and stage (a ticket already in a CLOSED stage is left alone), the note as a note object associated
+with the ticket (`POST /crm/v3/objects/notes`, association type 228, note to ticket), then
+`PATCH /crm/v3/objects/tickets/{id}` into the pipeline's `closed_stages` entry, or else its first
+stage whose ticketState is CLOSED. The token then needs `tickets` write (and notes: `crm.objects.
+notes.write` or the legacy `tickets` scope covers both on older apps).
 """
 
 from __future__ import annotations
@@ -39,6 +46,10 @@ from adapters.base import (
     Duration,
     InvalidRecord,
     Ticket,
+    WriteBackAction,
+    WriteBackOutcome,
+    WriteBackRejected,
+    WriteBackRequest,
 )
 from adapters.http import (
     HttpOptions,
@@ -52,9 +63,14 @@ from adapters.http import (
     server_time,
 )
 from adapters.mapping import RecordMapper, TicketMapping
+from adapters.writes import json_object, write_request
 
 PIPELINES: Final = "crm/v3/pipelines/tickets"
 SEARCH: Final = "crm/v3/objects/tickets/search"
+TICKET: Final = "crm/v3/objects/tickets/{id}"
+NOTES: Final = "crm/v3/objects/notes"
+NOTE_TO_TICKET: Final = 228
+"""HubSpot's association type id of a note to a ticket (HUBSPOT_DEFINED)."""
 ACCOUNT: Final = "account-info/v3/details"
 MAX_PAGE: Final = 200
 """HubSpot's largest search page; a larger `limit` is refused with a 400."""
@@ -116,6 +132,11 @@ class HubSpotOptions(HttpOptions):
         timedelta(minutes=1),
         description="How far each poll reaches back before the previous one (search lags "
         "edits by a few seconds).",
+    )
+    closed_stages: dict[str, str] = Field(
+        default_factory=dict,
+        description="Write-back: pipeline id -> the stage id a finished ticket moves to; "
+        "default: the pipeline's first stage whose ticketState is CLOSED.",
     )
 
     @field_validator("pipelines")
@@ -425,6 +446,70 @@ class HubSpotAdapter:
                 if placed is not None:
                     tickets.append(placed)
         return ChangeSet(tickets=tuple(tickets), cursor=str(scope.now_ms))
+
+    async def write_back(self, request: WriteBackRequest) -> WriteBackOutcome:
+        """Move the ticket to a CLOSED stage with an optional note, or only add the note."""
+        if not request.ticket_id.isdigit():
+            raise WriteBackRejected(f"not a HubSpot ticket id: {request.ticket_id[:40]!r}")
+        path = TICKET.format(id=request.ticket_id)
+        response = await write_request(
+            self.client,
+            "GET",
+            path,
+            policy=self.policy,
+            params={"properties": "hs_pipeline,hs_pipeline_stage"},
+        )
+        properties = json_object(response, "properties")
+        pipeline = str(properties.get("hs_pipeline") or "")
+        stage = str(properties.get("hs_pipeline_stage") or "")
+        listed = await write_request(self.client, "GET", PIPELINES, policy=self.policy)
+        try:
+            stages = _stages(listed.json(), [])
+        except ValueError:
+            raise AdapterDataError(f"GET {PIPELINES} did not answer JSON") from None
+        if stage in stages and not stages[stage].is_open:
+            return WriteBackOutcome.ALREADY_CLOSED
+        target = None
+        if request.action is WriteBackAction.CLOSE:
+            target = self.options.closed_stages.get(pipeline) or next(
+                (i for i, s in stages.items() if s.pipeline == pipeline and not s.is_open), None
+            )
+            if target is None:
+                raise WriteBackRejected(
+                    f"HubSpot pipeline {pipeline!r} has no CLOSED stage: set `closed_stages`"
+                )
+        if request.note:
+            when = server_time(response).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+            association = {
+                "associationCategory": "HUBSPOT_DEFINED",
+                "associationTypeId": NOTE_TO_TICKET,
+            }
+            await write_request(
+                self.client,
+                "POST",
+                NOTES,
+                policy=self.policy,
+                json={
+                    "properties": {"hs_timestamp": when, "hs_note_body": request.note},
+                    "associations": [{"to": {"id": request.ticket_id}, "types": [association]}],
+                },
+            )
+        if target is None:
+            return WriteBackOutcome.COMMENTED
+        try:
+            await write_request(
+                self.client,
+                "PATCH",
+                path,
+                policy=self.policy,
+                json={"properties": {"hs_pipeline_stage": target}},
+            )
+        except AdapterConfigError as exc:
+            # HubSpot answers 400 VALIDATION_ERROR for a stage not of the ticket's pipeline.
+            if exc.status == 400:
+                raise WriteBackRejected(str(exc)) from None
+            raise
+        return WriteBackOutcome.CLOSED
 
 
 def _placed(ticket: Ticket, scope: _Scope) -> Ticket | None:

@@ -12,6 +12,15 @@ Whether a changed issue is still open is asked of Jira with the same `jql`, so a
 definition of open holds in polls too. Deleted issues simply vanish from search: the full
 refresh closes their tasks. Auth is email + API token (HTTP Basic); 429s are waited out as
 `Retry-After` (or `X-RateLimit-Reset` when none is left) says.
+
+Write-back (an operator's DONE in Fragment): `GET /rest/api/3/issue/{id}?fields=status` first
+(an issue already in the Done category is left alone), then the note as a comment (`POST
+.../issue/{id}/comment`, the body in Atlassian Document Format), then the transition: `GET
+.../issue/{id}/transitions` lists those available from the issue's status, and the one named
+`done_transition` (by its name or its target status's name), or else the first whose target
+status is in the Done category, is made with `POST .../issue/{id}/transitions`. None available,
+or Jira refusing it (400, 409), is a rejected write-back. The account needs Transition Issues
+and Add Comments.
 """
 
 from __future__ import annotations
@@ -25,11 +34,16 @@ from typing import Any, ClassVar, Final
 from pydantic import Field, SecretStr, field_validator
 
 from adapters.base import (
+    AdapterConfigError,
     AdapterDataError,
     ChangeSet,
     Duration,
     InvalidRecord,
     Ticket,
+    WriteBackAction,
+    WriteBackOutcome,
+    WriteBackRejected,
+    WriteBackRequest,
 )
 from adapters.http import (
     CursorField,
@@ -43,6 +57,7 @@ from adapters.http import (
     send,
 )
 from adapters.mapping import RecordMapper, TicketMapping, compile_spec
+from adapters.writes import json_object, write_request
 from connector.values import parse_timestamp
 
 SEARCH: Final = "rest/api/3/search/jql"
@@ -94,6 +109,12 @@ class JiraOptions(HttpOptions):
         "e.g. {team: customfield_10010.value, points: customfield_10016}.",
     )
     page_size: int = Field(100, ge=1, le=5000, description="Issues asked for per page.")
+    done_transition: str | None = Field(
+        None,
+        min_length=1,
+        description="Write-back: the transition that closes an issue, by its name or its target "
+        "status's name; default: the first one leading to a status of the Done category.",
+    )
     incremental_overlap: Duration = Field(
         timedelta(minutes=2),
         description="How far each poll reaches back before the previous one (JQL compares at "
@@ -261,6 +282,90 @@ class JiraAdapter:
         still_open = await self._open_ids(since) if changed else set()
         return ChangeSet(tickets=tuple(_with_openness(changed, still_open)), cursor=str(now))
 
+    async def write_back(self, request: WriteBackRequest) -> WriteBackOutcome:
+        """Transition the issue to Done with an optional comment, or only comment."""
+        if not request.ticket_id.isdigit():
+            raise WriteBackRejected(f"not a Jira issue id: {request.ticket_id[:40]!r}")
+        issue = f"rest/api/3/issue/{request.ticket_id}"
+        response = await write_request(
+            self.client, "GET", issue, policy=self.policy, params={"fields": "status"}
+        )
+        status = json_object(response, "fields").get("status")
+        if _category(status) == "done":
+            return WriteBackOutcome.ALREADY_CLOSED
+        transition = None
+        if request.action is WriteBackAction.CLOSE:
+            response = await write_request(
+                self.client, "GET", f"{issue}/transitions", policy=self.policy
+            )
+            transition = _pick_transition(
+                json_object(response).get("transitions"), self.options.done_transition
+            )
+            if transition is None:
+                name = status.get("name") if isinstance(status, dict) else None
+                wanted = self.options.done_transition or "any into the Done category"
+                raise WriteBackRejected(
+                    f"Jira issue {request.ticket_id} in status {name!r} has no transition "
+                    f"{wanted!r}: set `done_transition`"
+                )
+        if request.note:
+            await write_request(
+                self.client,
+                "POST",
+                f"{issue}/comment",
+                policy=self.policy,
+                json={"body": _adf(request.note)},
+            )
+        if transition is None:
+            return WriteBackOutcome.COMMENTED
+        try:
+            await write_request(
+                self.client,
+                "POST",
+                f"{issue}/transitions",
+                policy=self.policy,
+                json={"transition": {"id": transition}},
+            )
+        except AdapterConfigError as exc:
+            # Jira answers 400 for a transition that is not (or no longer) valid for the issue.
+            if exc.status == 400:
+                raise WriteBackRejected(str(exc)) from None
+            raise
+        return WriteBackOutcome.CLOSED
+
 
 def _with_openness(tickets: Iterable[Ticket], open_ids: set[str]) -> list[Ticket]:
     return [dataclasses.replace(t, is_open=t.id in open_ids) for t in tickets]
+
+
+def _adf(text: str) -> dict[str, Any]:
+    """A plain-text note as an Atlassian Document Format document (API v3 comment bodies)."""
+    paragraphs = [
+        {"type": "paragraph", "content": [{"type": "text", "text": line}]}
+        if line
+        else {"type": "paragraph", "content": []}
+        for line in text.split("\n")
+    ]
+    return {"type": "doc", "version": 1, "content": paragraphs}
+
+
+def _category(status: Any) -> str:
+    category = status.get("statusCategory") if isinstance(status, dict) else None
+    return str(category.get("key", "")) if isinstance(category, dict) else ""
+
+
+def _pick_transition(transitions: Any, wanted: str | None) -> str | None:
+    """The id of the transition to make: `wanted` by name, or the first into a Done status."""
+    for transition in transitions if isinstance(transitions, list) else []:
+        if not isinstance(transition, dict) or "id" not in transition:
+            continue
+        target = transition.get("to")
+        if not isinstance(target, dict):
+            target = {}
+        if wanted is not None:
+            names = {str(transition.get("name", "")).lower(), str(target.get("name", "")).lower()}
+            if wanted.lower() in names:
+                return str(transition["id"])
+        elif _category(target) == "done":
+            return str(transition["id"])
+    return None

@@ -11,6 +11,12 @@ the newest `updated_at` seen, reaching back by an overlap window, sent where the
 a sync token the API itself returns. Every request goes through adapters.http, so 429/5xx are
 retried under one deadline, failures become the SourceError tree with no credential in any
 message, and a listing either completes or raises: never a silently short snapshot.
+
+Write-back (optional, `write_back`): a declarative request per action, `close` and `comment`
+(method, path, query parameters, JSON body), in which `{ticket_id}` (URL-escaped in the path) and
+`{note}` are replaced. 404/410 mean the ticket is gone, 409/422 a refused change; the statuses
+listed in `already_closed_statuses` mean there was nothing to do. The `close` request must be
+idempotent on the API's side (set a status, not toggle one).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import math
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, ClassVar, Final, Literal, TypeAlias, cast
+from urllib.parse import quote
 
 import httpx
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
@@ -33,6 +40,9 @@ from adapters.base import (
     InvalidRecord,
     SourceError,
     Ticket,
+    WriteBackAction,
+    WriteBackOutcome,
+    WriteBackRequest,
 )
 from adapters.http import (
     CursorField,
@@ -48,6 +58,7 @@ from adapters.http import (
     send,
 )
 from adapters.mapping import Expression, Getter, RecordMapper, TicketMapping, compile_expression
+from adapters.writes import write_request
 from connector.values import parse_timestamp
 
 __all__ = ["RestAdapter", "RestOptions"]
@@ -103,6 +114,28 @@ class RequestOptions(AdapterConfig):
     path: str = Field("", description="Relative to `base_url`, e.g. `tickets`.")
     params: dict[str, ParamValue] = Field(default_factory=dict)
     body: dict[str, Any] | None = Field(None, description="Sent as JSON (e.g. a POST search).")
+
+
+class WriteRequestOptions(AdapterConfig):
+    """One write-back request; `{ticket_id}` and `{note}` are replaced in path, params and body."""
+
+    method: Literal["POST", "PUT", "PATCH"] = "POST"
+    path: str = Field(min_length=1, description="e.g. `tickets/{ticket_id}/close`.")
+    params: dict[str, ParamValue] = Field(default_factory=dict)
+    body: dict[str, Any] | None = Field(None, description="Sent as JSON.")
+
+
+class WriteBackOptions(AdapterConfig):
+    """How an operator's DONE is written back: the request of each action."""
+
+    close: WriteRequestOptions | None = Field(
+        None, description="Closes the ticket (idempotent: closing a closed ticket is a no-op)."
+    )
+    comment: WriteRequestOptions | None = Field(None, description="Adds the note only.")
+    already_closed_statuses: list[int] = Field(
+        default_factory=list,
+        description="HTTP statuses that mean the ticket was closed already (e.g. 409).",
+    )
 
 
 class _SinglePage:
@@ -294,6 +327,9 @@ class RestOptions(AdapterConfig):
     timeout: Duration = Field(timedelta(seconds=30), gt=timedelta(0))
     retry: RetryOptions = RetryOptions()
     max_pages: int = Field(10_000, ge=1)
+    write_back: WriteBackOptions | None = Field(
+        None, description="The requests that write an operator's DONE back (optional)."
+    )
 
     @field_validator("base_url")
     @classmethod
@@ -339,6 +375,19 @@ class RestOptions(AdapterConfig):
 
 
 # --- helpers --------------------------------------------------------------------------------------
+
+
+def _fill(value: Any, values: Mapping[str, str], *, escape: bool = False) -> Any:
+    """`value` with `{name}` replaced in every string (URL-escaped when `escape`)."""
+    if isinstance(value, str):
+        for name, text in values.items():
+            value = value.replace("{" + name + "}", quote(text, safe="") if escape else text)
+        return value
+    if isinstance(value, dict):
+        return {k: _fill(v, values, escape=escape) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fill(v, values, escape=escape) for v in value]
+    return value
 
 
 def _holds_placeholder(value: Any) -> bool:
@@ -627,6 +676,35 @@ class RestAdapter:
         if newest is not None:
             return _since_cursor(newest)
         return cursor
+
+    @property
+    def writes_back(self) -> bool:
+        """Whether `write_back` requests are configured."""
+        return self.options.write_back is not None
+
+    async def write_back(self, request: WriteBackRequest) -> WriteBackOutcome:
+        """Send the configured `close` or `comment` request for the ticket."""
+        config = self.options.write_back
+        closing = request.action is WriteBackAction.CLOSE
+        write = None if config is None else (config.close if closing else config.comment)
+        if config is None or write is None:
+            raise AdapterConfigError(f"no `write_back.{request.action.value}` request configured")
+        values = {"ticket_id": request.ticket_id, "note": request.note or ""}
+        with self._scrubbed():
+            try:
+                await write_request(
+                    self._http(),
+                    write.method,
+                    _fill(write.path, values, escape=True),
+                    policy=self._policy,
+                    params=_fill(write.params, values) or None,
+                    json=_fill(write.body, values),
+                )
+            except SourceError as exc:
+                if exc.status is not None and exc.status in config.already_closed_statuses:
+                    return WriteBackOutcome.ALREADY_CLOSED
+                raise
+        return WriteBackOutcome.CLOSED if closing else WriteBackOutcome.COMMENTED
 
 
 def _read_token(getter: Callable[[Any], Any], page: Any) -> object:

@@ -5,12 +5,20 @@ one row per ticket, and `mapping` says where each ticket value comes from (a Tic
 row as a dict: columns by name, templates, custom fields). An optional `incremental_query` with a
 bound `:since` parameter returns the rows changed since the newest `updated_at` seen, less an
 overlap window, closed ones included. Rows are streamed through a server-side cursor, so a 100k-row
-backlog never sits in memory twice; every statement runs in a read-only transaction where the
-database has one (PostgreSQL, MySQL/MariaDB, SQLite) and nothing is ever committed. It runs on
+backlog never sits in memory twice. Read-only in two layers: the options accept only a single
+statement that reads (`_not_a_query`), and every statement runs in a read-only transaction
+(PostgreSQL), read-only session (MySQL/MariaDB, whose DDL commits on its own) or `query_only`
+connection (SQLite); nothing is ever committed. It runs on
 SQLAlchemy's asyncio engine with the async drivers (asyncpg, aiomysql, aiosqlite: the `[postgres]`,
 `[mysql]` and `[sqlite]` extras). Failures become the SourceError tree: unreachable →
 AdapterUnavailable, refused credentials → AdapterAuthError, an error in the configured SQL →
 AdapterConfigError naming it. The DSN is a secret: messages show it with the password masked.
+
+Write-back (optional): `close_statement` and `comment_statement`, with the binds `:ticket_id`
+and `:note`, run on a separate `write_dsn` (its own engine and credentials, so the listing's
+connection stays read-only), each in one committed transaction. A statement that matches no row
+means the ticket is gone (write it to match the ticket whatever its status, e.g. `UPDATE tickets
+SET status = 'closed' WHERE id = :ticket_id`, so that closing twice changes nothing).
 """
 
 from __future__ import annotations
@@ -18,12 +26,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import re
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any, ClassVar, Final, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from sqlalchemy import (
     URL,
     DateTime,
@@ -58,6 +67,10 @@ from adapters.base import (
     InvalidRecord,
     SourceError,
     Ticket,
+    TicketGone,
+    WriteBackAction,
+    WriteBackOutcome,
+    WriteBackRequest,
 )
 from adapters.mapping import RecordMapper, TicketMapping
 from connector.values import parse_timestamp
@@ -99,11 +112,56 @@ def _clean_sql(value: str) -> str:
     value = value.strip().rstrip(";").rstrip()
     if not value:
         raise ValueError("must not be empty")
+    problem = _not_a_query(value)
+    if problem:
+        raise ValueError(f"must be a query that only reads: {problem}")
     return value
+
+
+# Comments, string literals and quoted identifiers: their words are data, not SQL.
+_INERT = re.compile(
+    r"--[^\n]*|#[^\n]*|/\*.*?\*/|'(?:[^'\\]|''|\\.)*'|\"(?:[^\"]|\"\")*\"|`[^`]*`"
+    r"|\$(?P<tag>[A-Za-z_]*)\$.*?\$(?P=tag)\$",
+    re.S,
+)
+_READING = frozenset({"SELECT", "WITH", "VALUES", "TABLE"})
+# Words that write, change the schema or call code, and `INTO` (SELECT INTO creates a table on
+# PostgreSQL, INTO OUTFILE writes a file on MySQL/MariaDB, even in a read-only transaction).
+_WRITING = frozenset(
+    {
+        "INSERT", "UPDATE", "DELETE", "MERGE", "UPSERT", "TRUNCATE", "DROP", "CREATE", "ALTER",
+        "RENAME", "GRANT", "REVOKE", "CALL", "EXEC", "EXECUTE", "DO", "COPY", "LOCK", "INTO",
+        "COMMIT", "ROLLBACK", "SET", "HANDLER", "LOAD", "VACUUM", "REINDEX", "CLUSTER",
+    }
+)  # fmt: skip
+
+
+def _not_a_query(sql: str) -> str | None:
+    """Why `sql` is not a single statement that only reads, or None.
+
+    A conservative check before anything is sent: the database's read-only session is what
+    enforces it (a function with side effects is only caught there), this refuses the obvious
+    writes with a clear message, data-modifying CTEs (`WITH d AS (DELETE ...) SELECT`) included.
+    A keyword scan is enough for that; a SQL parser's statement type misses such CTEs.
+    """
+    code = _INERT.sub(" ", sql)
+    if ";" in code.strip().rstrip(";"):
+        return "one statement only (found a `;` between statements)"
+    words = re.findall(r"[A-Za-z_][A-Za-z0-9_$]*", code)
+    if not words or words[0].upper() not in _READING:
+        first = words[0] if words else code.strip()[:20]
+        return f"it starts with {first!r}, not SELECT, WITH, VALUES or TABLE"
+    writing = sorted({w.upper() for w in words} & _WRITING)
+    if writing:
+        return f"it contains {', '.join(writing)}"
+    return None
 
 
 def _bind_names(sql: str) -> set[str]:
     return set(text(sql).compile().params)
+
+
+WRITE_BINDS: Final = frozenset({"ticket_id", "note"})
 
 
 class SqlOptions(AdapterConfig):
@@ -139,6 +197,37 @@ class SqlOptions(AdapterConfig):
         timedelta(minutes=5), description="Per statement (PostgreSQL, MySQL, MariaDB); null: none."
     )
     connect_timeout: Duration = Field(timedelta(seconds=10), gt=timedelta(0))
+    write_dsn: SecretStr | None = Field(
+        None,
+        description="Write-back: a SQLAlchemy URL with write rights, used only by "
+        "`close_statement` and `comment_statement` (the listing keeps `dsn`, read-only).",
+    )
+    close_statement: str | None = Field(
+        None, description="Write-back: SQL closing the ticket `:ticket_id` (`:note` optional)."
+    )
+    comment_statement: str | None = Field(
+        None, description="Write-back: SQL adding `:note` to the ticket `:ticket_id`."
+    )
+    ticket_id_type: Literal["text", "integer"] = Field(
+        "text", description="How `:ticket_id` is bound (strict drivers such as asyncpg care)."
+    )
+
+    @field_validator("close_statement", "comment_statement")
+    @classmethod
+    def _write_binds(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        value = _clean_sql(value)
+        names = _bind_names(value)
+        if "ticket_id" not in names or names - WRITE_BINDS:
+            extra = ", ".join(f":{n}" for n in sorted(names - WRITE_BINDS))
+            raise ValueError(
+                "must use the bind parameter :ticket_id, and no other than :note"
+                + (f" (found {extra})" if extra else "")
+            )
+        if info.data.get("write_dsn") is None:
+            raise ValueError("needs `write_dsn`: write-backs never run on the listing's `dsn`")
+        return value
 
     @field_validator("query")
     @classmethod
@@ -321,12 +410,17 @@ class SqlAdapter:
         self._mapper = RecordMapper(config.mapping)
         self._engine: AsyncEngine | None = None
         self._where = "the database"
-        dsn = config.dsn.get_secret_value()
-        self._secrets = [dsn]
-        with contextlib.suppress(ArgumentError, ValueError):
-            password = make_url(dsn).password
-            if password and len(password) >= 3:
-                self._secrets.append(password)
+        self._secrets: list[str] = []
+        self._write_engine: AsyncEngine | None = None
+        for secret in (config.dsn, config.write_dsn):
+            if secret is None:
+                continue
+            dsn = secret.get_secret_value()
+            self._secrets.append(dsn)
+            with contextlib.suppress(ArgumentError, ValueError):
+                password = make_url(dsn).password
+                if password and len(password) >= 3:
+                    self._secrets.append(password)
         since_type = Integer() if config.since_type != "datetime" else DateTime(timezone=True)
         self._query = text(config.query)
         self._incremental: TextClause | None = None
@@ -339,12 +433,15 @@ class SqlAdapter:
 
     # --- engine and connections ---------------------------------------------------------------
 
-    def _url(self) -> URL:
+    def _url(self, which: str = "dsn") -> URL:
+        secret = self.options.write_dsn if which == "write_dsn" else self.options.dsn
+        assert secret is not None  # write_dsn is asked for only when it is set
         try:
-            url = make_url(self.options.dsn.get_secret_value())
+            url = make_url(secret.get_secret_value())
         except (ArgumentError, ValueError):
             raise AdapterConfigError(
-                "`dsn` is not a SQLAlchemy database URL (dialect+driver://user:password@host/db)"
+                f"`{which}` is not a SQLAlchemy database URL "
+                "(dialect+driver://user:password@host/db)"
             ) from None
         backend = url.get_backend_name()
         if "+" not in url.drivername and backend in DEFAULT_DRIVERS:
@@ -385,7 +482,7 @@ class SqlAdapter:
             ) from None
         except (ArgumentError, TypeError, ValueError) as exc:
             raise AdapterConfigError(
-                self._mask(f"unusable `dsn` for {self._where}: {exc}")
+                f"unusable `dsn` for {self._where}: {self._mask(str(exc))}"
             ) from None
         return self._engine
 
@@ -395,7 +492,9 @@ class SqlAdapter:
         return message
 
     def _error(self, exc: BaseException, doing: str) -> SourceError:
-        message = self._mask(f"{doing} {self._where}: {_describe(exc)}")
+        # Only the driver's words are masked: `_where` is rendered without the password, and a
+        # password that is a common substring (`sql`) would mask the dialect or the database.
+        message = f"{doing} {self._where}: {self._mask(_describe(exc))}"
         if "greenlet" in message:
             return AdapterConfigError(
                 f"{doing} {self._where}: SQLAlchemy's asyncio support needs greenlet "
@@ -445,17 +544,21 @@ class SqlAdapter:
                 statements.append(f"SET SESSION max_statement_time = {_millis(timeout) / 1000}")
             elif timeout is not None:
                 statements.append(f"SET SESSION max_execution_time = {_millis(timeout)}")
-            # Applies to the next transaction, which the query itself begins.
-            statements.append("SET TRANSACTION READ ONLY")
+            # For the whole session, not just the next transaction: MariaDB and MySQL commit DDL
+            # (TRUNCATE, DROP, CREATE) on their own, outside a one-transaction setting.
+            statements.append("SET SESSION TRANSACTION READ ONLY")
         elif dialect.name == "sqlite":
             statements.append("PRAGMA query_only = ON")
         for statement in statements:
             await conn.exec_driver_sql(statement)
 
     async def aclose(self) -> None:
-        """Dispose of the engine."""
+        """Dispose of the engines."""
         if self._engine is not None:
             engine, self._engine = self._engine, None
+            await engine.dispose()
+        if self._write_engine is not None:
+            engine, self._write_engine = self._write_engine, None
             await engine.dispose()
 
     # --- reading ------------------------------------------------------------------------------
@@ -553,6 +656,62 @@ class SqlAdapter:
             if stamp is not None and (newest is None or stamp > newest):
                 newest = stamp
         return ChangeSet(tuple(tickets), (newest or since).isoformat())
+
+    # --- write-back ---------------------------------------------------------------------------
+
+    @property
+    def writes_back(self) -> bool:
+        """Whether a write-back statement is configured (with its `write_dsn`)."""
+        options = self.options
+        return options.write_dsn is not None and (
+            options.close_statement is not None or options.comment_statement is not None
+        )
+
+    async def write_back(self, request: WriteBackRequest) -> WriteBackOutcome:
+        """Run `close_statement` or `comment_statement` on `write_dsn`, committed."""
+        closing = request.action is WriteBackAction.CLOSE
+        options = self.options
+        sql = options.close_statement if closing else options.comment_statement
+        which = "close_statement" if closing else "comment_statement"
+        if sql is None:
+            raise AdapterConfigError(f"no `{which}` configured")
+        ticket_id: str | int = request.ticket_id
+        if options.ticket_id_type == "integer":
+            try:
+                ticket_id = int(request.ticket_id)
+            except ValueError:
+                raise TicketGone(
+                    f"ticket id {request.ticket_id[:40]!r} is not an integer"
+                ) from None
+        params = {"ticket_id": ticket_id, "note": request.note or ""}
+        statement = text(sql)
+        names = _bind_names(sql)
+        engine = self._get_write_engine()
+        with self._translating("cannot connect to"):
+            async with asyncio.timeout(options.connect_timeout.total_seconds()):
+                conn = await engine.connect()
+        try:
+            with self._translating(f"`{which}` failed on"):
+                async with conn.begin():
+                    result = await conn.execute(
+                        statement, {k: v for k, v in params.items() if k in names}
+                    )
+                    matched = result.rowcount
+        finally:
+            with contextlib.suppress(Exception):
+                await conn.close()
+        if matched == 0:
+            raise TicketGone(f"`{which}` matched no row for ticket {request.ticket_id[:40]!r}")
+        return WriteBackOutcome.CLOSED if closing else WriteBackOutcome.COMMENTED
+
+    def _get_write_engine(self) -> AsyncEngine:
+        if self._write_engine is None:
+            url = self._url("write_dsn")
+            try:
+                self._write_engine = create_async_engine(url, poolclass=NullPool)
+            except (ImportError, NoSuchModuleError, InvalidRequestError, ArgumentError) as exc:
+                raise AdapterConfigError(self._mask(f"unusable `write_dsn`: {exc}")) from None
+        return self._write_engine
 
 
 def _millis(value: timedelta) -> int:

@@ -9,6 +9,11 @@ Incremental polls walk the cursor-based Incremental Ticket Export
 it reports every status, deleted tickets included (`status: deleted`), so solves and deletes
 close tasks at once. Auth is an API token (`{email}/token` and the token, HTTP Basic), and
 429s are waited out as `Retry-After` says.
+
+Write-back (an operator's DONE in Fragment): `GET /api/v2/tickets/{id}.json` first (a solved or
+closed ticket is left alone: closing twice changes nothing and adds no second note), then
+`PUT /api/v2/tickets/{id}.json` with `{"ticket": {"status": "solved", "comment": {"body": ...,
+"public": false}}}`: the note is an internal one. The token's agent needs to be allowed to solve.
 """
 
 from __future__ import annotations
@@ -27,6 +32,11 @@ from adapters.base import (
     ChangeSet,
     InvalidRecord,
     Ticket,
+    TicketGone,
+    WriteBackAction,
+    WriteBackOutcome,
+    WriteBackRejected,
+    WriteBackRequest,
 )
 from adapters.http import (
     CursorField,
@@ -40,6 +50,7 @@ from adapters.http import (
     server_time,
 )
 from adapters.mapping import RecordMapper, TicketMapping
+from adapters.writes import json_object, write_request
 
 OPEN_STATUSES: Final = ("new", "open", "pending", "hold")
 # The export's own minimum: a start_time less than a minute old is refused, and changes of the
@@ -50,6 +61,8 @@ MAX_EXPORT_PAGES: Final = 10_000
 ME: Final = "api/v2/users/me.json"
 SEARCH_EXPORT: Final = "api/v2/search/export.json"
 INCREMENTAL: Final = "api/v2/incremental/tickets/cursor.json"
+TICKET: Final = "api/v2/tickets/{id}.json"
+DONE_STATUSES: Final = ("solved", "closed")
 
 
 class ZendeskOptions(HttpOptions):
@@ -242,3 +255,27 @@ class ZendeskAdapter:
             seen.add(after)
             params = {"cursor": after, "per_page": self.options.page_size}
         raise AdapterDataError(f"GET {INCREMENTAL} did not end within {MAX_EXPORT_PAGES} pages")
+
+    async def write_back(self, request: WriteBackRequest) -> WriteBackOutcome:
+        """Solve the ticket with an internal note, or only add the note."""
+        if not request.ticket_id.isdigit():
+            raise WriteBackRejected(f"not a Zendesk ticket id: {request.ticket_id[:40]!r}")
+        path = TICKET.format(id=request.ticket_id)
+        response = await write_request(self.client, "GET", path, policy=self.policy)
+        status = str(json_object(response, "ticket").get("status", "")).lower()
+        if status == "deleted":
+            raise TicketGone(f"Zendesk ticket {request.ticket_id} is deleted")
+        if status in DONE_STATUSES:
+            return WriteBackOutcome.ALREADY_CLOSED
+        ticket: dict[str, Any] = {}
+        if request.action is WriteBackAction.CLOSE:
+            ticket["status"] = "solved"
+        if request.note:
+            ticket["comment"] = {"body": request.note, "public": False}
+        if ticket:
+            await write_request(
+                self.client, "PUT", path, policy=self.policy, json={"ticket": ticket}
+            )
+        if request.action is WriteBackAction.CLOSE:
+            return WriteBackOutcome.CLOSED
+        return WriteBackOutcome.COMMENTED

@@ -3,7 +3,9 @@
 Creates go in `PUT /tasks/batch` chunks, everything else (updates, reopens, closes) in
 `PATCH /tasks/batch` chunks, `batch_size` items each, so a cycle's writes are ceil(changes / batch).
 A 422 names the bad items: they are reported and the rest of the chunk is sent again (a 422
-without item positions is bisected). A 200 is checked item by item: each uid sent must come back
+without item positions is bisected). A 413 (a proxy's body limit) splits the chunk in halves until
+it fits, later chunks are split to that size up front, and a warning names the
+`fragment.batch_size` that fits. A 200 is checked item by item: each uid sent must come back
 holding what was written, and not be named in the answer's `errors`; an item that does not is a
 failed action (planned again next cycle, from what Fragment shows then). Any other failure
 (Fragment down past the retry deadline, token refused) stops the run: the unsent actions are
@@ -19,7 +21,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from connector.errors import FragmentError, FragmentValidationError
+from connector.errors import FragmentError, FragmentPayloadTooLarge, FragmentValidationError
 from connector.fragment import BatchAnswer, FragmentClient
 from connector.models import Action, ActionFailure, ActionKind, JSONValue, Task
 from connector.values import parse_timestamp, same
@@ -44,12 +46,48 @@ def _chunks(actions: Sequence[Action], size: int) -> list[list[Action]]:
     return [list(actions[i : i + size]) for i in range(0, len(actions), size)]
 
 
+@dataclass
+class _Fit:
+    """What 413s taught about the body size Fragment (or a proxy before it) accepts."""
+
+    refused: int | None = None  # the smallest batch refused as too large
+    accepted: int = 0  # the largest batch accepted since
+
+    def advice(self, batch_size: int) -> str | None:
+        if self.refused is None:
+            return None
+        fits = self.accepted or 1
+        return (
+            f"batches of {self.refused} were refused as too large (413) and split; batches of "
+            f"{fits} went through: set fragment.batch_size to {fits} (it is {batch_size})"
+        )
+
+
 async def _send_isolating(
-    send: Send, chunk: list[Action], result: ApplyResult, on_applied: Applied | None
+    send: Send,
+    chunk: list[Action],
+    result: ApplyResult,
+    on_applied: Applied | None,
+    fit: _Fit | None = None,
 ) -> None:
-    """Send a chunk; on a 422, report the bad items and send the rest again."""
+    """Send a chunk; on a 422, report the bad items and send the rest again; on a 413, split."""
+    fit = fit if fit is not None else _Fit()
+    if fit.refused is not None and len(chunk) >= fit.refused and len(chunk) > 1:
+        # Known to be too large: split without sending it again.
+        middle = len(chunk) // 2
+        await _send_isolating(send, chunk[:middle], result, on_applied, fit)
+        await _send_isolating(send, chunk[middle:], result, on_applied, fit)
+        return
     try:
         returned = await send([a.payload for a in chunk])
+    except FragmentPayloadTooLarge as exc:
+        if len(chunk) == 1:
+            result.failures.append(ActionFailure(chunk[0], f"refused by Fragment: {exc}"))
+            return
+        fit.refused = min(fit.refused or len(chunk), len(chunk))
+        log.warning("apply.batch_too_large", size=len(chunk), error=str(exc))
+        await _send_isolating(send, chunk, result, on_applied, fit)
+        return
     except FragmentValidationError as exc:
         bad = {i: msg for i, msg in exc.item_errors.items() if 0 <= i < len(chunk)}
         if bad:
@@ -65,14 +103,16 @@ async def _send_isolating(
                 )
             rest = [a for i, a in enumerate(chunk) if i not in bad]
             if rest:
-                await _send_isolating(send, rest, result, on_applied)
+                await _send_isolating(send, rest, result, on_applied, fit)
         elif len(chunk) > 1:
             middle = len(chunk) // 2
-            await _send_isolating(send, chunk[:middle], result, on_applied)
-            await _send_isolating(send, chunk[middle:], result, on_applied)
+            await _send_isolating(send, chunk[:middle], result, on_applied, fit)
+            await _send_isolating(send, chunk[middle:], result, on_applied, fit)
         else:
             result.failures.append(ActionFailure(chunk[0], f"refused by Fragment: {exc}"))
         return
+    if fit.refused is not None:
+        fit.accepted = max(fit.accepted, len(chunk))
     by_uid = {task.uid: task for task in returned.tasks}
     done: list[tuple[Action, Task | None]] = []
     for index, action in enumerate(chunk):
@@ -130,18 +170,22 @@ async def apply_actions(
         *((client.patch_batch, chunk) for chunk in _chunks(patches, batch_size)),
     ]
     result = ApplyResult()
+    fit = _Fit()
     for position, (send, chunk) in enumerate(batches):
         if may_send is not None and not await may_send():
             _fail_rest(result, batches[position:], "not sent: the cycle stopped")
             break
         try:
-            await _send_isolating(send, chunk, result, on_applied)
+            await _send_isolating(send, chunk, result, on_applied, fit)
         except FragmentError as exc:
             result.fatal = exc
             _fail_rest(result, batches[position:], f"not applied: {exc}")
             break
         if progress is not None:
             progress(len(chunk))
+    advice = fit.advice(batch_size)
+    if advice is not None:
+        log.warning("apply.batch_size_too_large", advice=advice)
     return result
 
 

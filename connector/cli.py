@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,13 +23,19 @@ from rich.console import Console
 
 from connector import __version__
 from connector.config import Settings, load_settings
-from connector.cycle import CycleOptions, cycle_exit_code
+from connector.cycle import CycleOptions, Reconciler, cycle_exit_code
+from connector.display import ProgressDisplay
 from connector.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, ConnectorError, exit_code_for
 from connector.leases import leases_for
-from connector.logging import REDACTOR, configure_logging
-from connector.render import write_json, write_text
-from connector.runtime import build_adapters, fragment_token, open_runtime
-from connector.state import StateStore
+from connector.logging import configure_logging
+from connector.models import CycleReport
+from connector.printable import visible
+from connector.progress import Heartbeat, ProgressBoard
+from connector.redaction import REDACTOR, ScrubbingStream
+from connector.render import write_error_json, write_json, write_text
+from connector.runtime import build_adapters, fragment_token, open_runtime, remember_secrets
+from connector.snapshot import read_snapshot
+from connector.state import StateStore, missing_sqlite_file
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -41,8 +48,10 @@ class CliState:
     verbose: int = 0
 
     def settings(self) -> Settings:
-        """The validated settings."""
-        return load_settings(self.config_path)
+        """The validated settings; every secret in them is masked in all output from now on."""
+        settings = load_settings(self.config_path)
+        remember_secrets(settings)
+        return settings
 
 
 def _remember_config(ctx: click.Context, _param: click.Parameter, value: Path | None) -> None:
@@ -50,7 +59,11 @@ def _remember_config(ctx: click.Context, _param: click.Parameter, value: Path | 
         ctx.ensure_object(CliState).config_path = value
 
 
-def config_option(func: F) -> F:
+_CONFIG_HELP = "Config file (default: $FRAGMENT_CONNECTOR_CONFIG, then ./config.yaml)."
+_UNUSED_CONFIG_HELP = "Accepted like on every command (so scripts can always pass it); unused."
+
+
+def config_option(func: F, *, used: bool = True) -> F:
     """`--config PATH`, accepted after the subcommand as well as before it."""
     return click.option(
         "--config",
@@ -58,19 +71,36 @@ def config_option(func: F) -> F:
         callback=_remember_config,
         expose_value=False,
         is_eager=True,
-        help="Config file (default: $FRAGMENT_CONNECTOR_CONFIG, then ./config.yaml).",
+        help=_CONFIG_HELP if used else _UNUSED_CONFIG_HELP,
     )(func)
 
 
+def unused_config_option(func: F) -> F:
+    """`--config PATH` on a command that reads no config (adapters, demo, sandbox)."""
+    return config_option(func, used=False)
+
+
 @contextmanager
-def _status(enabled: bool) -> Iterator[Callable[[str], None]]:
-    """A one-line progress display on a terminal; silent otherwise."""
+def _progress_display(board: ProgressBoard, enabled: bool) -> Iterator[bool]:
+    """Rich progress bars on stderr when it is a terminal; yields whether they are shown."""
     if not enabled:
-        yield lambda message: None
+        yield False
         return
-    console = Console(stderr=True)
-    with console.status("starting…") as status:
-        yield lambda message: status.update(message)
+    with ProgressDisplay(Console(stderr=True)) as display:
+        board.add(display)
+        yield True
+
+
+def _json_value(value: object) -> str:
+    """Timestamps in ISO 8601; anything else JSON cannot hold as text."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def _say(line: str) -> None:
+    """Print one line of text that quotes the outside world, its control characters visible."""
+    click.echo(visible(line))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -89,7 +119,7 @@ def cli(ctx: click.Context, config_path: Path | None, verbose: int) -> None:
     state.config_path = state.config_path or config_path
     state.verbose = verbose
     level = {0: "WARNING", 1: "INFO"}.get(verbose, "DEBUG")
-    configure_logging(level)
+    configure_logging(level, quiet_reported_errors=verbose == 0)
 
 
 @cli.command()
@@ -109,6 +139,11 @@ def cli(ctx: click.Context, config_path: Path | None, verbose: int) -> None:
     "--allow-mass-close", is_flag=True, help="Apply closes even past the mass-close guard."
 )
 @click.option(
+    "--allow-mass-write-back",
+    is_flag=True,
+    help="Make write-backs even past guards.write_back_max.",
+)
+@click.option(
     "--full",
     "full_listing",
     is_flag=True,
@@ -121,49 +156,70 @@ def reconcile(
     only_source: str | None,
     output: str,
     allow_mass_close: bool,
+    allow_mass_write_back: bool,
     full_listing: bool,
 ) -> int:
     """Run one reconciliation cycle and print what it did (or would do)."""
-    settings = state.settings()
     options = CycleOptions(
         dry_run=dry_run,
         only_source=only_source,
         allow_mass_close=allow_mass_close,
+        allow_mass_write_back=allow_mass_write_back,
         full_listing=full_listing,
     )
+    board = ProgressBoard()
 
-    async def run() -> Any:
-        show = output == "text" and sys.stderr.isatty()
-        with _status(show) as progress:
-            async with open_runtime(settings, only_source=only_source, progress=progress) as rec:
-                if dry_run:
-                    return await rec.run(options)
-                # A real run writes only the sources no running daemon holds.
-                names = list(rec.adapters)
-                leases = leases_for(
-                    settings.state.url,
-                    instance=settings.connector.instance,
-                    sources=names,
-                    replica=False,
+    async def run(settings: Settings) -> Any:
+        # On a terminal, bars; off it (cron, CI, a container) a `cycle.progress` log line every
+        # connector.progress_interval, so a long first import is never silent.
+        with _progress_display(board, sys.stderr.isatty()) as shown:
+            async with open_runtime(settings, only_source=only_source, board=board) as rec:
+                heartbeat = Heartbeat(
+                    board,
+                    interval=settings.connector.progress_interval.total_seconds(),
+                    log_lines=not shown,
+                    # A dry-run writes no local state, not even its progress.
+                    store=None if dry_run else rec.store,
                 )
-                await leases.start()
-                try:
-                    return await rec.run(options, leases)
-                finally:
-                    await leases.close()
+                async with heartbeat.running():
+                    return await _run_cycle(rec, settings, options)
 
-    async def run_and_render() -> int:
+    async def run_and_render(settings: Settings) -> int:
         # Rendered inside the coroutine, which returns only the exit code: on CPython < 3.11.8
         # asyncio.run computes the repr of the coroutine's result (gh-112559), and the repr of
         # a report of 100k actions alone added ~100 MB to the process's peak.
-        report = await run()
+        report = await run(settings)
         if output == "json":
             write_json(report, sys.stdout)
         else:
             write_text(report, sys.stdout)
         return cycle_exit_code(report)
 
-    return asyncio.run(run_and_render())
+    try:
+        return asyncio.run(run_and_render(state.settings()))
+    except ConnectorError as exc:
+        if output == "json":
+            # Programs always get the versioned document, with the error in it.
+            write_error_json(exc, sys.stdout)
+        raise
+
+
+async def _run_cycle(rec: Reconciler, settings: Settings, options: CycleOptions) -> CycleReport:
+    if options.dry_run:
+        return await rec.run(options)
+    # A real run writes only the sources no running daemon holds.
+    names = list(rec.adapters)
+    leases = leases_for(
+        settings.state.url,
+        instance=settings.connector.instance,
+        sources=names,
+        replica=False,
+    )
+    await leases.start()
+    try:
+        return await rec.run(options, leases)
+    finally:
+        await leases.close()
 
 
 @cli.command()
@@ -181,17 +237,37 @@ def check(state: CliState) -> int:
             try:
                 account = await rec.client.me()
                 name = account.get("name") or account.get("id") or "?"
-                click.echo(f"ok      fragment: token accepted (account {name})")
+                _say(f"ok      fragment: token accepted (account {name})")
             except ConnectorError as exc:
-                click.echo(f"FAILED  fragment: {exc}")
+                _say(f"FAILED  fragment: {exc}")
                 code = EXIT_FAILURE
             for source_name, adapter in rec.adapters.items():
+                # The whole source is read (nothing is written), so a malformed file or a
+                # record that would be skipped fails `check`, not the first real run.
                 try:
                     await adapter.check()
-                    click.echo(f"ok      source {source_name}")
+                    snapshot = await read_snapshot(source_name, adapter)
                 except ConnectorError as exc:
-                    click.echo(f"FAILED  source {source_name}: {exc}")
+                    _say(f"FAILED  source {source_name}: {exc}")
                     code = EXIT_FAILURE
+                    continue
+                tickets = len(snapshot.tickets)
+                read = (
+                    f"{tickets:,} ticket(s) read, {sum(t.is_open for t in snapshot.tickets):,} open"
+                )
+                if not snapshot.invalid:
+                    click.echo(f"ok      source {source_name}: {read}")
+                    continue
+                code = EXIT_FAILURE
+                click.echo(
+                    f"FAILED  source {source_name}: {read}, "
+                    f"{len(snapshot.invalid):,} record(s) would be skipped:"
+                )
+                for record in snapshot.invalid[:10]:
+                    ident = f" ticket {record.ticket_id}" if record.ticket_id else ""
+                    click.echo(f"          {record.position}{ident}: {record.reason}")
+                if len(snapshot.invalid) > 10:
+                    click.echo(f"          … and {len(snapshot.invalid) - 10:,} more")
         return code
 
     click.echo(f"ok      config: {len(adapters)} source(s)")
@@ -228,7 +304,7 @@ def explain(state: CliState, source: str, ticket_id: str, output: str) -> int:
 
     found = asyncio.run(run())
     if output == "json":
-        click.echo(json.dumps(found, default=str))
+        click.echo(json.dumps({"version": 1, **found}, default=_json_value))
         return EXIT_OK
     ticket = found["ticket"]
     if ticket:
@@ -236,28 +312,29 @@ def explain(state: CliState, source: str, ticket_id: str, output: str) -> int:
         where = f"{state_word} in the back-office, title {ticket['title']!r}"
     else:
         where = "not in the back-office's snapshot (solved, deleted, or never existed)"
-    click.echo(f"ticket   {source}/{ticket_id}: {where}")
+    _say(f"ticket   {source}/{ticket_id}: {where}")
     for record in found["invalid_records"]:
-        click.echo(f"         unreadable at {record['position']}: {record['reason']}")
-    click.echo(f"uid      {found['uid']}")
+        _say(f"         unreadable at {record['position']}: {record['reason']}")
+    _say(f"uid      {found['uid']}")
     task = found["task"]
     if task is None:
-        click.echo("task     none in Fragment")
+        _say("task     none in Fragment")
     else:
         closed_by = task["fields"].get(settings.connector.markers.closed_by)
         by = f" (closed by {closed_by})" if closed_by else ""
         mine = "" if task["owned"] else " — NOT the connector's (markers do not match)"
-        click.echo(f"task     {task['status']}{by}, updated {task['updated_at']}{mine}")
+        updated = task["updated_at"]
+        updated = updated.isoformat() if isinstance(updated, datetime) else updated
+        _say(f"task     {task['status']}{by}, updated {updated}{mine}")
     index = found["index"]
     if index is not None:
-        click.echo(
-            f"index    last seen {index['status']}, missing from {index['misses']} snapshot(s)"
-        )
+        _say(f"index    last seen {index['status']}, missing from {index['misses']} snapshot(s)")
     if not found["snapshot_complete"]:
-        click.echo("snapshot incomplete this cycle (unreadable records): no closes for this source")
-    click.echo(f"next     {found['next_cycle']}")
+        _say("snapshot incomplete this cycle (unreadable records): no closes for this source")
+    _say(f"next     {found['next_cycle']}")
     for key, (old, new) in found["changes"].items():
-        click.echo(f"         {key}: {old!r} → {new!r}")
+        _say(f"         {key}: {old!r} → {new!r}")
+    _say(f"write    {found['write_back']}")
     return EXIT_OK
 
 
@@ -268,16 +345,34 @@ def explain(state: CliState, source: str, ticket_id: str, output: str) -> int:
 @click.pass_obj
 def status(state: CliState, limit: int, output: str) -> int:
     """Show the recent runs and incremental cursors kept in the state store."""
-    settings = state.settings()
+    # status reads the store only: no source secret is needed, and none is created.
+    settings = load_settings(state.config_path, require_env=False)
+    missing = missing_sqlite_file(settings.state.url)
+    if missing is not None:
+        if output == "json":
+            click.echo(json.dumps({"version": 1, "running": [], "runs": [], "cursors": {}}))
+        else:
+            click.echo(f"no state store at {missing} yet: no run recorded")
+        return EXIT_OK
     store = StateStore(settings.state.url, instance=settings.connector.instance)
     try:
+        running = store.running_cycles()
         runs = store.recent_runs(limit)
         cursors = {s.name: store.get_cursor(s.name) for s in settings.sources}
     finally:
         store.close()
+    now = datetime.now(UTC)
+    stale_after = 3 * settings.connector.progress_interval.total_seconds()
     if output == "json":
         document = {
             "version": 1,
+            "running": [
+                {
+                    **p.to_json(),
+                    "stale": (now - p.updated_at).total_seconds() > stale_after,
+                }
+                for p in running
+            ],
             "runs": [
                 {
                     **dataclasses.asdict(r),
@@ -290,6 +385,16 @@ def status(state: CliState, limit: int, output: str) -> int:
         }
         click.echo(json.dumps(document))
         return EXIT_OK
+    for p in running:
+        age = (now - p.updated_at).total_seconds()
+        took = (now - p.started_at).total_seconds()
+        by = f" by {p.replica}" if p.replica else ""
+        stale = (
+            f"  (no news for {age:.0f}s: its process may have stopped)" if age > stale_after else ""
+        )
+        click.echo(
+            f"running {p.source:<16} {p.kind:<11} {p.describe()}, {took:.0f}s so far{by}{stale}"
+        )
     if not runs:
         click.echo("no runs recorded yet (the daemon records them: `fragment-connector run`)")
     for r in runs:
@@ -300,14 +405,46 @@ def status(state: CliState, limit: int, output: str) -> int:
             f"{took:6.1f}s {r.requests:4d} req  {counts or 'no changes'}"
         )
         by = f"  by {r.replica}" if r.replica else ""
-        click.echo(line + by + (f"  error: {r.error}" if r.error else ""))
+        _say(line + by + (f"  error: {r.error}" if r.error else ""))
     for name, cursor in cursors.items():
         if cursor is not None:
-            click.echo(f"cursor {name}: {cursor}")
+            _say(f"cursor {name}: {cursor}")
     return EXIT_OK
 
 
 @cli.command()
+@config_option
+@click.pass_obj
+def healthcheck(state: CliState) -> int:
+    """Probe the running daemon's /healthz on the configured server.port; exit 0 if healthy.
+
+    The container's HEALTHCHECK: it follows the config (file and environment), so moving
+    `server.port` never turns a working container unhealthy.
+    """
+    import httpx
+
+    settings = load_settings(state.config_path, require_env=False)
+    host = settings.server.host
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)  # noqa: S104
+    url = (
+        f"http://[{host}]:{settings.server.port}/healthz"
+        if ":" in host
+        else (f"http://{host}:{settings.server.port}/healthz")
+    )
+    try:
+        answer = httpx.get(url, timeout=3, trust_env=False)
+    except httpx.HTTPError as exc:
+        click.echo(f"unhealthy: {url}: {exc}", err=True)
+        return EXIT_FAILURE
+    if answer.status_code != 200:
+        click.echo(f"unhealthy: {url} answered {answer.status_code}", err=True)
+        return EXIT_FAILURE
+    click.echo(f"healthy: {url}")
+    return EXIT_OK
+
+
+@cli.command()
+@unused_config_option
 @click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--schema", is_flag=True, help="Also print each adapter's options schema.")
 def adapters(output: str, schema: bool) -> int:
@@ -326,6 +463,7 @@ def adapters(output: str, schema: bool) -> int:
                     "distribution": info.distribution,
                     "version": info.version,
                     "usable": info.adapter is not None,
+                    "write_back": info.write_back(),
                     "error": info.error,
                     "options_schema": info.config_schema(),
                 }
@@ -342,13 +480,18 @@ def adapters(output: str, schema: bool) -> int:
             click.echo(f"BROKEN  {name:<12} {where}: {info.error}")
             continue
         options = ", ".join(info.config_schema().get("properties", {})) or "none"
-        click.echo(f"ok      {name:<12} {where}  options: {options}")
+        write_back = {"yes": "yes", "no": "no", "with_options": "with its write options"}
+        click.echo(
+            f"ok      {name:<12} {where}  options: {options}  "
+            f"write-back: {write_back[info.write_back()]}"
+        )
         if schema:
             click.echo(json.dumps(info.config_schema(), indent=2))
     return EXIT_OK
 
 
 @cli.command()
+@unused_config_option
 @click.option(
     "--workdir",
     type=click.Path(path_type=Path, file_okay=False),
@@ -362,6 +505,7 @@ def demo(workdir: Path | None) -> int:
 
 
 @cli.command()
+@unused_config_option
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8765, show_default=True, type=int)
 @click.option("--token", default="sandbox-token", show_default=True)
@@ -413,6 +557,9 @@ def sandbox(
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI and exit with its code."""
     state = CliState()
+    # Every byte the commands print passes the redactor, whichever code printed it.
+    stdout, stderr = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = ScrubbingStream(stdout), ScrubbingStream(stderr)
     try:
         code = cli.main(args=argv, prog_name="fragment-connector", standalone_mode=False, obj=state)
     except click.exceptions.Exit as exc:
@@ -424,7 +571,7 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("interrupted", err=True)
         code = 130
     except ConnectorError as exc:
-        click.echo(REDACTOR.mask(f"error: {exc}"), err=True)
+        click.echo(visible(REDACTOR.mask(f"error: {exc}"), newlines=True), err=True)
         code = exit_code_for(exc)
     except Exception as exc:
         if state.verbose >= 2:
@@ -433,4 +580,8 @@ def main(argv: list[str] | None = None) -> None:
             REDACTOR.mask(f"internal error: {exc!r} (rerun with -vv for the traceback)"), err=True
         )
         code = EXIT_FAILURE
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        sys.stdout, sys.stderr = stdout, stderr
     sys.exit(code if isinstance(code, int) else EXIT_OK)

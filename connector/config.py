@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import re
+import string
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -22,9 +24,11 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -63,10 +67,16 @@ class MarkersSection(Section):
     source: str = "fc_source"
     ticket_id: str = "fc_ticket_id"
     closed_by: str = "fc_closed_by"
+    written_back: str = "fc_written_back"
 
     def to_markers(self) -> Markers:
         """The markers as the core uses them."""
-        return Markers(source=self.source, ticket_id=self.ticket_id, closed_by=self.closed_by)
+        return Markers(
+            source=self.source,
+            ticket_id=self.ticket_id,
+            closed_by=self.closed_by,
+            written_back=self.written_back,
+        )
 
 
 class ConnectorSection(Section):
@@ -74,6 +84,9 @@ class ConnectorSection(Section):
 
     instance: str = Field("default", min_length=1)
     markers: MarkersSection = MarkersSection()
+    # How often a running cycle logs a `cycle.progress` line (off a terminal) and stores its
+    # figures for `status` and `/readyz`.
+    progress_interval: Duration = timedelta(seconds=10)
 
 
 class FragmentSection(Section):
@@ -119,6 +132,8 @@ class GuardsSection(Section):
     close_ratio: float = Field(0.3, ge=0, le=1)
     close_min: int = Field(20, ge=0)
     close_after_misses: int = Field(1, ge=1)
+    # Write-backs one source may make in one cycle; more are all refused (exit 3).
+    write_back_max: int = Field(20, ge=0)
 
 
 class StateSection(Section):
@@ -128,16 +143,64 @@ class StateSection(Section):
 
 
 class ServerSection(Section):
-    """The daemon's HTTP endpoint (health, readiness, metrics)."""
+    """The daemon's HTTP endpoint (health, readiness, metrics, the status page)."""
 
     host: str = "0.0.0.0"  # noqa: S104 - a container must listen on all interfaces
     port: int = Field(8080, ge=0, le=65535)
+    # The path prefix an ingress forwards the status page under (`/connector`); the probes and
+    # /metrics stay at the root, where the kubelet and Prometheus reach the pod directly.
+    base_path: str = ""
+
+    @field_validator("base_path")
+    @classmethod
+    def _base_path(cls, value: str) -> str:
+        value = value.rstrip("/")
+        if value and not re.fullmatch(r"(/[A-Za-z0-9._~-]+)+", value):
+            raise ValueError("must be a URL path such as /connector (letters, digits, ._~-)")
+        return value
 
 
 class TaskTemplate(Section):
     """What every task of a source gets besides the ticket's own data."""
 
     fields: dict[str, Any] = Field(default_factory=dict)
+
+
+WRITE_BACK_PLACEHOLDERS = frozenset({"ticket_id", "title", "done_at", "uid", "source"})
+
+
+class WriteBackSection(Section):
+    """What an operator's DONE in Fragment does to the ticket in the back-office (opt-in)."""
+
+    on_done: Literal["none", "close", "comment"] = "none"
+    # The note: `$title`, `$ticket_id`, `$done_at`, `$uid`, `$source` are replaced.
+    comment: str | None = Field(None, min_length=1, max_length=5000)
+
+    @field_validator("comment")
+    @classmethod
+    def _known_placeholders(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        try:
+            names = set(string.Template(value).get_identifiers())
+        except ValueError as exc:
+            raise ValueError(f"not a valid template: {exc}") from None
+        unknown = names - WRITE_BACK_PLACEHOLDERS
+        if unknown or not string.Template(value).is_valid():
+            known = ", ".join(f"${n}" for n in sorted(WRITE_BACK_PLACEHOLDERS))
+            raise ValueError(f"unknown placeholder(s) {sorted(unknown)}; known: {known}")
+        return value
+
+    @model_validator(mode="after")
+    def _comment_needs_a_note(self) -> WriteBackSection:
+        if self.on_done == "comment" and self.comment is None:
+            raise ValueError("on_done: comment needs a `comment` template")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        """Whether an operator's DONE is written back at all."""
+        return self.on_done != "none"
 
 
 class SourceSection(Section):
@@ -148,6 +211,7 @@ class SourceSection(Section):
     options: dict[str, Any] = Field(default_factory=dict)
     task: TaskTemplate = TaskTemplate()
     reopen: Literal["never", "on_activity"] = "never"
+    write_back: WriteBackSection = WriteBackSection()
     # An empty snapshot may close every open task of the source (otherwise refused, exit 3).
     allow_empty: bool = False
 
@@ -169,6 +233,14 @@ class Settings(BaseSettings):
     state: StateSection = StateSection()
     server: ServerSection = ServerSection()
     sources: list[SourceSection] = Field(default_factory=list)
+    # The config file's directory (None without a file): what relative paths written in the file
+    # resolve against.
+    _config_dir: Path | None = PrivateAttr(default=None)
+
+    @property
+    def config_dir(self) -> Path | None:
+        """The directory of the config file these settings came from, if any."""
+        return self._config_dir
 
     @field_validator("sources")
     @classmethod
@@ -225,8 +297,12 @@ def resolve_config_path(explicit: Path | None) -> Path | None:
     return DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None
 
 
-def read_config_file(path: Path) -> dict[str, Any]:
-    """Parse a YAML config file into a mapping, or raise ConfigError naming the problem."""
+def read_config_file(path: Path, *, require_env: bool = True) -> dict[str, Any]:
+    """Parse a YAML config file into a mapping, or raise ConfigError naming the problem.
+
+    `require_env=False` leaves a `${NAME}` whose variable is unset as it is (for commands that
+    use no source's secrets, like `status`).
+    """
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -246,14 +322,14 @@ def read_config_file(path: Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
-    expanded: dict[str, Any] = expand_environment(data, where="")
+    expanded: dict[str, Any] = expand_environment(data, where="", require=require_env)
     return expanded
 
 
 _ENV_REFERENCE = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 
 
-def expand_environment(value: Any, *, where: str) -> Any:
+def expand_environment(value: Any, *, where: str, require: bool = True) -> Any:
     """Replace every string value that is exactly `${NAME}` by that environment variable.
 
     This is how an adapter's secrets (`sources[].options`) stay out of the file: the
@@ -264,16 +340,21 @@ def expand_environment(value: Any, *, where: str) -> Any:
         if match is None:
             return value
         name = match.group(1)
+        if name not in os.environ and not require:
+            return value
         if name not in os.environ:
             raise ConfigError(f"{where or '(top level)'}: environment variable {name} is not set")
         return os.environ[name]
     if isinstance(value, dict):
         return {
-            k: expand_environment(v, where=f"{where}.{k}" if where else str(k))
+            k: expand_environment(v, where=f"{where}.{k}" if where else str(k), require=require)
             for k, v in value.items()
         }
     if isinstance(value, list):
-        return [expand_environment(v, where=f"{where}.{n}") for n, v in enumerate(value)]
+        return [
+            expand_environment(v, where=f"{where}.{n}", require=require)
+            for n, v in enumerate(value)
+        ]
     return value
 
 
@@ -285,19 +366,82 @@ def format_validation_error(error: ValidationError, *, prefix: str = "") -> str:
         message = item["msg"]
         if item["type"] == "extra_forbidden":
             message = "unknown key"
+        # pydantic prefixes the messages of our own validators; the key path says enough.
+        message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
         lines.append(f"{path or '(top level)'}: {message}")
     return "\n".join(lines)
 
 
-def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
+def unknown_environment(environ: Mapping[str, str] | None = None) -> list[str]:
+    """One line per `FRAGMENT_CONNECTOR__*` variable that names no key, like unknown keys in
+    the file: a typo (`..._GAURDS__CLOSE_MIN`) must not be silently ignored."""
+    environ = os.environ if environ is None else environ
+    problems = []
+    for name in sorted(environ):
+        if not name.upper().startswith(ENV_PREFIX):
+            continue
+        parts = name[len(ENV_PREFIX) :].lower().split("__")
+        model: type[BaseModel] = Settings
+        for depth, part in enumerate(parts):
+            field = model.model_fields.get(part)
+            if field is None:
+                where = ".".join(parts[:depth]) or "(top level)"
+                known = ", ".join(model.model_fields)
+                problems.append(f"{name}: {where} has no key {part!r} (known: {known})")
+                break
+            kind = field.annotation
+            if isinstance(kind, type) and issubclass(kind, BaseModel):
+                model = kind
+                continue
+            if depth < len(parts) - 1 and not (isinstance(kind, type) and issubclass(kind, dict)):
+                problems.append(f"{name}: {'.'.join(parts[: depth + 1])} has no sub-keys")
+            break
+        else:
+            problems.append(f"{name}: names a whole section; name one of its keys")
+    return problems
+
+
+def load_settings(
+    path: Path | None = None, *, require_env: bool = True, **overrides: Any
+) -> Settings:
     """Read, overlay and validate the configuration; raise ConfigError with every problem."""
+    unknown = unknown_environment()
+    if unknown:
+        raise ConfigError(
+            "unknown environment variable(s), which would be ignored:\n" + "\n".join(unknown)
+        )
     config_path = resolve_config_path(path)
-    data = read_config_file(config_path) if config_path is not None else {}
+    data = read_config_file(config_path, require_env=require_env) if config_path else {}
+    config_dir = config_path.resolve().parent if config_path else None
+    if config_dir is not None:
+        _resolve_state_url(data, config_dir)
     data.update(overrides)
     try:
-        return Settings(**data)
+        settings = Settings(**data)
     except ValidationError as exc:
         origin = f" in {config_path}" if config_path else ""
         raise ConfigError(
             f"invalid configuration{origin}:\n{format_validation_error(exc)}"
         ) from None
+    settings._config_dir = config_dir
+    return settings
+
+
+_SQLITE_FILE = re.compile(r"^(sqlite(?:\+\w+)?:///)(?!/)(.+)$")
+
+
+def _resolve_state_url(data: dict[str, Any], config_dir: Path) -> None:
+    """A relative SQLite file written in the config file (`sqlite:///./state.db`) lives next to
+    that file, wherever the command runs from; defaults and environment values keep the
+    current directory."""
+    state = data.get("state")
+    if not isinstance(state, dict):
+        return
+    url = state.get("url")
+    if not isinstance(url, str):
+        return
+    match = _SQLITE_FILE.match(url)
+    if match is None or match.group(2).startswith(":memory:"):
+        return
+    head, rest = match.groups()
+    data["state"] = {**state, "url": f"{head}{config_dir / rest}"}

@@ -23,7 +23,7 @@ from typing import Any
 
 import structlog
 
-from adapters.base import SourceAdapter, SupportsChanges
+from adapters.base import SourceAdapter, SupportsChanges, SupportsWriteBack, can_write_back
 from connector.apply import apply_actions
 from connector.config import Settings, SourceSection
 from connector.errors import (
@@ -31,6 +31,7 @@ from connector.errors import (
     EXIT_OK,
     EXIT_PENDING,
     EXIT_REFUSED,
+    ConfigError,
     ConnectorError,
     FragmentAuthError,
     LeaseLostError,
@@ -40,8 +41,14 @@ from connector.errors import (
     most_severe,
 )
 from connector.fragment import FragmentClient, TaskFinder, TaskPage
-from connector.guards import GuardPolicy, guard_plan
-from connector.identity import Markers, instance_namespace, owned_ticket_id, task_uid
+from connector.guards import GUARD_MASS_WRITE_BACK, GuardPolicy, guard_plan, guard_write_backs
+from connector.identity import (
+    Markers,
+    closed_by_connector,
+    instance_namespace,
+    owned_ticket_id,
+    task_uid,
+)
 from connector.leases import Leases
 from connector.mirror import Mirror, MirrorWriter, Watermark
 from connector.models import (
@@ -54,10 +61,14 @@ from connector.models import (
     Task,
     TaskStatus,
     Ticket,
+    WriteBackOutcome,
 )
 from connector.plan import PlanPolicy, check_sync, plan_source, written_keys
+from connector.progress import CycleProgress, ProgressBoard
 from connector.snapshot import read_snapshot, ticket_problem
 from connector.state import StateStore
+from connector.writeback import FAILED as WRITE_BACK_FAILED
+from connector.writeback import find_write_backs, perform_write_backs
 
 log = structlog.get_logger(__name__)
 
@@ -82,6 +93,7 @@ class CycleOptions:
     dry_run: bool = False
     only_source: str | None = None
     allow_mass_close: bool = False
+    allow_mass_write_back: bool = False
     # List every open task in Fragment, whatever the watermark says (a hard refresh).
     full_listing: bool = False
     # Awaited before every batch: False once this replica can no longer prove it owns the
@@ -149,14 +161,15 @@ class Reconciler:
         client: FragmentClient,
         store: StateStore,
         adapters: Mapping[str, SourceAdapter],
-        progress: Callable[[str], None] | None = None,
+        board: ProgressBoard | None = None,
         should_stop: Callable[[], bool] = lambda: False,
     ) -> None:
         self.settings = settings
         self.client = client
         self.store = store
         self.adapters = adapters
-        self.progress = progress or (lambda message: None)
+        # Where the running cycles' progress goes (a terminal display, log lines, the store).
+        self.board = board or ProgressBoard()
         self.should_stop = should_stop
         self.namespace = instance_namespace(settings.connector.instance)
         self.markers: Markers = settings.connector.markers.to_markers()
@@ -252,6 +265,17 @@ class Reconciler:
                 f"nothing yet: missing from {plan.misses[uid]} snapshot(s), closes after "
                 f"{self.settings.guards.close_after_misses}"
             )
+        elif task is None and invalid:
+            decision = "nothing: the record is unreadable (see above), so it is skipped"
+        elif task is None and ticket is not None:
+            decision = "nothing: the ticket is closed in the back-office and has no task"
+        elif task is None:
+            decision = (
+                "nothing: the back-office does not list this ticket and Fragment has no task "
+                "for it (an unknown id, or a ticket solved before it ever got a task)"
+            )
+        elif not task.is_open:
+            decision = "nothing: the ticket is not open and its task is already DONE"
         else:
             decision = "nothing: the task already matches the ticket"
         return {
@@ -277,10 +301,40 @@ class Reconciler:
                 "misses": misses,
             },
             "next_cycle": decision,
+            "write_back": self._explain_write_back(source, ticket, task if owned else None),
             "changes": {k: [old, new] for k, (old, new) in action.changes.items()}
             if action
             else {},
         }
+
+    def _explain_write_back(
+        self, source: SourceSection, ticket: Ticket | None, task: Task | None
+    ) -> str:
+        """What write-back the next full cycle would make for this ticket, and why (not)."""
+        config = source.write_back
+        if not config.enabled:
+            return "off for this source (sources[].write_back.on_done: none)"
+        if task is not None and (stamp := task.fields.get(self.markers.written_back)):
+            return f"done: written back to the back-office at {stamp}"
+        found = find_write_backs(
+            source.name,
+            [ticket] if ticket is not None else [],
+            {task.uid: task} if task is not None else {},
+            uid_of=lambda ticket_id: task_uid(self.namespace, source.name, ticket_id),
+            owned=lambda t: self._owned(source.name, t),
+            markers=self.markers,
+            config=config,
+        )
+        if found:
+            return (
+                f"{config.on_done}: {found[0].reason} (subject to guards.write_back_max "
+                "of the whole cycle)"
+            )
+        if task is None or task.is_open:
+            return "nothing: the task is not DONE"
+        if closed_by_connector(task, self.markers):
+            return "nothing: the connector closed the task (the ticket was closed or absent)"
+        return "nothing: the ticket is not open in the back-office"
 
     def orphaned_sources(self) -> dict[str, int]:
         """Sources the index holds open tasks of but the config no longer names; warned about.
@@ -308,12 +362,41 @@ class Reconciler:
         """
         began = time.monotonic()
         requests_before = self.client.stats.total
+        run_id = structlog.contextvars.get_contextvars().get("run_id") or uuid.uuid4().hex[:12]
+        with self.board.cycle(source.name, kind, str(run_id)) as progress:
+            report = await self._reconcile_source(source, options, kind, progress)
+        report = dataclasses.replace(
+            report,
+            kind=kind,
+            duration_s=round(time.monotonic() - began, 3),
+            requests=self.client.stats.total - requests_before,
+        )
+        counts = report_counts(report)
+        log.info(
+            "cycle.source",
+            source=source.name,
+            kind=kind,
+            ok=report.ok and not report.failures,
+            outcome=source_outcome(report),
+            dry_run=options.dry_run,
+            duration_s=report.duration_s,
+            requests=report.requests,
+            tickets=report.tickets,
+            open_tasks=report.open_tasks,
+            invalid_records=len(report.invalid_records),
+            **counts,
+        )
+        return report
+
+    async def _reconcile_source(
+        self, source: SourceSection, options: CycleOptions, kind: str, progress: CycleProgress
+    ) -> SourceReport:
         try:
             if kind == FULL:
-                inputs = await self._full_inputs(source, options)
+                inputs = await self._full_inputs(source, options, progress)
             else:
-                inputs = await self._incremental_inputs(source)
-            report = await self._plan_and_apply(source, inputs, options, kind=kind)
+                inputs = await self._incremental_inputs(source, progress)
+            report = await self._plan_and_apply(source, inputs, options, progress, kind=kind)
             settled = not report.failures and not report.unresolved
             if kind == INCREMENTAL and report.applied and report.ok and settled:
                 # Only now: a crash before this line makes the next poll apply them again,
@@ -327,6 +410,9 @@ class Reconciler:
             counted = kind == FULL and report.applied and inputs.complete
             if counted and plan is not None and (plan.misses or inputs.misses):
                 self.store.set_misses(source.name, plan.misses)
+            if kind == FULL and source.write_back.enabled and report.ok:
+                # After the cycle's own bookkeeping: a failed write-back must not undo it.
+                report = await self._write_back(source, inputs, report, options)
         except ConnectorError as exc:
             label = classify(exc)[1]
             log.error(
@@ -335,36 +421,23 @@ class Reconciler:
             report = SourceReport(name=source.name, ok=False, error=str(exc), error_label=label)
             if isinstance(exc, FragmentAuthError):
                 raise
-        report = dataclasses.replace(
-            report,
-            kind=kind,
-            duration_s=round(time.monotonic() - began, 3),
-            requests=self.client.stats.total - requests_before,
-        )
-        log.info(
-            "cycle.source",
-            source=source.name,
-            kind=kind,
-            ok=report.ok,
-            dry_run=options.dry_run,
-            duration_s=report.duration_s,
-            requests=report.requests,
-            tickets=report.tickets,
-            open_tasks=report.open_tasks,
-            invalid_records=len(report.invalid_records),
-            failed=len(report.failures),
-            **report_counts(report),
-        )
+        except Exception as exc:
+            # A bug, or a record no check foresaw: this source fails, the others still run.
+            log.exception("cycle.source_crashed", source=source.name, kind=kind)
+            error = f"internal error: {exc!r}"
+            report = SourceReport(
+                name=source.name, ok=False, error=error, error_label=classify(exc)[1]
+            )
         return report
 
-    async def _full_inputs(self, source: SourceSection, options: CycleOptions) -> _Inputs:
+    async def _full_inputs(
+        self, source: SourceSection, options: CycleOptions, progress: CycleProgress
+    ) -> _Inputs:
         name = source.name
         dry_run = options.dry_run
-        snapshot = await read_snapshot(
-            name,
-            self.adapters[name],
-            progress=lambda n: self.progress(f"{name}: {n:,} tickets read"),
-        )
+        progress.start_phase("read")
+        snapshot = await read_snapshot(name, self.adapters[name], progress=progress.reach)
+        progress.start_phase("list")
         known = _Known()
         watermark = self._watermark(name)
         # A source the index knows nothing of (a first import, a lost state) is listed in every
@@ -387,7 +460,7 @@ class Reconciler:
 
         async def list_in_full(mirror: Mirror) -> None:
             # A full listing of the open tasks: the truth, and the mirror's repair.
-            async for page in self._pages(name, statuses=() if cold else OPEN_STATUSES):
+            async for page in self._pages(name, progress, statuses=() if cold else OPEN_STATUSES):
                 started.see(page)
                 mirror.read(page)
                 if cold:
@@ -412,7 +485,7 @@ class Reconciler:
             assert watermark.seen is not None  # full_listing_due() is true without one
             since = watermark.seen - self.settings.fragment.listing_overlap
             done: dict[str, Task] = {}
-            async for page in self._pages(name, statuses=(), updated_at_after=since):
+            async for page in self._pages(name, progress, statuses=(), updated_at_after=since):
                 started.see(page)
                 mirror.read(page)
                 done.update((t.uid, t) for t in page if not t.is_open and self._owned(name, t))
@@ -462,6 +535,7 @@ class Reconciler:
             name,
             [t for t in snapshot.tickets if t.is_open],
             known,
+            progress,
             dry_run=dry_run,
             listed_everything=everything,
         )
@@ -481,29 +555,29 @@ class Reconciler:
     async def _pages(
         self,
         source: str,
+        progress: CycleProgress,
         *,
         statuses: Sequence[TaskStatus],
         updated_at_after: datetime | None = None,
     ) -> AsyncIterator[TaskPage]:
         """The source's tasks in Fragment, page by page."""
-        count = 0
         async for page in self.client.iter_tasks(
             statuses=statuses,
             fields={self.markers.source: source},
             updated_at_after=updated_at_after,
         ):
             yield page
-            count += len(page)
-            self.progress(f"{source}: {count:,} tasks listed")
+            progress.advance(len(page))
 
     def _watermark(self, source: str) -> Watermark:
         return Watermark.parse(self.store.get_cursor(f"fragment:{source}"))
 
-    async def _incremental_inputs(self, source: SourceSection) -> _Inputs:
+    async def _incremental_inputs(self, source: SourceSection, progress: CycleProgress) -> _Inputs:
         name = source.name
         adapter = self.adapters[name]
         if not isinstance(adapter, SupportsChanges):
             raise SourceError(f"adapter {source.adapter!r} cannot poll for changes")
+        progress.start_phase("read")
         cursor = self.store.get_cursor(name)
         try:
             changes = await adapter.changes_since(cursor)
@@ -522,8 +596,9 @@ class Reconciler:
                 invalid.append(
                     InvalidRecord(f"change {position}", problem, getattr(ticket, "id", None))
                 )
+        progress.reach(len(changes.tickets))
         known = _Known()
-        unresolved = await self._resolve(name, list(latest.values()), known)
+        unresolved = await self._resolve(name, list(latest.values()), known, progress)
         return _Inputs(
             tickets=list(latest.values()),
             known=known,
@@ -539,6 +614,7 @@ class Reconciler:
         source: str,
         tickets: Sequence[Ticket],
         known: _Known,
+        progress: CycleProgress,
         *,
         dry_run: bool = False,
         listed_everything: bool = False,
@@ -562,18 +638,24 @@ class Reconciler:
         if not wanted or listed_everything:
             return set()
         entries = self.store.lookup(wanted)
-        for entry in entries.values():
-            if entry.status is TaskStatus.DONE and entry.source == source:
-                known.add(entry.as_task(self.markers))
+        done = [
+            e.uid for e in entries.values() if e.status is TaskStatus.DONE and e.source == source
+        ]
+        # In full where the mirror has them: the write-back marker is among their fields.
+        full = self.store.tasks(done) if done else {}
+        for uid in done:
+            known.add(full.get(uid) or entries[uid].as_task(self.markers))
         unknown = [uid for uid in wanted if uid not in known.tasks]
         if not unknown:
             return set()
+        progress.start_phase("lookup", total=len(unknown))
         page = self.settings.fragment.page_size
         lookup = await self.finder.find(
             unknown,
             listing_fields={self.markers.source: source},
             # The listing holds at least the tasks the index knows and those looked for.
             listing_pages=-(-(self.store.count_known(source) + len(unknown)) // page),
+            progress=progress.advance,
         )
         resolved = []
         unresolved = {wanted[uid] for uid in lookup.unresolved}
@@ -602,7 +684,13 @@ class Reconciler:
         return unresolved
 
     async def _plan_and_apply(
-        self, source: SourceSection, inputs: _Inputs, options: CycleOptions, *, kind: str
+        self,
+        source: SourceSection,
+        inputs: _Inputs,
+        options: CycleOptions,
+        progress: CycleProgress,
+        *,
+        kind: str,
     ) -> SourceReport:
         name = source.name
         unresolved = inputs.unresolved
@@ -654,13 +742,7 @@ class Reconciler:
             return report
 
         planned = report.planned
-        done = 0
-
-        def applied(count: int) -> None:
-            nonlocal done
-            done += count
-            self.progress(f"{name}: {done:,}/{len(planned):,} actions applied")
-
+        progress.start_phase("apply", total=len(planned))
         lease_lost = False
 
         async def may_send() -> bool:
@@ -687,7 +769,7 @@ class Reconciler:
                 planned,
                 batch_size=self.settings.fragment.batch_size,
                 may_send=may_send,
-                progress=applied,
+                progress=progress.advance,
                 on_applied=remember,
             )
         if isinstance(result.fatal, FragmentAuthError):
@@ -719,8 +801,78 @@ class Reconciler:
             applied=True,
         )
 
+    # --- write-back (connector/writeback.py): an operator's DONE told to the back-office -------
 
-def report_counts(report: SourceReport) -> dict[str, int]:
+    async def _write_back(
+        self, source: SourceSection, inputs: _Inputs, report: SourceReport, options: CycleOptions
+    ) -> SourceReport:
+        """The write-backs of a full cycle: found, guarded, then made (or listed, in a dry-run)."""
+        name = source.name
+        adapter = self.adapters[name]
+        planned = find_write_backs(
+            name,
+            inputs.tickets,
+            inputs.known.tasks,
+            uid_of=lambda ticket_id: task_uid(self.namespace, name, ticket_id),
+            owned=lambda task: self._owned(name, task),
+            markers=self.markers,
+            config=source.write_back,
+        )
+        if not planned:
+            return report
+        if not isinstance(adapter, SupportsWriteBack) or not can_write_back(adapter):
+            raise ConfigError(f"adapter {source.adapter!r} of source {name!r} cannot write back")
+        refusal = guard_write_backs(
+            planned,
+            limit=self.settings.guards.write_back_max,
+            allow=options.allow_mass_write_back,
+        )
+        if refusal is not None:
+            log.error("guard.refused", source=name, guard=GUARD_MASS_WRITE_BACK, reason=refusal)
+            held = tuple(
+                dataclasses.replace(w, outcome=WriteBackOutcome.REFUSED, error=refusal)
+                for w in planned
+            )
+            return dataclasses.replace(report, write_backs=held)
+        if options.dry_run:
+            return dataclasses.replace(report, write_backs=tuple(planned))
+
+        async def may_write() -> bool:
+            return not self.should_stop() and await options.may_write()
+
+        async def current(uids: Sequence[str]) -> Mapping[str, Task]:
+            page = self.settings.fragment.page_size
+            lookup = await self.finder.find(
+                uids,
+                listing_fields={self.markers.source: name},
+                listing_pages=-(-(self.store.count_known(name) + len(uids)) // page),
+            )
+            return lookup.found
+
+        with MirrorWriter(self.store, name, self.markers) as mirror:
+            made = await perform_write_backs(
+                planned,
+                adapter=adapter,
+                client=self.client,
+                current=current,
+                markers=self.markers,
+                owned=lambda task: self._owned(name, task),
+                now=lambda: datetime.now(UTC),
+                may_write=may_write,
+                on_marked=lambda task, ticket_id: mirror.add([(task, ticket_id)]),
+            )
+        return dataclasses.replace(report, write_backs=made)
+
+
+def write_back_counts(report: SourceReport) -> dict[str, int]:
+    """A source's write-backs by outcome (none when the source does not write back)."""
+    counts: dict[str, int] = {}
+    for write_back in report.write_backs:
+        counts[write_back.outcome.value] = counts.get(write_back.outcome.value, 0) + 1
+    return counts
+
+
+def planned_counts(report: SourceReport) -> dict[str, int]:
     """Counts of one source's planned actions by kind, with unchanged and refused."""
     counts = {kind.value: 0 for kind in ActionKind}
     for action in report.planned:
@@ -730,16 +882,37 @@ def report_counts(report: SourceReport) -> dict[str, int]:
     return counts
 
 
+def report_counts(report: SourceReport) -> dict[str, int]:
+    """What one source's cycle did: actions by kind (those applied, once applied; those planned
+    in a dry-run), unchanged, refused, and `failed` (planned, not applied: refused by Fragment or
+    never sent because the cycle stopped)."""
+    counts = planned_counts(report)
+    for failure in report.failures:
+        counts[failure.action.kind.value] -= 1
+    counts["failed"] = len(report.failures)
+    return counts
+
+
 def source_exit_code(report: SourceReport, *, dry_run: bool) -> int:
-    """Exit code for one source: 1 failed (or a ticket unresolved), 3 guard refused, 2 pending
-    dry-run changes, else 0."""
+    """Exit code for one source: 1 failed (or a ticket unresolved, or records skipped), 3 guard
+    refused, 2 pending dry-run changes, else 0. A skipped record is a ticket that got no task:
+    cron and CI must hear of it."""
     codes = [EXIT_OK]
-    if not report.ok or report.failures or report.unresolved:
+    if not report.ok or report.failures or report.unresolved or report.invalid_records:
         codes.append(EXIT_FAILURE)
     if report.refusals:
         codes.append(EXIT_REFUSED)
     if dry_run and report.planned:
         codes.append(EXIT_PENDING)
+    for write_back in report.write_backs:
+        if write_back.outcome in WRITE_BACK_FAILED or (
+            write_back.error and write_back.outcome is not WriteBackOutcome.REFUSED
+        ):
+            codes.append(EXIT_FAILURE)
+        elif write_back.outcome is WriteBackOutcome.REFUSED:
+            codes.append(EXIT_REFUSED)
+        elif write_back.outcome is WriteBackOutcome.PLANNED:
+            codes.append(EXIT_PENDING)
     return most_severe(codes)
 
 
@@ -749,7 +922,12 @@ def source_outcome(report: SourceReport) -> str:
         return report.error_label or "error"
     if report.failures or report.unresolved:
         return "partial"
-    if report.refusals:
+    outcomes = {w.outcome for w in report.write_backs}
+    if outcomes & WRITE_BACK_FAILED or any(
+        w.error for w in report.write_backs if w.outcome is not WriteBackOutcome.REFUSED
+    ):
+        return "partial"
+    if report.refusals or WriteBackOutcome.REFUSED in outcomes:
         return "refused"
     return "ok"
 

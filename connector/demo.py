@@ -31,11 +31,14 @@ from connector.identity import instance_namespace, task_uid
 from connector.render import write_text
 from connector.runtime import open_runtime
 from connector.sandbox import SandboxConfig, SandboxServer
+from connector.status import record_cycle
 
 SOURCE = "backoffice"
 INSTANCE = "demo"
 KINDS = ("KYC review", "Refund request", "Chargeback", "Address change", "Card blocked")
 COUNTRIES = ("FR", "DE", "ES", "IT", "NL")
+
+HAND_MADE_UID = "00000000-0000-4000-8000-000000000001"
 
 
 def sample_tickets(count: int = 24) -> list[dict[str, Any]]:
@@ -55,7 +58,8 @@ def sample_tickets(count: int = 24) -> list[dict[str, Any]]:
     ]
 
 
-def _settings(workdir: Path, base_url: str, token: str) -> Settings:
+def demo_settings(workdir: Path, base_url: str, token: str) -> Settings:
+    """The demo's config: the sandbox, a back-office file and a state store in `workdir`."""
     # Built from its sections, not from the environment: the demo must not pick up a real token.
     return Settings.model_construct(
         connector=ConnectorSection(instance=INSTANCE),
@@ -75,11 +79,38 @@ def _settings(workdir: Path, base_url: str, token: str) -> Settings:
 def _cycle(settings: Settings, console: Console, *, dry_run: bool = False) -> int:
     async def run() -> Any:
         async with open_runtime(settings) as reconciler:
-            return await reconciler.run(CycleOptions(dry_run=dry_run))
+            report = await reconciler.run(CycleOptions(dry_run=dry_run))
+            if not dry_run:  # the history and last plans, as the daemon keeps them
+                for source in report.sources:
+                    record_cycle(
+                        reconciler.store,
+                        source,
+                        run_id=report.run_id,
+                        started=report.started_at,
+                        replica=None,
+                    )
+            return report
 
     report = asyncio.run(run())
     write_text(report, console.file)
     return cycle_exit_code(report)
+
+
+def _verdict(tasks: dict[str, dict[str, Any]], started: str, done: str) -> str:
+    """What became of the tasks an operator or a person touched, read from Fragment itself."""
+    hand_made = tasks.get(HAND_MADE_UID)
+    hand = (
+        "The hand-made task is gone."
+        if hand_made is None
+        else f"The hand-made task is {hand_made['status']} with its title "
+        f"{hand_made['fields'].get('title')!r}."
+    )
+    status_1001 = tasks[started]["status"] if started in tasks else "missing"
+    status_1002 = tasks[done]["status"] if done in tasks else "missing"
+    return (
+        f"{hand} T-1001 (started by the operator) is {status_1001}; "
+        f"T-1002 (closed by the operator) is {status_1002}."
+    )
 
 
 def run_demo(workdir: Path | None, console: Console) -> int:
@@ -97,11 +128,11 @@ def _run(workdir: Path, console: Console) -> int:
     tickets_file.write_text(json.dumps(tickets, indent=2))
     config = SandboxConfig(test_mode=True, requests_per_minute=None)
     with SandboxServer(config) as sandbox:
-        settings = _settings(workdir, sandbox.base_url, config.token)
+        settings = demo_settings(workdir, sandbox.base_url, config.token)
         sandbox.store.seed(
             [
                 {
-                    "uid": "00000000-0000-4000-8000-000000000001",
+                    "uid": HAND_MADE_UID,
                     "status": "TODO",
                     "fields": {"title": "Quarterly audit (created by hand, not by the connector)"},
                 }
@@ -139,12 +170,9 @@ def _run(workdir: Path, console: Console) -> int:
         console.print(Rule("5. Third cycle: nothing changed, nothing written"))
         codes.append(_cycle(settings, console))
 
-        tasks = sandbox.store.all_tasks()
-        open_tasks = sum(1 for t in tasks if t["status"] != "DONE")
+        tasks = {t["uid"]: t for t in sandbox.store.all_tasks()}
+        open_tasks = sum(1 for t in tasks.values() if t["status"] != "DONE")
         console.print(Rule("Fragment now"))
-        console.print(
-            f"{len(tasks)} tasks, {open_tasks} open. The hand-made task was not touched, T-1001 is "
-            "still STARTED, and T-1002 stays DONE as the operator decided."
-        )
+        console.print(f"{len(tasks)} tasks, {open_tasks} open. {_verdict(tasks, started, done)}")
     expected = [EXIT_OK, 2, EXIT_OK, EXIT_OK]
     return EXIT_OK if codes == expected else EXIT_FAILURE

@@ -8,10 +8,13 @@ The tree is grouped by what the caller should do next::
     │   ├── AdapterAuthError         credentials refused
     │   ├── AdapterConfigError       options the back-office rejects (unknown project, bad query)
     │   ├── AdapterUnavailable       network, timeouts, 5xx after retries
-    │   └── AdapterDataError         the back-office answered something unusable
+    │   ├── AdapterDataError         the back-office answered something unusable
+    │   ├── TicketGone               a write-back's ticket no longer exists (404)
+    │   └── WriteBackRejected        the back-office refused a write-back (409/422: transition)
     ├── FragmentError                Fragment refused or failed (exit 1)
     │   ├── FragmentAuthError        401/403: the token is wrong or lacks rights
     │   ├── FragmentValidationError  400/422: the request was refused, with the API's detail
+    │   │   └── FragmentPayloadTooLarge  413: the body is over a (proxy's) limit: split the batch
     │   ├── FragmentRateLimited      429 still returned once retries ran out
     │   ├── FragmentServerError      5xx still returned once retries ran out
     │   ├── FragmentNetworkError     connection refused, reset, timed out
@@ -42,6 +45,10 @@ class ConfigError(ConnectorError):
 class SourceError(ConnectorError):
     """A source adapter could not produce a complete, trustworthy result."""
 
+    # The HTTP status the back-office answered, when an HTTP answer caused the error: a
+    # write-back tells a ticket gone (404) from a refused transition (409/422) by it.
+    status: int | None = None
+
 
 class AdapterAuthError(SourceError):
     """The back-office refused the adapter's credentials."""
@@ -57,6 +64,14 @@ class AdapterUnavailable(SourceError):
 
 class AdapterDataError(SourceError):
     """The back-office answered with data the adapter cannot use."""
+
+
+class TicketGone(SourceError):
+    """A write-back's ticket no longer exists in the back-office (deleted, moved, 404)."""
+
+
+class WriteBackRejected(SourceError):
+    """The back-office refused a write-back as invalid (409/422: no such transition, stage...)."""
 
 
 class FragmentError(ConnectorError):
@@ -83,6 +98,13 @@ class FragmentValidationError(FragmentError):
     ) -> None:
         super().__init__(message, status=status)
         self.item_errors: dict[int, str] = item_errors or {}
+
+
+class FragmentPayloadTooLarge(FragmentValidationError):
+    """413: Fragment, or a proxy before it, refused the request body as too large.
+
+    A validation error without item positions, so a batch that gets it is split in halves.
+    """
 
 
 class FragmentRateLimited(FragmentError):
@@ -132,8 +154,11 @@ _TABLE: Final[dict[type[BaseException], tuple[int, str]]] = {
     AdapterConfigError: (EXIT_FAILURE, "source_config_error"),
     AdapterUnavailable: (EXIT_FAILURE, "source_unavailable"),
     AdapterDataError: (EXIT_FAILURE, "source_data_error"),
+    TicketGone: (EXIT_FAILURE, "ticket_gone"),
+    WriteBackRejected: (EXIT_FAILURE, "write_back_rejected"),
     SourceError: (EXIT_FAILURE, "source_error"),
     FragmentAuthError: (EXIT_FAILURE, "fragment_auth_error"),
+    FragmentPayloadTooLarge: (EXIT_FAILURE, "fragment_payload_too_large"),
     FragmentValidationError: (EXIT_FAILURE, "fragment_validation_error"),
     FragmentRateLimited: (EXIT_FAILURE, "fragment_rate_limited"),
     FragmentServerError: (EXIT_FAILURE, "fragment_server_error"),

@@ -6,17 +6,22 @@ then); an empty snapshot of a source that has open tasks gets no closes, whateve
 (almost always an outage: a back-office answering `[]`), unless the source sets `allow_empty` or
 the run allows mass closes; and a plan that would close more than
 `max(close_min, close_ratio x open tasks)` of a source's tasks has its closes refused. Creates,
-updates and reopens always pass.
+updates and reopens always pass. A fourth holds
+back a mass write-back (`guard_write_backs`): a cycle that would close more than
+`guards.write_back_max` tickets in a back-office (an operator's bulk DONE, a Fragment import)
+closes none of them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from connector.models import Action, ActionKind, Plan, Refusal
+from connector.models import Action, ActionKind, Plan, Refusal, WriteBack
 
 GUARD_INCOMPLETE = "incomplete_snapshot"
 GUARD_MASS_CLOSE = "mass_close"
+GUARD_MASS_WRITE_BACK = "mass_write_back"
 GUARD_EMPTY = "empty_snapshot"
 
 
@@ -69,3 +74,13 @@ def guard_plan(
         )
         return tuple(Refusal(a, GUARD_MASS_CLOSE, reason) for a in closes)
     return ()
+
+
+def guard_write_backs(write_backs: Sequence[WriteBack], *, limit: int, allow: bool) -> str | None:
+    """Why this cycle's write-backs must all be held back, or None when they may be made."""
+    if len(write_backs) <= limit or allow:
+        return None
+    return (
+        f"{len(write_backs)} write-backs exceed guards.write_back_max={limit}; "
+        "rerun with --allow-mass-write-back if intended"
+    )

@@ -49,11 +49,13 @@ class Markers:
     source: str = "fc_source"
     ticket_id: str = "fc_ticket_id"
     closed_by: str = "fc_closed_by"
+    # When the connector told the back-office of an operator's DONE (write-back), ISO time.
+    written_back: str = "fc_written_back"
 
     @property
     def names(self) -> frozenset[str]:
         """All marker field names."""
-        return frozenset((self.source, self.ticket_id, self.closed_by))
+        return frozenset((self.source, self.ticket_id, self.closed_by, self.written_back))
 
 
 def owned_ticket_id(

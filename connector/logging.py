@@ -1,66 +1,34 @@
 """Log set-up: structlog for our events and the stdlib records of our libraries, one format.
 
-JSON lines when stderr is not a terminal (a container), coloured console lines when it is. A
-redaction processor replaces the value of any key that names a secret, and masks any configured
-secret value wherever it appears in a string, before anything is rendered.
+JSON lines when stderr is not a terminal (a container), coloured console lines when it is. The
+one redactor (`connector.redaction`) runs as a processor: it replaces the value of any key that
+names a secret, and masks any configured secret value wherever it appears in a string, before
+anything is rendered.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import sys
-from collections.abc import Iterable, MutableMapping
 from typing import Any
 
 import structlog
 
-REDACTED = "[REDACTED]"
-_SECRET_KEY = re.compile(r"(token|secret|password|authorization|api[_-]?key|dsn)", re.I)
+from connector.redaction import REDACTED, REDACTOR, Redactor
+
+PROGRESS_LOGGER = "connector.progress"  # connector.progress logs its lines there
+
+__all__ = ["REDACTED", "REDACTOR", "Redactor", "configure_logging"]
 
 
-class Redactor:
-    """A structlog processor that masks secret keys and known secret values."""
+def configure_logging(
+    level: str = "INFO", *, json_output: bool | None = None, quiet_reported_errors: bool = False
+) -> None:
+    """Route structlog and stdlib logging to stderr, JSON unless stderr is a terminal.
 
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
-        self.secrets = [s for s in secrets if s and len(s) >= 4]
-
-    def add(self, secret: str | None) -> None:
-        """Also mask this value from now on."""
-        if secret and len(secret) >= 4 and secret not in self.secrets:
-            self.secrets.append(secret)
-
-    def mask(self, value: Any) -> Any:
-        """The value with every known secret replaced."""
-        if isinstance(value, str):
-            for secret in self.secrets:
-                value = value.replace(secret, REDACTED)
-            return value
-        if isinstance(value, dict):
-            return {
-                k: REDACTED if _SECRET_KEY.search(str(k)) else self.mask(v)
-                for k, v in value.items()
-            }
-        if isinstance(value, list | tuple):
-            return [self.mask(v) for v in value]
-        return value
-
-    def __call__(
-        self, logger: Any, method: str, event_dict: MutableMapping[str, Any]
-    ) -> MutableMapping[str, Any]:
-        for key, value in list(event_dict.items()):
-            if _SECRET_KEY.search(key):
-                event_dict[key] = REDACTED
-            else:
-                event_dict[key] = self.mask(value)
-        return event_dict
-
-
-REDACTOR = Redactor()
-
-
-def configure_logging(level: str = "INFO", *, json_output: bool | None = None) -> None:
-    """Route structlog and stdlib logging to stderr, JSON unless stderr is a terminal."""
+    `quiet_reported_errors` (a one-shot command on a terminal): the cycle's errors are left to
+    the command's own output rather than printed twice.
+    """
     if json_output is None:
         json_output = not sys.stderr.isatty()
     shared: list[Any] = [
@@ -85,7 +53,7 @@ def configure_logging(level: str = "INFO", *, json_output: bool | None = None) -
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=False,
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(_CurrentStderr())
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(foreign_pre_chain=shared, processors=final)
     )
@@ -95,3 +63,25 @@ def configure_logging(level: str = "INFO", *, json_output: bool | None = None) -
     # httpx logs every request URL at INFO; uvicorn and apscheduler are chatty too.
     for noisy in ("httpx", "httpcore", "uvicorn", "uvicorn.error", "apscheduler"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # The `cycle.progress` lines (connector.progress) show at the default level too: a first
+    # import off a terminal takes minutes and must never be silent.
+    logging.getLogger(PROGRESS_LOGGER).setLevel(min(logging.INFO, root.level))
+    if not json_output and quiet_reported_errors:
+        handler.addFilter(_reported_elsewhere)
+
+
+class _CurrentStderr:
+    """Whatever `sys.stderr` is at the time of writing: while rich draws progress bars it
+    stands in for stderr and prints log lines above them instead of through them."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+def _reported_elsewhere(record: logging.LogRecord) -> bool:
+    """Drop the cycle's error lines: on a terminal the command's report (`FAILED`, `REFUSED`)
+    or its `error:` line says the same, and one is enough."""
+    return not (record.levelno >= logging.ERROR and record.name == "connector.cycle")

@@ -49,6 +49,13 @@ class Metrics:
             ["source"],
             registry=r,
         )
+        self.write_backs = Counter(
+            f"{PREFIX}_write_backs",
+            "Operator DONEs written back to a back-office, by source and outcome (closed|"
+            "commented|already_closed|gone|rejected|failed|refused).",
+            ["source", "outcome"],
+            registry=r,
+        )
         self.requests = Counter(
             f"{PREFIX}_fragment_requests",
             "Requests sent to Fragment, by method, endpoint and status (or network error).",

@@ -54,6 +54,40 @@ class ChangeSet:
     cursor: str | None
 
 
+class WriteBackAction(enum.StrEnum):
+    """What a write-back asks of the back-office."""
+
+    CLOSE = "close"  # close or resolve the ticket, with the note when there is one
+    COMMENT = "comment"  # only add the note
+
+
+@dataclass(frozen=True, slots=True)
+class WriteBackRequest:
+    """One write-back an adapter is asked to make: an operator's DONE, told to the back-office.
+
+    Part of the adapter contract (`adapters.base.SupportsWriteBack`). `key` is stable for one
+    DONE of one task: an adapter that can make its write idempotent by a key uses it.
+    """
+
+    ticket_id: str
+    action: WriteBackAction
+    note: str | None = None
+    key: str = ""
+
+
+class WriteBackOutcome(enum.StrEnum):
+    """What the back-office did with a write-back (the metric's `outcome` label)."""
+
+    CLOSED = "closed"
+    COMMENTED = "commented"
+    ALREADY_CLOSED = "already_closed"  # nothing to do: the ticket was closed already
+    GONE = "gone"  # the ticket no longer exists (404)
+    REJECTED = "rejected"  # the back-office refused it (409/422: no such transition...)
+    FAILED = "failed"  # any other error: tried again next cycle
+    REFUSED = "refused"  # a guard held it back
+    PLANNED = "planned"  # a dry-run: would be done
+
+
 class TaskStatus(enum.StrEnum):
     """A Fragment task's status."""
 
@@ -160,6 +194,19 @@ class ActionFailure:
 
 
 @dataclass(frozen=True, slots=True)
+class WriteBack:
+    """One write-back of a cycle: the operator's DONE task, the request, and what came of it."""
+
+    uid: str
+    source: str
+    request: WriteBackRequest
+    reason: str
+    title: str = ""
+    outcome: WriteBackOutcome = WriteBackOutcome.PLANNED
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class SourceReport:
     """What one cycle did for one source."""
 
@@ -181,6 +228,7 @@ class SourceReport:
     # planned for them (it could replace an operator's task); they are looked up again next cycle.
     unresolved: tuple[str, ...] = ()
     listing: str = ""  # which listing of Fragment the plan came from (cycle.LISTING_*)
+    write_backs: tuple[WriteBack, ...] = ()
 
     @property
     def planned(self) -> tuple[Action, ...]:

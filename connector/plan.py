@@ -39,7 +39,7 @@ from connector.models import (
     TaskStatus,
     Ticket,
 )
-from connector.values import fields_digest, format_timestamp, normalise, same
+from connector.values import fields_digest, format_timestamp, normalise, parse_timestamp, same
 
 ReopenPolicy = Literal["never", "on_activity"]
 _SCALARS = frozenset({str, int, float, bool, type(None)})
@@ -276,13 +276,18 @@ def _plan_open_ticket(
         return _action(ActionKind.UPDATE, desired, _describe(changes), changes)
     if closed_by_connector(task, policy.markers):
         return _action(ActionKind.REOPEN, desired, REASON_REOPENED)
-    if policy.reopen == "on_activity" and _changed_after_close(desired, task):
+    if policy.reopen == "on_activity" and _changed_after_close(desired, task, policy.markers):
         return _action(ActionKind.REOPEN, desired, REASON_ACTIVITY)
     return None
 
 
-def _changed_after_close(desired: DesiredTask, task: Task) -> bool:
+def _changed_after_close(desired: DesiredTask, task: Task, markers: Markers) -> bool:
     closed_at = task.done_at or task.updated_at
+    # The connector's own write-back (a note, a close) changes the ticket after the task's
+    # close: activity counts only after it, or the note would reopen the task it reports on.
+    written_back = parse_timestamp(task.fields.get(markers.written_back))
+    if written_back is not None and (closed_at is None or written_back > closed_at):
+        closed_at = written_back
     return (
         desired.updated_at is not None and closed_at is not None and desired.updated_at > closed_at
     )

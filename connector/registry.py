@@ -9,15 +9,19 @@ name, with the reason, and never prevents the others from loading.
 from __future__ import annotations
 
 import inspect
+import re
 from dataclasses import dataclass
+from datetime import timedelta
 from importlib.metadata import EntryPoint, entry_points, packages_distributions
+from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from adapters.base import SourceAdapter
+from adapters.base import CONFIG_DIR_CONTEXT, SourceAdapter
 from connector.config import SourceSection, format_validation_error
 from connector.errors import ConfigError
+from connector.values import format_duration
 
 ENTRY_POINT_GROUP = "fragment_connector.adapters"
 
@@ -32,12 +36,46 @@ class AdapterInfo:
     adapter: type[SourceAdapter] | None
     error: str | None = None
 
+    def write_back(self) -> str:
+        """Whether the adapter can write an operator's DONE back: yes, no, or with_options
+        (only with some of its options: `writes_back` tells for a configured source)."""
+        if self.adapter is None or not callable(getattr(self.adapter, "write_back", None)):
+            return "no"
+        return "with_options" if hasattr(self.adapter, "writes_back") else "yes"
+
     def config_schema(self) -> dict[str, Any]:
         """The JSON schema of the adapter's `options`."""
         if self.adapter is None:
             return {}
-        schema: dict[str, Any] = self.adapter.Config.model_json_schema()
+        schema: dict[str, Any] = _config_durations(self.adapter.Config.model_json_schema())
         return schema
+
+
+_ISO_DURATION = re.compile(r"^P(?:\d+D)?(?:T(?:\d+H)?(?:\d+M)?(?:\d+(?:\.\d+)?S)?)?$")
+
+
+def _config_default(value: Any) -> Any:
+    if isinstance(value, str) and len(value) > 1 and _ISO_DURATION.match(value):
+        seconds = TypeAdapter(timedelta).validate_python(value).total_seconds()
+        return format_duration(seconds)
+    if isinstance(value, dict):
+        return {key: _config_default(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_config_default(item) for item in value]
+    return value
+
+
+def _config_durations(node: Any) -> Any:
+    """The schema with duration defaults written as the config takes them (`1m`, not pydantic's
+    ISO 8601 `PT1M`, which the config rejects), in nested defaults too."""
+    if isinstance(node, list):
+        return [_config_durations(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    return {
+        key: _config_default(value) if key == "default" else _config_durations(value)
+        for key, value in node.items()
+    }
 
 
 def _contract_problem(obj: object) -> str | None:
@@ -115,12 +153,17 @@ def adapter_class(
 
 
 def build_adapter(
-    source: SourceSection, installed: dict[str, AdapterInfo] | None = None
+    source: SourceSection,
+    installed: dict[str, AdapterInfo] | None = None,
+    *,
+    config_dir: Path | None = None,
 ) -> SourceAdapter:
     """An adapter instance for a configured source, its options validated by its Config model."""
     cls = adapter_class(source.adapter, installed)
     try:
-        options = cls.Config.model_validate(source.options)
+        # Relative file paths in the options resolve against the config file's directory.
+        context = {CONFIG_DIR_CONTEXT: config_dir} if config_dir is not None else None
+        options = cls.Config.model_validate(source.options, context=context)
     except ValidationError as exc:
         prefix = f"sources[{source.name}].options."
         raise ConfigError(

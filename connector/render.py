@@ -15,9 +15,12 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from connector.cycle import LISTING_CHANGES, cycle_exit_code, report_counts
+from connector.cycle import LISTING_CHANGES, cycle_exit_code, planned_counts, report_counts
+from connector.errors import classify
 from connector.fragment import RequestStats
-from connector.models import Action, ActionKind, CycleReport, SourceReport
+from connector.models import Action, ActionKind, CycleReport, SourceReport, WriteBack
+from connector.printable import visible
+from connector.redaction import REDACTOR
 
 JSON_VERSION = 1
 ROWS_PER_KIND = 10
@@ -56,12 +59,50 @@ def _action_json(action: Action) -> dict[str, Any]:
     }
 
 
-def _total_counts(report: CycleReport) -> dict[str, int]:
+def _write_back_json(write_back: WriteBack) -> dict[str, Any]:
+    return {
+        "ticket_id": write_back.request.ticket_id,
+        "uid": write_back.uid,
+        "title": write_back.title,
+        "action": write_back.request.action.value,
+        "note": write_back.request.note,
+        "reason": write_back.reason,
+        "outcome": write_back.outcome.value,
+        "error": write_back.error,
+    }
+
+
+def _write_back_rows(source: SourceReport, console: Console) -> None:
+    write_backs = source.write_backs
+    if not write_backs:
+        return
+    table = Table(
+        title=f"Write back to the back-office ({len(write_backs)})",
+        title_justify="left",
+        expand=False,
+    )
+    for column in ("ticket", "title", "action", "outcome", "reason"):
+        table.add_column(column, max_width=60 if column == "reason" else 40)
+    for write_back in write_backs[:ROWS_PER_KIND]:
+        cells = (
+            write_back.request.ticket_id,
+            _short(write_back.title),
+            write_back.request.action.value,
+            write_back.outcome.value,
+            write_back.error or write_back.reason,
+        )
+        # Ticket text and back-office errors are hostile: no markup, no raw control characters.
+        table.add_row(*(Text(visible(cell)) for cell in cells))
+    console.print(table)
+    if len(write_backs) > ROWS_PER_KIND:
+        console.print(f"  … and {len(write_backs) - ROWS_PER_KIND} more (see --output json)")
+
+
+def _total_counts(report: CycleReport, counter: Any = report_counts) -> dict[str, int]:
     total = dict.fromkeys((*_KINDS, "unchanged", "refused", "failed"), 0)
     for source in report.sources:
-        for key, value in report_counts(source).items():
+        for key, value in counter(source).items():
             total[key] += value
-        total["failed"] += len(source.failures)
     return total
 
 
@@ -74,7 +115,11 @@ def report_json(report: CycleReport) -> dict[str, Any]:
         "run_id": report.run_id,
         "dry_run": report.dry_run,
         "exit_code": cycle_exit_code(report),
+        "error": None,
         "counts": _total_counts(report),
+        "planned": {
+            k: v for k, v in _total_counts(report, planned_counts).items() if k != "failed"
+        },
         "requests": {"total": total, "reads": reads, "writes": total - reads},
         "orphaned_sources": dict(report.orphaned),
         "sources": [
@@ -85,7 +130,8 @@ def report_json(report: CycleReport) -> dict[str, Any]:
                 "error_type": s.error_label,
                 "tickets": s.tickets,
                 "open_tasks": s.open_tasks,
-                "counts": {**report_counts(s), "failed": len(s.failures)},
+                "counts": report_counts(s),
+                "planned": planned_counts(s),
                 "actions": [_action_json(a) for a in s.planned],
                 "refused": [
                     {**_action_json(r.action), "guard": r.guard, "refusal": r.reason}
@@ -98,10 +144,33 @@ def report_json(report: CycleReport) -> dict[str, Any]:
                 ],
                 "unresolved": list(s.unresolved),
                 "listing": s.listing,
+                "write_backs": [_write_back_json(w) for w in s.write_backs],
             }
             for s in report.sources
         ],
     }
+
+
+def error_json(error: BaseException) -> dict[str, Any]:
+    """The document of a run that failed as a whole (a refused token, an unreadable state
+    store...): the same version and keys as `report_json`, with `error` set."""
+    code, label = classify(error)
+    return {
+        "version": JSON_VERSION,
+        "run_id": None,
+        "dry_run": None,
+        "exit_code": code,
+        "error": {"type": label, "message": REDACTOR.mask(str(error))},
+        "counts": dict.fromkeys((*_KINDS, "unchanged", "refused", "failed"), 0),
+        "requests": {"total": 0, "reads": 0, "writes": 0},
+        "orphaned_sources": {},
+        "sources": [],
+    }
+
+
+def write_error_json(error: BaseException, out: IO[str]) -> None:
+    """Print the document of a run that failed as a whole, one line."""
+    out.write(json.dumps(error_json(error), ensure_ascii=False) + "\n")
 
 
 def write_json(report: CycleReport, out: IO[str]) -> None:
@@ -123,17 +192,19 @@ def _action_rows(title: str, actions: Sequence[Action], console: Console) -> Non
             changes = "; ".join(
                 f"{key}: {_change(old, new)}" for key, (old, new) in sorted(action.changes.items())
             )
-        table.add_row(action.ticket_id, _short(action.title), action.reason, changes)
+        # Text, not str: rich would read `[...]` in a title as markup; visible(): no raw ESC.
+        cells = (action.ticket_id, _short(action.title), action.reason, changes)
+        table.add_row(*(Text(visible(cell)) for cell in cells))
     console.print(table)
     if len(actions) > ROWS_PER_KIND:
         console.print(f"  … and {len(actions) - ROWS_PER_KIND} more (see --output json)")
 
 
 def _source_text(source: SourceReport, console: Console) -> None:
-    counts = report_counts(source)
+    counts = planned_counts(source)
     head = Text(f"source {source.name}: ", style="bold")
     if not source.ok and source.plan is None:
-        head.append(f"FAILED: {source.error}", style="red")
+        head.append(f"FAILED: {visible(source.error)}", style="red")
         head.append("\n  nothing was written for this source; it gets no closes this cycle")
         console.print(head)
         return
@@ -150,16 +221,19 @@ def _source_text(source: SourceReport, console: Console) -> None:
     labels = {"create": "Create", "update": "Update", "reopen": "Reopen", "close": "Close (DONE)"}
     for kind in _KINDS:
         _action_rows(labels[kind], [a for a in planned if a.kind.value == kind], console)
+    _write_back_rows(source, console)
     if source.refusals:
         first = source.refusals[0]
         console.print(
             Text(
-                f"  REFUSED {len(source.refusals)} closes ({first.guard}): {first.reason}", "yellow"
+                f"  REFUSED {len(source.refusals)} closes ({first.guard}): {visible(first.reason)}",
+                "yellow",
             )
         )
     for record in source.invalid_records[:ROWS_PER_KIND]:
-        ident = f" ticket {record.ticket_id}" if record.ticket_id else ""
-        console.print(Text(f"  skipped {record.position}{ident}: {record.reason}", "yellow"))
+        ident = f" ticket {visible(record.ticket_id)}" if record.ticket_id else ""
+        line = f"  skipped {visible(record.position)}{ident}: {visible(record.reason)}"
+        console.print(Text(line, "yellow"))
     if len(source.invalid_records) > ROWS_PER_KIND:
         console.print(f"  … and {len(source.invalid_records) - ROWS_PER_KIND} more skipped records")
     if source.unresolved:
@@ -179,11 +253,10 @@ def _source_text(source: SourceReport, console: Console) -> None:
     if source.failures:
         console.print(Text(f"  {len(source.failures)} actions were NOT applied:", "red"))
         for failure in source.failures[:ROWS_PER_KIND]:
-            console.print(
-                f"    {failure.action.kind.value} {failure.action.ticket_id}: {failure.error}"
-            )
+            line = f"    {failure.action.kind.value} {failure.action.ticket_id}: {failure.error}"
+            console.print(Text(visible(line)))
     if source.error:
-        console.print(Text(f"  error: {source.error}", "red"))
+        console.print(Text(f"  error: {visible(source.error)}", "red"))
 
 
 def write_text(report: CycleReport, out: IO[str]) -> None:
@@ -212,3 +285,16 @@ def write_text(report: CycleReport, out: IO[str]) -> None:
     else:
         failed = f", {total['failed']} failed" if total["failed"] else ""
         console.print(f"Applied: {summary}{failed} ({_plural(requests, 'request')}).")
+    skipped = sum(len(s.invalid_records) for s in report.sources)
+    if skipped:
+        where = ", ".join(
+            f"{s.name} {len(s.invalid_records)}" for s in report.sources if s.invalid_records
+        )
+        console.print(
+            Text(
+                f"Skipped {_plural(skipped, 'record')} that got no task ({where}): see the "
+                "`skipped` lines above, `invalid_records` in --output json, or the "
+                "source.invalid_record log lines. Exit code 1.",
+                "yellow",
+            )
+        )

@@ -12,14 +12,15 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-from adapters.base import SourceAdapter
+from adapters.base import SourceAdapter, can_write_back
 from connector.budget import pacer_for
 from connector.config import Settings
 from connector.cycle import Reconciler
 from connector.errors import ConfigError
 from connector.fragment import FragmentClient, RequestListener
-from connector.logging import REDACTOR
-from connector.registry import build_adapter, discover
+from connector.progress import ProgressBoard
+from connector.redaction import REDACTOR, secrets_in
+from connector.registry import AdapterInfo, build_adapter, discover
 from connector.sandbox import SandboxConfig, SandboxServer
 from connector.state import StateStore
 
@@ -33,7 +34,17 @@ def build_adapters(settings: Settings, only: str | None = None) -> dict[str, Sou
         raise ConfigError("no sources configured: add at least one under `sources:`")
     installed = discover()
     chosen = [settings.source(only)] if only else settings.sources
-    return {source.name: build_adapter(source, installed) for source in chosen}
+    adapters = {
+        source.name: build_adapter(source, installed, config_dir=settings.config_dir)
+        for source in chosen
+    }
+    for source in chosen:
+        if source.write_back.enabled and not can_write_back(adapters[source.name]):
+            raise ConfigError(
+                f"sources[{source.name}].write_back: adapter {source.adapter!r} cannot write "
+                "back with these options (`fragment-connector adapters` lists those that can)"
+            )
+    return adapters
 
 
 def fragment_token(settings: Settings) -> str:
@@ -49,12 +60,36 @@ def fragment_token(settings: Settings) -> str:
     )
 
 
+def remember_secrets(
+    settings: Settings, installed: dict[str, AdapterInfo] | None = None
+) -> list[str]:
+    """Teach the one redactor every secret of the configuration; return them.
+
+    The Fragment token, the password of `state.url`, and for each source every secret of its
+    options as its adapter's model types them (`SecretStr`) and as they are written (a DSN's
+    password, a value under a credential-named key such as a `headers:` API key).
+    """
+    found = list(secrets_in(settings))
+    for source in settings.sources:
+        found.extend(secrets_in(source.options))
+        info = (installed if installed is not None else discover()).get(source.adapter)
+        if info is None or info.adapter is None:
+            continue
+        try:
+            options = info.adapter.Config.model_validate(source.options)
+        except Exception:  # noqa: S112 - invalid options are reported by build_adapters
+            continue
+        found.extend(secrets_in(options))
+    REDACTOR.remember(found)
+    return found
+
+
 @contextlib.asynccontextmanager
 async def open_runtime(
     settings: Settings,
     *,
     only_source: str | None = None,
-    progress: Callable[[str], None] | None = None,
+    board: ProgressBoard | None = None,
     listener: RequestListener | None = None,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> AsyncIterator[Reconciler]:
@@ -98,6 +133,6 @@ async def open_runtime(
             client=client,
             store=store,
             adapters=adapters,
-            progress=progress,
+            board=board,
             should_stop=should_stop,
         )

@@ -25,6 +25,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -37,7 +38,6 @@ from connector.cycle import (
     INCREMENTAL,
     CycleOptions,
     Reconciler,
-    report_counts,
     source_outcome,
 )
 from connector.errors import (
@@ -47,12 +47,14 @@ from connector.errors import (
     FragmentError,
     outcome_label,
 )
+from connector.guards import GUARD_MASS_WRITE_BACK
 from connector.leases import Leases, leases_for
 from connector.metrics import Metrics
-from connector.models import SourceReport
+from connector.models import SourceReport, WriteBackOutcome
+from connector.progress import Heartbeat, ProgressBoard
 from connector.runtime import open_runtime
 from connector.server import HttpServer
-from connector.state import RunRecord
+from connector.status import record_cycle, status_document
 
 log = structlog.get_logger(__name__)
 
@@ -65,6 +67,7 @@ class SourceHealth:
 
     last_full_success: float | None = None
     last_error: str | None = None
+    last_error_type: str | None = None
     consecutive_failures: int = 0
 
 
@@ -193,6 +196,10 @@ class Daemon:
             m.guard_trips.labels(name, report.refusals[0].guard).inc()
         if report.invalid_records:
             m.invalid_records.labels(name).inc(len(report.invalid_records))
+        for write_back in report.write_backs:
+            m.write_backs.labels(name, write_back.outcome.value).inc()
+        if any(w.outcome is WriteBackOutcome.REFUSED for w in report.write_backs):
+            m.guard_trips.labels(name, GUARD_MASS_WRITE_BACK).inc()
         health = self.health[name]
         if report.ok:
             m.last_success.labels(name, kind).set(time.time())
@@ -202,22 +209,10 @@ class Daemon:
         else:
             health.consecutive_failures += 1
             health.last_error = report.error
-        counts = report_counts(report)
-        counts["failed"] = len(report.failures)
+            health.last_error_type = report.error_label or "error"
         try:
-            self.reconciler.store.record_run(
-                RunRecord(
-                    run_id=run_id,
-                    source=name,
-                    kind=kind,
-                    started_at=started,
-                    finished_at=datetime.now(UTC),
-                    outcome=outcome,
-                    counts=counts,
-                    requests=report.requests,
-                    error=report.error,
-                    replica=self.replica,
-                )
+            record_cycle(
+                self.reconciler.store, report, run_id=run_id, started=started, replica=self.replica
             )
         except Exception:
             log.exception("daemon.history_not_written", source=name)
@@ -241,17 +236,21 @@ class Daemon:
                 continue
             if health.last_full_success is None:
                 reason = "no successful full cycle yet"
+                running = self.reconciler.board.snapshot(name)
+                if running is not None:
+                    reason += f"; {running.kind} cycle running: {running.describe()}"
             elif now - health.last_full_success > limit:
                 age = int(now - health.last_full_success)
                 reason = f"last successful full cycle {age}s ago (limit {int(limit)}s)"
             else:
                 continue
-            if health.last_error:
-                reason += f"; last error: {health.last_error}"
+            # A stable label, never the error's text: /readyz listens on every interface, and
+            # the text (scrubbed) is in the logs and `status`.
+            if health.last_error_type:
+                reason += f"; last error: {health.last_error_type}"
             reasons[name] = reason
-        problem = self.leases.problem()
-        if problem is not None:
-            reasons["leases"] = problem
+        if self.leases.problem() is not None:
+            reasons["leases"] = "state database unreachable"
         if self.stopping:
             reasons["daemon"] = "stopping"
         return not reasons, reasons
@@ -260,6 +259,10 @@ class Daemon:
         """Each source: `held` by this replica, or `standby` (another replica works it)."""
         held = self.leases.held()
         return {name: "held" if name in held else "standby" for name in self.health}
+
+    def progress(self) -> dict[str, dict[str, object]]:
+        """The cycles running on this replica, by source."""
+        return {c.source: c.snapshot().to_json() for c in self.reconciler.board.running()}
 
     def metrics_text(self) -> bytes:
         """The Prometheus exposition."""
@@ -299,8 +302,20 @@ class _DaemonProbe:
     def holdings(self) -> dict[str, str]:
         return self.daemon.holdings()
 
+    def progress(self) -> dict[str, dict[str, object]]:
+        return self.daemon.progress()
+
     def metrics(self) -> bytes:
         return self.daemon.metrics_text()
+
+    def status(self) -> dict[str, Any]:
+        daemon = self.daemon
+        return status_document(
+            daemon.settings,
+            daemon.reconciler.store,
+            holdings=daemon.holdings(),
+            replica=daemon.replica,
+        )
 
 
 @contextlib.asynccontextmanager
@@ -312,7 +327,11 @@ async def daemon_running(
     `stop` is what cycles check between batches; setting it is how a stop begins.
     """
     metrics = Metrics()
-    async with open_runtime(settings, listener=metrics, should_stop=stop.is_set) as reconciler:
+    replica = f"{socket.gethostname()}:{os.getpid()}"
+    board = ProgressBoard(replica=replica)
+    async with open_runtime(
+        settings, listener=metrics, should_stop=stop.is_set, board=board
+    ) as reconciler:
         try:
             await reconciler.client.me()
         except FragmentAuthError:
@@ -322,10 +341,18 @@ async def daemon_running(
         names = [s.name for s in settings.sources]
         leases = leases_for(settings.state.url, instance=settings.connector.instance, sources=names)
         await leases.start()
-        replica = f"{socket.gethostname()}:{os.getpid()}"
+        heartbeat = Heartbeat(
+            board,
+            interval=settings.connector.progress_interval.total_seconds(),
+            store=reconciler.store,
+        )
+        beating = asyncio.create_task(heartbeat.run(), name="progress-heartbeat")
         daemon = Daemon(settings, reconciler, metrics, leases, replica=replica)
         server = HttpServer(
-            _DaemonProbe(daemon), host=settings.server.host, port=settings.server.port
+            _DaemonProbe(daemon),
+            host=settings.server.host,
+            port=settings.server.port,
+            base_path=settings.server.base_path,
         )
         serving = asyncio.create_task(server.serve(), name="http")
         daemon.schedule()
@@ -346,6 +373,9 @@ async def daemon_running(
             await leases.close()
             server.stop()
             await serving
+            beating.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beating
 
 
 async def run_daemon(settings: Settings) -> int:

@@ -1,7 +1,15 @@
-"""The daemon's HTTP endpoint: `/healthz`, `/readyz` and `/metrics`.
+"""The daemon's HTTP endpoint: `/healthz`, `/readyz`, `/metrics` and the status page.
+
+`/readyz` also shows the cycles running on this replica (`running`: phase, done/total, rate and
+ETA by source), so a first import that takes minutes is visibly at work while still unready.
+
+The status page (`GET /`) and its JSON (`GET /api/status`) sit under `server.base_path` for an
+ingress; they are read-only and built from the state store (`connector.status`), rendered by
+`connector.statuspage`.
 
 A small Starlette app served by uvicorn on the daemon's own event loop. It only reads the
-daemon's state through the `Probe` protocol, so it can be tested without a scheduler. Signals
+daemon's state through the `Probe` protocol, so it can be tested without a scheduler. Every
+answer passes the one redactor. Signals
 are left to the daemon (uvicorn's own handlers would re-raise them after shutdown).
 """
 
@@ -14,9 +22,14 @@ from typing import Any, Protocol
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
+
+from connector.errors import ConfigError
+from connector.redaction import REDACTOR
+from connector.statuspage import PAGE_HEADERS, render_page
 
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -36,19 +49,26 @@ class Probe(Protocol):
         """Each source: `held` by this replica or `standby` (another replica works it)."""
         ...
 
+    def progress(self) -> dict[str, dict[str, Any]]:
+        """The running cycles' figures by source (`ProgressSnapshot.to_json()`)."""
+        ...
+
     def metrics(self) -> bytes:
         """The Prometheus exposition."""
         ...
 
+    def status(self) -> dict[str, Any]:
+        """The status document (`connector.status.status_document`); reads the state store."""
+        ...
 
-def create_app(probe: Probe) -> Starlette:
-    """The ASGI app of the three endpoints."""
+
+def create_app(probe: Probe, *, base_path: str = "") -> Starlette:
+    """The ASGI app of the endpoints (the page and its JSON under `base_path`)."""
 
     async def healthz(request: Request) -> Response:
         ok, reason = probe.alive()
-        return JSONResponse(
-            {"status": "ok" if ok else "down", "reason": reason}, 200 if ok else 503
-        )
+        body = {"status": "ok" if ok else "down", "reason": reason}
+        return JSONResponse(REDACTOR.mask(body, by_key=False), 200 if ok else 503)
 
     async def readyz(request: Request) -> Response:
         ready, reasons = probe.readiness()
@@ -56,19 +76,37 @@ def create_app(probe: Probe) -> Starlette:
             "status": "ready" if ready else "unready",
             "reasons": reasons,
             "sources": probe.holdings(),
+            "running": probe.progress(),
         }
-        return JSONResponse(body, 200 if ready else 503)
+        return JSONResponse(REDACTOR.mask(body, by_key=False), 200 if ready else 503)
 
     async def metrics(request: Request) -> Response:
-        return Response(probe.metrics(), media_type=PROMETHEUS_CONTENT_TYPE)
+        text = REDACTOR.scrub(probe.metrics().decode("utf-8", "replace"))
+        return Response(text, media_type=PROMETHEUS_CONTENT_TYPE)
 
-    return Starlette(
-        routes=[
-            Route("/healthz", healthz),
-            Route("/readyz", readyz),
-            Route("/metrics", metrics),
-        ]
-    )
+    async def page(request: Request) -> Response:
+        # The store is read with blocking SQLAlchemy calls: off the loop that runs the cycles.
+        document = await run_in_threadpool(probe.status)
+        html = render_page(document, kind=request.query_params.get("kind"))
+        return HTMLResponse(html, headers=PAGE_HEADERS)
+
+    async def api_status(request: Request) -> Response:
+        document = await run_in_threadpool(probe.status)
+        return JSONResponse(document, headers={"Cache-Control": "no-store"})
+
+    async def to_page(request: Request) -> Response:
+        return RedirectResponse(f"{base_path}/", status_code=308)
+
+    routes = [
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/metrics", metrics),
+        Route(f"{base_path}/", page, methods=["GET"]),
+        Route(f"{base_path}/api/status", api_status, methods=["GET"]),
+    ]
+    if base_path:
+        routes.append(Route(base_path, to_page, methods=["GET"]))
+    return Starlette(routes=routes)
 
 
 class _QuietServer(uvicorn.Server):
@@ -82,7 +120,7 @@ class _QuietServer(uvicorn.Server):
 class HttpServer:
     """The endpoints on `host:port` (port 0 picks a free one, see `.port`)."""
 
-    def __init__(self, probe: Probe, *, host: str, port: int) -> None:
+    def __init__(self, probe: Probe, *, host: str, port: int, base_path: str = "") -> None:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         # IPPROTO_TCP makes asyncio set TCP_NODELAY (no 40 ms Nagle stalls on keep-alive).
         self._socket = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
@@ -91,11 +129,15 @@ class HttpServer:
             self._socket.bind((host, port))
         except OSError as exc:
             self._socket.close()
-            raise OSError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+            raise ConfigError(
+                f"cannot listen on {host}:{port} ({exc.strerror}): set another port with "
+                "server.port (FRAGMENT_CONNECTOR__SERVER__PORT) or another address with "
+                "server.host"
+            ) from None
         self._socket.listen(64)
         self.port: int = self._socket.getsockname()[1]
         config = uvicorn.Config(
-            create_app(probe),
+            create_app(probe, base_path=base_path),
             log_level="warning",
             access_log=False,
             log_config=None,

@@ -6,7 +6,8 @@ closed it, from every listing and every write, so such a ticket is recognised wi
 It is a cache, never the truth: with the file lost, the cycle asks Fragment about the uids it
 does not know (`POST /tasks/query`) and rebuilds it as it goes. The same store keeps each
 source's incremental cursor (written only once its changes were applied) and a short history of
-runs for `fragment-connector status`; losing those is harmless too.
+runs for `fragment-connector status`, and the last plan of each source for the status page;
+losing those is harmless too.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+import structlog
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
@@ -27,9 +29,48 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from connector.errors import ConfigError, StateError
 from connector.identity import Markers, closed_by_connector
 from connector.models import Task, TaskDigest, TaskStatus
+from connector.progress import ProgressSnapshot
+from connector.redaction import REDACTOR, mask_url_password
 from connector.values import parse_timestamp, task_digest
 
+log = structlog.get_logger(__name__)
+
 _CHUNK = 500
+
+
+class _Corrupt(Exception):
+    """What `PRAGMA quick_check` found wrong with a SQLite file."""
+
+
+_CORRUPT_WORDS = ("file is not a database", "malformed", "corrupt", "quick_check")
+
+
+def _corrupt(exc: BaseException) -> bool:
+    """Whether a SQLite error says the file is damaged (not busy, not missing, not read-only)."""
+    text = str(exc).lower()
+    return isinstance(exc, sa.exc.DatabaseError) and any(w in text for w in _CORRUPT_WORDS)
+
+
+def _move_aside(path: Path) -> Path:
+    """Rename a damaged state file (and its journal files) out of the way; return its new name."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    kept = path.with_name(f"{path.name}.corrupt-{stamp}")
+    path.rename(kept)
+    for suffix in ("-wal", "-shm", "-journal"):
+        companion = path.with_name(path.name + suffix)
+        if companion.exists():
+            companion.rename(kept.with_name(kept.name + suffix))
+    return kept
+
+
+def _storable(text: str, limit: int) -> str:
+    """Text any database keeps: PostgreSQL refuses NUL in text, and the column has a length.
+
+    A task's ticket id is whatever Fragment holds in its marker field; one odd task must not
+    make the store refuse the cycle (snapshots never carry such ids: they are invalid records).
+    """
+    return text.replace("\x00", "\ufffd")[:limit]
+
 
 metadata = sa.MetaData()
 
@@ -106,6 +147,33 @@ runs = sa.Table(
     sa.Column("replica", sa.String(128)),
 )
 
+# The running cycle of each source, as its process last reported it (connector.progress): what
+# `status` and `/readyz` show while a long first import runs. One row per source; a row whose
+# `updated_at` stops moving belongs to a process that died mid-cycle.
+progress = sa.Table(
+    "fc_progress",
+    metadata,
+    sa.Column("source", sa.String(64), primary_key=True),
+    sa.Column("run_id", sa.String(32), nullable=False),
+    sa.Column("updated_at", sa.String(32), nullable=False),
+    sa.Column("document", sa.Text, nullable=False),
+)
+
+# The last plan of each source and kind of cycle, as the daemon recorded it (connector.status):
+# its actions with their reasons, the refusals waiting for a human, the skipped records. Every
+# replica reads it, so the status page shows the same picture whichever replica serves it. A
+# table added in place of a bump of SCHEMA_VERSION: `create_all` adds it to an older store, whose
+# task index (a full re-listing to rebuild) stays, and an older release ignores it.
+plans = sa.Table(
+    "fc_plans",
+    metadata,
+    sa.Column("source", sa.String(64), primary_key=True),
+    sa.Column("kind", sa.String(16), primary_key=True),
+    sa.Column("run_id", sa.String(32), nullable=False),
+    sa.Column("recorded_at", sa.String(32), nullable=False),
+    sa.Column("document", sa.Text, nullable=False),
+)
+
 HISTORY_PER_SOURCE = 50
 UNSEEN = "UNSEEN"  # status of a mirror entry Fragment no longer lists as open
 _OPEN_VALUES = (TaskStatus.TODO.value, TaskStatus.STARTED.value)
@@ -156,11 +224,23 @@ def database_url(url: str) -> URL:
     """`state.url` as SQLAlchemy takes it; `postgresql://` (or `postgres://`) means psycopg 3."""
     try:
         parsed = make_url(url)
-    except ArgumentError:
-        raise ConfigError(f"state.url is not a database URL: {url!r}") from None
+    except (ArgumentError, ValueError):
+        # Masked: the malformed URL still holds the password, and this message is printed.
+        shown = mask_url_password(url)
+        raise ConfigError(f"state.url is not a database URL: {shown!r}") from None
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     return parsed
+
+
+def missing_sqlite_file(url: str) -> Path | None:
+    """The SQLite file `url` names when it does not exist yet (read-only commands then have
+    nothing to read, and must not create it); None otherwise."""
+    parsed = database_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    path = Path(parsed.database)
+    return None if path.exists() else path
 
 
 def is_postgres(url: URL) -> bool:
@@ -179,25 +259,54 @@ class StateStore:
     def __init__(self, url: str, *, instance: str) -> None:
         parsed = database_url(url)
         self.instance = instance
+        self._file: Path | None = None
         if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            self._file = Path(parsed.database)
+            self._file.parent.mkdir(parents=True, exist_ok=True)
         self._postgres = is_postgres(parsed)
         connect_args = POSTGRES_CONNECT_ARGS if self._postgres else {}
         try:
             self._engine = sa.create_engine(
                 parsed, connect_args=connect_args, pool_pre_ping=self._postgres
             )
-            self._migrate()
+            try:
+                self._migrate()
+            except sa.exc.DatabaseError as exc:
+                if self._file is None or not _corrupt(exc):
+                    raise
+                # A cache: a damaged file is moved aside (kept for a post-mortem) and rebuilt,
+                # as a lost one is.
+                self._engine.dispose()
+                kept = _move_aside(self._file)
+                log.warning("state.corrupt_file_moved_aside", file=str(self._file), kept=str(kept))
+                self._migrate()
         except (ConfigError, StateError):
             self._engine.dispose()
             raise
         except (SQLAlchemyError, ImportError, OSError) as exc:
-            raise StateError(f"cannot open the state store: {exc}") from None
+            raise StateError(f"cannot open the state store: {self._why(exc)}") from None
         self._insert: Any = postgresql.insert if self._postgres else sqlite.insert
+
+    def _why(self, exc: BaseException) -> str:
+        """An error's text, or what it means when the SQLite file went away under us."""
+        if self._file is not None and not self._file.exists():
+            # SQLite says "attempt to write a readonly database" when its file was deleted.
+            return (
+                f"the state file {self._file} was deleted or moved during the run "
+                "(the store is a cache: the next run rebuilds it)"
+            )
+        if self._file is not None and _corrupt(exc):
+            return f"the state file {self._file} is damaged (the next run moves it aside): {exc}"
+        return str(exc)
 
     def _migrate(self) -> None:
         """Create the tables, or rebuild them when their shape is older; claim the store."""
         with self._engine.begin() as conn:
+            if self._file is not None:
+                # A file truncated mid-page opens fine and fails later, mid-cycle: check it now.
+                verdict = conn.exec_driver_sql("PRAGMA quick_check").scalar()
+                if verdict != "ok":
+                    raise sa.exc.DatabaseError("PRAGMA quick_check", None, _Corrupt(str(verdict)))
             if self._postgres:
                 # Replicas starting together would race on CREATE TABLE: one checks, the others
                 # wait for its transaction, then find the schema in place.
@@ -252,7 +361,7 @@ class StateStore:
                             done_at=parse_timestamp(row.done_at),
                         )
         except SQLAlchemyError as exc:
-            raise StateError(f"cannot read the task index: {exc}") from None
+            raise StateError(f"cannot read the task index: {self._why(exc)}") from None
         return found
 
     def remember(self, source: str, tasks: Iterable[tuple[Task, str]], markers: Markers) -> None:
@@ -263,7 +372,7 @@ class StateStore:
             return {
                 "uid": task.uid,
                 "source": source,
-                "ticket_id": ticket_id,
+                "ticket_id": _storable(ticket_id, 512),
                 "status": task.status.value,
                 "closed_by_connector": closed_by_connector(task, markers),
                 "done_at": task.done_at.isoformat() if task.done_at else None,
@@ -297,7 +406,7 @@ class StateStore:
                 while chunk := [row(t, i) for t, i in itertools.islice(pending, _CHUNK)]:
                     conn.execute(statement, chunk)
         except SQLAlchemyError as exc:
-            raise StateError(f"cannot write the task index: {exc}") from None
+            raise StateError(f"cannot write the task index: {self._why(exc)}") from None
 
     def digests(self, source: str) -> dict[str, TaskDigest]:
         """The source's tasks the mirror last saw open: uid -> digest."""
@@ -313,7 +422,7 @@ class StateStore:
                     if digest is not None
                 }
         except SQLAlchemyError as exc:
-            raise StateError(f"cannot read the task index: {exc}") from None
+            raise StateError(f"cannot read the task index: {self._why(exc)}") from None
 
     def tasks(self, uids: Iterable[str]) -> dict[str, Task]:
         """These tasks as Fragment last showed them (those unknown or unseen are absent)."""
@@ -335,7 +444,7 @@ class StateStore:
                             done_at=parse_timestamp(row.done_at),
                         )
         except SQLAlchemyError as exc:
-            raise StateError(f"cannot read the task index: {exc}") from None
+            raise StateError(f"cannot read the task index: {self._why(exc)}") from None
         return found
 
     def mark_unseen(self, source: str, seen: set[str]) -> int:
@@ -355,7 +464,7 @@ class StateStore:
                         .values(status=UNSEEN, fields=None, digest=None)
                     )
         except SQLAlchemyError as exc:
-            raise StateError(f"cannot write the task index: {exc}") from None
+            raise StateError(f"cannot write the task index: {self._why(exc)}") from None
         return len(stale)
 
     def misses(self, source: str) -> dict[str, int]:
@@ -368,7 +477,7 @@ class StateStore:
             with self._engine.connect() as conn:
                 return {row.uid: row.misses for row in conn.execute(query)}
         except SQLAlchemyError as exc:
-            raise StateError(f"cannot read the task index: {exc}") from None
+            raise StateError(f"cannot read the task index: {self._why(exc)}") from None
 
     def set_misses(self, source: str, counts: Mapping[str, int]) -> None:
         """After a complete snapshot: these counts, and zero for every other task of the source."""
@@ -385,7 +494,7 @@ class StateStore:
                         sa.update(task_index).where(columns.uid == uid).values(misses=count)
                     )
         except SQLAlchemyError as exc:
-            raise StateError(f"cannot write the task index: {exc}") from None
+            raise StateError(f"cannot write the task index: {self._why(exc)}") from None
 
     def sources(self) -> dict[str, int]:
         """Every source the index holds tasks of, with how many it last saw open."""
@@ -399,7 +508,7 @@ class StateStore:
             with self._engine.connect() as conn:
                 return {row[0]: int(row[1]) for row in conn.execute(query)}
         except SQLAlchemyError as exc:
-            raise StateError(f"cannot read the task index: {exc}") from None
+            raise StateError(f"cannot read the task index: {self._why(exc)}") from None
 
     def count_open(self, source: str) -> int:
         """How many of a source's tasks the index last saw open."""
@@ -410,7 +519,7 @@ class StateStore:
             with self._engine.connect() as conn:
                 return int(conn.execute(query).scalar_one())
         except SQLAlchemyError as exc:
-            raise StateError(f"cannot read the task index: {exc}") from None
+            raise StateError(f"cannot read the task index: {self._why(exc)}") from None
 
     def count_known(self, source: str) -> int:
         """How many of a source's tasks the index holds, in any status."""
@@ -428,7 +537,7 @@ class StateStore:
                 row = conn.execute(sa.select(cursors.c.cursor).where(cursors.c.source == source))
                 value = row.scalar_one_or_none()
         except SQLAlchemyError as exc:
-            raise StateError(f"cannot read the cursor of {source!r}: {exc}") from None
+            raise StateError(f"cannot read the cursor of {source!r}: {self._why(exc)}") from None
         return value if isinstance(value, str) else None
 
     def set_cursor(self, source: str, cursor: str | None) -> None:
@@ -443,7 +552,7 @@ class StateStore:
                         [{"source": source, "cursor": cursor, "updated_at": now}],
                     )
         except SQLAlchemyError as exc:
-            raise StateError(f"cannot write the cursor of {source!r}: {exc}") from None
+            raise StateError(f"cannot write the cursor of {source!r}: {self._why(exc)}") from None
 
     def record_run(self, record: RunRecord) -> None:
         """Add a run to the history, keeping the last HISTORY_PER_SOURCE of each source."""
@@ -456,7 +565,8 @@ class StateStore:
             "outcome": record.outcome,
             "counts": json.dumps(record.counts, sort_keys=True),
             "requests": record.requests,
-            "error": record.error,
+            # Errors quote servers, and servers echo credentials: the store keeps them scrubbed.
+            "error": REDACTOR.scrub(record.error) if record.error else None,
             "replica": record.replica,
         }
         try:
@@ -472,7 +582,7 @@ class StateStore:
                 if ids:
                     conn.execute(sa.delete(runs).where(runs.c.id.in_(ids)))
         except SQLAlchemyError as exc:
-            raise StateError(f"cannot write the run history: {exc}") from None
+            raise StateError(f"cannot write the run history: {self._why(exc)}") from None
 
     def recent_runs(self, limit: int = 20, *, source: str | None = None) -> list[RunRecord]:
         """The most recent runs, newest first."""
@@ -483,7 +593,7 @@ class StateStore:
             with self._engine.connect() as conn:
                 rows = list(conn.execute(query))
         except SQLAlchemyError as exc:
-            raise StateError(f"cannot read the run history: {exc}") from None
+            raise StateError(f"cannot read the run history: {self._why(exc)}") from None
         return [
             RunRecord(
                 run_id=r.run_id,
@@ -499,6 +609,85 @@ class StateStore:
             )
             for r in rows
         ]
+
+    def set_progress(self, snapshot: ProgressSnapshot) -> None:
+        """Store the figures of a source's running cycle (replacing the previous ones)."""
+        row = {
+            "source": snapshot.source,
+            "run_id": snapshot.run_id,
+            "updated_at": snapshot.updated_at.isoformat(),
+            "document": json.dumps(snapshot.to_json(), sort_keys=True),
+        }
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(sa.delete(progress).where(progress.c.source == snapshot.source))
+                conn.execute(sa.insert(progress), [row])
+        except SQLAlchemyError as exc:
+            raise StateError(f"cannot write the progress of {snapshot.source!r}: {exc}") from None
+
+    def clear_progress(self, source: str, run_id: str) -> None:
+        """The source's cycle `run_id` ended: drop its figures (not a newer cycle's)."""
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(
+                    sa.delete(progress).where(
+                        progress.c.source == source, progress.c.run_id == run_id
+                    )
+                )
+        except SQLAlchemyError as exc:
+            raise StateError(f"cannot write the progress of {source!r}: {exc}") from None
+
+    def running_cycles(self) -> list[ProgressSnapshot]:
+        """The cycles running now, by source, as their processes last reported them.
+
+        A snapshot's `updated_at` tells how fresh it is: the heartbeat rewrites it every
+        `connector.progress_interval`, so one much older belongs to a process that stopped.
+        """
+        try:
+            with self._engine.connect() as conn:
+                rows = list(conn.execute(sa.select(progress).order_by(progress.c.source)))
+        except SQLAlchemyError as exc:
+            raise StateError(f"cannot read the progress of the running cycles: {exc}") from None
+        found = []
+        for row in rows:
+            try:
+                found.append(ProgressSnapshot.from_json(json.loads(row.document)))
+            except (ValueError, KeyError, TypeError):
+                continue  # a row written by another release: not worth failing `status` over
+        return found
+
+    def set_last_plan(
+        self, source: str, kind: str, *, run_id: str, recorded_at: datetime, document: Any
+    ) -> None:
+        """Store the plan of a source's latest cycle of that kind (replacing the previous one)."""
+        row = {
+            "source": source,
+            "kind": kind,
+            "run_id": run_id,
+            "recorded_at": recorded_at.isoformat(),
+            "document": json.dumps(document, sort_keys=True),
+        }
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(sa.delete(plans).where(plans.c.source == source, plans.c.kind == kind))
+                conn.execute(sa.insert(plans), [row])
+        except SQLAlchemyError as exc:
+            raise StateError(f"cannot write the last plan of {source!r}: {exc}") from None
+
+    def last_plans(self) -> dict[tuple[str, str], Any]:
+        """The stored last plans: (source, kind) -> the document given to `set_last_plan`."""
+        try:
+            with self._engine.connect() as conn:
+                rows = list(conn.execute(sa.select(plans)))
+        except SQLAlchemyError as exc:
+            raise StateError(f"cannot read the last plans: {exc}") from None
+        found: dict[tuple[str, str], Any] = {}
+        for row in rows:
+            try:
+                found[(row.source, row.kind)] = json.loads(row.document)
+            except ValueError:
+                continue  # a row this release cannot read: not worth failing the page over
+        return found
 
     def managed(self, uids: Iterable[str]) -> dict[str, frozenset[str]]:
         """The keys the connector last wrote to these tasks (unknown: absent)."""
@@ -553,4 +742,4 @@ class StateStore:
                 for chunk in _chunks(list(uids)):
                     conn.execute(sa.delete(task_index).where(task_index.c.uid.in_(chunk)))
         except SQLAlchemyError as exc:
-            raise StateError(f"cannot write the task index: {exc}") from None
+            raise StateError(f"cannot write the task index: {self._why(exc)}") from None

@@ -171,6 +171,17 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 
 
+def format_duration(seconds: float) -> str:
+    """A duration as the config writes it: `90s`, `5m`, `2h`, `1d`, `250ms`."""
+    if seconds and seconds < 1:
+        return f"{round(seconds * 1000)}ms"
+    for unit in ("d", "h", "m"):
+        size = _UNITS[unit]
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
 def parse_duration(value: object) -> object:
     """A config duration (`30s`, `5m`, `1h`, `250ms`, `2d` or a number of seconds) as a
     timedelta; anything else is left for the model's own validation."""

@@ -6,7 +6,7 @@
 #   sudo bash scripts/container-smoke.sh         # a developer, alone
 #   bash scripts/container-smoke.sh              # from .ci/run (CI runs as root)
 #
-# No image registry is needed (see ../shared/notes/containers.md): a debootstrap tree stands in
+# No image registry is needed: a debootstrap tree stands in
 # for python:3.11-slim-bookworm, and a private dockerd (own socket, data-root, exec-root; no
 # bridge, no iptables) is started for the run and stopped after it. Everything lives under
 # $CTR_WORK (default /tmp/ctr-smoke); the rootfs and the image/layer cache are kept between runs,

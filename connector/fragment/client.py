@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, Protocol
@@ -28,6 +28,7 @@ from connector.errors import (
     FragmentError,
     FragmentFilterIgnored,
     FragmentNetworkError,
+    FragmentPayloadTooLarge,
     FragmentProtocolError,
     FragmentRateLimited,
     FragmentServerError,
@@ -96,6 +97,9 @@ class _RetryableStatus(Exception):
         self.response = response
         self.retry_after = retry_after
         self.deadline = deadline
+        # The wait the server asked for, uncapped; and the time left when it was too long.
+        self.asked_wait = parse_retry_after(response.headers.get("Retry-After"), now=time.time())
+        self.refused_wait: float | None = None
 
 
 class _RetryableTransport(Exception):
@@ -118,7 +122,12 @@ def _retry_hook(error: Exception) -> bool | float:
     if isinstance(error, _RetryableStatus):
         if error.retry_after is None:
             return True
-        return max(0.0, min(error.retry_after, error.deadline - time.monotonic()))
+        left = error.deadline - time.monotonic()
+        if error.asked_wait is not None and error.asked_wait > left:
+            # The server will refuse any retry before the deadline: give up now, say why.
+            error.refused_wait = left
+            return False
+        return max(0.0, min(error.retry_after, left))
     return isinstance(error, _RetryableTransport)
 
 
@@ -161,6 +170,13 @@ def _raise_for_status(method: str, endpoint: str, response: httpx.Response) -> N
         raise FragmentAuthError(f"Fragment refused the token (401): {message}", status=status)
     if status == 403:
         raise FragmentAuthError(f"Fragment denied access (403): {message}", status=status)
+    if status == 413:
+        size = len(response.request.content)
+        raise FragmentPayloadTooLarge(
+            f"{method} {endpoint} answered 413: a {size}-byte body is over the limit of Fragment "
+            "or a proxy before it",
+            status=status,
+        )
     if status in (400, 404, 409, 422):
         raise FragmentValidationError(text, status=status, item_errors=items)
     if status == 429:
@@ -246,6 +262,40 @@ class TaskPage(list[Task]):
     def __init__(self, tasks: Iterable[Task] = (), server_date: datetime | None = None) -> None:
         super().__init__(tasks)
         self.server_date = server_date
+
+
+class _ListingGuard:
+    """Ends a listing that never ends: fresh cursors forever would burn the account's budget.
+
+    A page with a next cursor must bring a task not listed before; and the pages may not exceed
+    what `meta.total_count` (documented) allows, with a margin for tasks created meanwhile.
+    """
+
+    def __init__(self) -> None:
+        self.listed: set[str] = set()
+        self.pages = 0
+        self.total: int | None = None
+
+    def check(self, items: list[Task], meta: Mapping[str, Any]) -> None:
+        """Called for each page that has a next cursor."""
+        self.pages += 1
+        new = {task.uid for task in items} - self.listed
+        if not new:
+            raise FragmentProtocolError(
+                f"GET /tasks page {self.pages} brought no task not already listed, yet gave "
+                "another cursor: the listing was stopped (it would never end)"
+            )
+        self.listed |= new
+        total = meta.get("total_count")
+        if self.total is None and isinstance(total, int) and total >= 0:
+            self.total = total
+        if self.total is not None:
+            limit = 2 * self.total + 200
+            if len(self.listed) > limit:
+                raise FragmentProtocolError(
+                    f"GET /tasks listed {len(self.listed)} tasks where meta.total_count said "
+                    f"{self.total}: the listing was stopped (it would never end)"
+                )
 
 
 class FragmentClient:
@@ -340,6 +390,16 @@ class FragmentClient:
                         method, path, endpoint, params, content, headers, deadline
                     )
         except _RetryableStatus as exc:
+            if exc.refused_wait is not None and exc.asked_wait is not None:
+                try:
+                    _raise_for_status(method, endpoint, exc.response)
+                except FragmentError as error:
+                    raise type(error)(
+                        f"{error} (Retry-After asked for {exc.asked_wait:.0f}s, more than the "
+                        f"{max(0.0, exc.refused_wait):.0f}s left of fragment.retry_deadline: "
+                        "not retried)",
+                        status=error.status,
+                    ) from None
             _raise_for_status(method, endpoint, exc.response)
             raise AssertionError("unreachable") from exc  # pragma: no cover
         except _RetryableTransport as exc:
@@ -422,6 +482,7 @@ class FragmentClient:
         restarts = 0
         cursor: str | None = None
         seen_cursors: set[str] = set()
+        guard = _ListingGuard()
         while True:
             params = self._listing_params(statuses, field_filters, updated_at_after, cursor)
             try:
@@ -434,17 +495,18 @@ class FragmentClient:
                 if cursor is not None and restarts < MAX_CURSOR_RESTARTS:
                     restarts += 1
                     log.warning("fragment.cursor_restart", reason=str(exc), restart=restarts)
-                    cursor, seen_cursors = None, set()
+                    cursor, seen_cursors, guard = None, set(), _ListingGuard()
                     continue
                 if cursor is None and not self._plain_listing:
                     self._plain_listing = True
                     log.warning("fragment.plain_listing", reason=str(exc))
                     continue
                 raise
+            items = _items(body, "GET /tasks")
             page = TaskPage(
                 (
                     task
-                    for task in _items(body, "GET /tasks")
+                    for task in items
                     if task.uid not in seen and _matches(task, statuses, field_filters)
                 ),
                 server_date,
@@ -459,6 +521,7 @@ class FragmentClient:
                 return
             if not isinstance(next_cursor, str) or next_cursor in seen_cursors:
                 raise FragmentProtocolError("GET /tasks returned a cursor it had already returned")
+            guard.check(items, meta if isinstance(meta, dict) else {})
             seen_cursors.add(next_cursor)
             cursor = next_cursor
 
@@ -502,13 +565,16 @@ class FragmentClient:
                 params.append(("updated_at_after", format_timestamp(updated_at_after)))
         return params
 
-    async def query_uids(self, uids: Iterable[str]) -> list[Task]:
+    async def query_uids(
+        self, uids: Iterable[str], *, progress: Callable[[int], None] | None = None
+    ) -> list[Task]:
         """The tasks with these uids, whatever their status (`POST /tasks/query`, 100 per call).
 
         The body is the documented one: the condition tree under `condition`. The `in` operator
         and the `uid` field are assumed, so every answer is checked: a task that was not asked
         for, or more tasks than asked, proves the server ignored the filter, and then what the
         answer lacks proves nothing (FragmentFilterIgnored; a 400/422 raises as usual).
+        `progress` is told how many uids each call settled.
         """
         wanted = list(dict.fromkeys(uids))
         found: list[Task] = []
@@ -531,6 +597,8 @@ class FragmentClient:
                     f"{stray} of them not asked for: the server ignored the filter"
                 )
             found.extend(tasks)
+            if progress is not None:
+                progress(len(chunk))
         return found
 
     async def put_batch(self, items: Sequence[Mapping[str, JSONValue]]) -> BatchAnswer:

@@ -20,7 +20,7 @@ not create its task this cycle.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import structlog
@@ -59,11 +59,13 @@ class TaskFinder:
         *,
         listing_fields: Mapping[str, str],
         listing_pages: int,
+        progress: Callable[[int], None] | None = None,
     ) -> Lookup:
         """Find the tasks holding `uids`.
 
         `listing_fields` filter the fallback listing (the source's markers; applied again on
         this side); `listing_pages` is the expected cost of that listing in requests.
+        `progress` is told how many uids each request settled.
         """
         wanted = list(dict.fromkeys(uids))
         result = Lookup()
@@ -71,7 +73,7 @@ class TaskFinder:
             return result
         if self.query_usable:
             try:
-                tasks = await self._client.query_uids(wanted)
+                tasks = await self._client.query_uids(wanted, progress=progress)
             except (FragmentFilterIgnored, FragmentValidationError) as exc:
                 if isinstance(exc, FragmentValidationError) and exc.status not in (400, 422):
                     raise
@@ -86,7 +88,7 @@ class TaskFinder:
                 self._settle(result, wanted, tasks)
                 return result
         if len(wanted) <= listing_pages:
-            await self._by_uid(result, wanted)
+            await self._by_uid(result, wanted, progress)
             return result
         try:
             tasks = [
@@ -98,10 +100,12 @@ class TaskFinder:
             if exc.status not in (400, 422):
                 raise
             log.warning("fragment.listing_refused", error=str(exc), fallback="GET /tasks/{uid}")
-            await self._by_uid(result, wanted)
+            await self._by_uid(result, wanted, progress)
             return result
         result.methods.append(LISTING)
         self._settle(result, wanted, tasks)
+        if progress is not None:
+            progress(len(wanted))
         return result
 
     @staticmethod
@@ -113,9 +117,13 @@ class TaskFinder:
                 result.found[task.uid] = task
         result.absent.update(uid for uid in wanted if uid not in result.found)
 
-    async def _by_uid(self, result: Lookup, wanted: list[str]) -> None:
+    async def _by_uid(
+        self, result: Lookup, wanted: list[str], progress: Callable[[int], None] | None = None
+    ) -> None:
         result.methods.append(BY_UID)
         for uid in wanted:
+            if progress is not None:
+                progress(1)
             try:
                 task = await self._client.get_task(uid)
             except FragmentValidationError as exc:

@@ -180,9 +180,8 @@ def test_dockerfile_healthcheck_is_exec_form_on_healthz(
     final_stage: dict[str, list[str]],
 ) -> None:
     command = healthcheck_command(final_stage)
-    assert command[0] == "python3"
-    assert "/healthz" in command[-1]
-    assert PORT_ENV in command[-1]
+    # The CLI's own probe, which reads the config: a moved server.port never goes unhealthy.
+    assert command == ["fragment-connector", "healthcheck"]
 
 
 class _Health(BaseHTTPRequestHandler):
@@ -212,14 +211,21 @@ def health_server() -> Iterator[tuple[ThreadingHTTPServer, type[_Health]]]:
         thread.join()
 
 
-def run_probe(command: list[str], port: int | None) -> int:
-    """Run the HEALTHCHECK's python here, as the engine would run it in the container."""
-    env = {k: v for k, v in os.environ.items() if k != PORT_ENV}
-    if port is not None:
-        env[PORT_ENV] = str(port)
+def run_probe(command: list[str], config: Path, *, env_port: int | None = None) -> int:
+    """Run the HEALTHCHECK's command here, as the engine would run it in the container (with
+    FRAGMENT_CONNECTOR_CONFIG set, as the image's users do)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAGMENT_CONNECTOR")}
+    env["FRAGMENT_CONNECTOR_CONFIG"] = str(config)
+    if env_port is not None:
+        env[PORT_ENV] = str(env_port)
     env["HTTP_PROXY"] = env["http_proxy"] = "http://127.0.0.1:9"  # must not be used
+    assert command[0] == "fragment-connector"
     result = subprocess.run(
-        [sys.executable, *command[1:]], env=env, capture_output=True, timeout=30, check=False
+        [sys.executable, "-m", "connector", *command[1:]],
+        env=env,
+        capture_output=True,
+        timeout=30,
+        check=False,
     )
     return result.returncode
 
@@ -227,16 +233,25 @@ def run_probe(command: list[str], port: int | None) -> int:
 def test_dockerfile_healthcheck_probe_works(
     final_stage: dict[str, list[str]],
     health_server: tuple[ThreadingHTTPServer, type[_Health]],
+    tmp_path: Path,
 ) -> None:
     command = healthcheck_command(final_stage)
     server, handler = health_server
     port = server.server_address[1]
-    assert run_probe(command, port) == 0
+    # The port comes from the config file alone (no FRAGMENT_CONNECTOR__SERVER__PORT)...
+    config = tmp_path / "config.yaml"
+    config.write_text(f"server: {{host: 0.0.0.0, port: {port}}}\n")
+    assert run_probe(command, config) == 0
+    # ... and the environment overrides it, as it does for the daemon.
+    elsewhere = tmp_path / "elsewhere.yaml"
+    elsewhere.write_text("server: {port: 9}\n")
+    assert run_probe(command, elsewhere) != 0
+    assert run_probe(command, elsewhere, env_port=port) == 0
     handler.status = 503
-    assert run_probe(command, port) != 0
+    assert run_probe(command, config) != 0
     server.shutdown()
     server.server_close()
-    assert run_probe(command, port) != 0  # nothing listening
+    assert run_probe(command, config) != 0  # nothing listening
 
 
 def test_dockerfile_hadolint_clean() -> None:

@@ -106,7 +106,12 @@ def test_demo_runs_on_embedded_defaults(tmp_path: Path, workspace: Workspace) ->
     assert "Applied: 2 create, 2 update, 0 reopen, 3 close" in out
     assert "Applied: 0 create, 0 update, 0 reopen, 0 close" in out
     assert "title: …stomer #4200 → …stomer #4200 (documents received)" in out
-    assert "T-1001 is still STARTED" in out
+    # Computed from the sandbox's tasks: the operator's decisions stood, the hand-made task too.
+    assert (
+        "The hand-made task is TODO with its title 'Quarterly audit (created by hand, not by the "
+        "connector)'. T-1001 (started by the operator) is STARTED; T-1002 (closed by the "
+        "operator) is DONE." in " ".join(out.split())
+    )
 
 
 def test_version_and_help(workspace: Workspace) -> None:

@@ -10,6 +10,7 @@ cursor tokens.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import email.utils
 import json
@@ -118,6 +119,12 @@ class FakeServer:
         self.failing_pages: set[int] = set()
         self.url = ""
         self._served: ServedApp | None = None
+        # Write-backs: each write the fake applied, as (ticket id, what), logged before the
+        # answer is delayed by `write_delay` (a client killed meanwhile never sees the answer).
+        self.applied: list[tuple[str, str]] = []
+        self.write_delay = 0.0
+        self.gone: set[str] = set()  # ticket ids whose reads and writes answer 404
+        self.reject_writes = False  # answer writes with the vendor's 409/422
 
     def routes(self) -> list[BaseRoute]:
         """The vendor's endpoints."""
@@ -152,6 +159,19 @@ class FakeServer:
                 self.rate_limited -= 1
                 return True
             return False
+
+    async def record_write(self, ticket_id: str, what: str) -> None:
+        """Log a write the fake applied, then wait `write_delay` before answering it."""
+        with self.lock:
+            self.applied.append((ticket_id, what))
+            delay = self.write_delay
+        if delay:
+            await asyncio.sleep(delay)
+
+    def writes_to(self, ticket_id: str, what: str | None = None) -> list[str]:
+        """What was applied to a ticket (optionally only writes of that kind)."""
+        with self.lock:
+            return [w for t, w in self.applied if t == ticket_id and what in (None, w)]
 
     def hits(self, path: str | None = None) -> list[Hit]:
         """The requests answered so far, optionally only those to `path`."""

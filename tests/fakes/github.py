@@ -4,6 +4,13 @@
     GET /repos/{owner}/{repo}/issues          state, labels, sort, direction, since, per_page
     GET /repositories/{id}/issues             the same, as the `Link` next URLs name it
     GET /rate_limit                           the quota (costs nothing)
+    GET/PATCH /repos/{owner}/{repo}/issues/{n}   one issue; `{"state", "state_reason"}` (write-back)
+    POST /repos/{owner}/{repo}/issues/{n}/comments   `{"body"}`, 201 with the comment
+
+"Update an issue" and "Create an issue comment" (docs.github.com): PATCH answers 200 with the
+issue, `state` open|closed and `state_reason` completed|not_planned|reopened|null, anything
+else 422 "Validation Failed" with `errors`; a comment is 201; an unknown issue 404 "Not Found",
+issues disabled 410.
 
 Follows docs.github.com ("List repository issues", "Using pagination in the REST API", "Best
 practices" on conditional requests, "Rate limits for the REST API", "Troubleshooting") and the
@@ -331,9 +338,86 @@ class GitHubFake(FakeServer):
             link = f'<{base}?{urlencode(query)}>; rel="first"'
         return self._conditional(request, chunk, link)
 
+    def _issue(self, request: Request) -> tuple[str, dict[str, Any] | None]:
+        repo = f"{request.path_params['owner']}/{request.path_params['repo']}".lower()
+        number = request.path_params["number"]
+        ticket_id = f"{repo}#{number}"
+        with self.lock:
+            item = self.items.get(repo, {}).get(number)
+        if item is None or "pull_request" in item or ticket_id in self.gone:
+            return ticket_id, None
+        return ticket_id, item
+
+    def _invalid(self, field: str) -> Response:
+        body = {
+            "message": "Validation Failed",
+            "errors": [{"resource": "Issue", "field": field, "code": "invalid"}],
+            "documentation_url": f"{DOCS}/issues/issues#update-an-issue",
+            "status": "422",
+        }
+        return JSONResponse(body, 422, headers=self._headers())
+
+    async def issue(self, request: Request) -> Response:
+        refused = self._refuse(request)
+        if refused is not None:
+            return refused
+        ticket_id, item = self._issue(request)
+        if item is None:
+            return self._message(404, "Not Found")
+        if request.method == "GET":
+            with self.lock:
+                return JSONResponse(dict(item), headers=self._headers())
+        try:
+            change = await request.json()
+            assert isinstance(change, dict)
+        except (ValueError, AssertionError):
+            return self._message(400, "Problems parsing JSON")
+        state = change.get("state", item["state"])
+        reason = change.get("state_reason")
+        if self.reject_writes or state not in ("open", "closed"):
+            return self._invalid("state")
+        if reason not in (None, "completed", "not_planned", "reopened"):
+            return self._invalid("state_reason")
+        with self.lock:
+            stamp = _stamp(self.clock.now)
+            if state == "closed" and item["state"] != "closed":
+                item.update(state="closed", closed_at=stamp, state_reason=reason or "completed")
+            elif state == "open":
+                item.update(state="open", closed_at=None, state_reason="reopened")
+            item["updated_at"] = stamp
+            answer = dict(item)
+        await self.record_write(ticket_id, f"state:{state}")
+        return JSONResponse(answer, headers=self._headers())
+
+    async def comment(self, request: Request) -> Response:
+        refused = self._refuse(request)
+        if refused is not None:
+            return refused
+        ticket_id, item = self._issue(request)
+        if item is None:
+            return self._message(404, "Not Found")
+        try:
+            body = (await request.json())["body"]
+            assert isinstance(body, str) and body
+        except (ValueError, KeyError, TypeError, AssertionError):
+            return self._invalid("body")
+        with self.lock:
+            item["comments"] += 1
+            item.setdefault("comment_bodies", []).append(body)
+            item["updated_at"] = _stamp(self.clock.now)
+            comment = {"id": 1_000_000 + len(self.applied), "body": body, "user": {"login": "x"}}
+        await self.record_write(ticket_id, "comment")
+        return JSONResponse(comment, 201, headers=self._headers())
+
     def routes(self) -> list[BaseRoute]:
         """The REST API."""
         return [
+            Route(
+                "/repos/{owner}/{repo}/issues/{number:int}", self.issue, methods=["GET", "PATCH"]
+            ),
+            Route(
+                "/repos/{owner}/{repo}/issues/{number:int}/comments", self.comment, methods=["POST"]
+            ),
             Route("/rate_limit", self.rate_limit),
             Route("/repos/{owner}/{repo}", self.repository),
             Route("/repos/{owner}/{repo}/issues", self.issues),

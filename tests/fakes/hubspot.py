@@ -3,6 +3,14 @@
     GET  /crm/v3/pipelines/tickets          ticket pipelines; stages carry metadata.ticketState
     POST /crm/v3/objects/tickets/search     filterGroups, sorts, properties, limit, after
     GET  /account-info/v3/details           portalId, uiDomain...
+    GET|PATCH /crm/v3/objects/tickets/{id}  one ticket; `{"properties": {"hs_pipeline_stage"}}`
+    POST /crm/v3/objects/notes              a note, associated with a ticket (type 228)
+
+Write-back, after the tickets and notes API references: GET answers `{"id", "properties", ...}`
+with the `properties` asked; an unknown or archived ticket is 404 `OBJECT_NOT_FOUND`; PATCH
+answers 200 with the ticket, a stage not of the ticket's pipeline 400 `VALIDATION_ERROR` (also
+for every write while `reject_writes`); a note needs `hs_timestamp` and an association `{"to":
+{"id"}, "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 228}]}`, 201.
 
 Follows developers.hubspot.com (CRM search guide and its limits, the tickets and pipelines API
 references, "Retrieve account details", API usage guidelines and error responses) and the notes
@@ -413,9 +421,83 @@ class HubSpotFake(FakeServer):
             "archived": False,
         }
 
+    def _ticket(self, key: str) -> dict[str, Any] | None:
+        with self.lock:
+            ticket = self.tickets.get(int(key)) if key.isdigit() else None
+        if ticket is None or ticket["archived"] or key in self.gone:
+            return None
+        return ticket
+
+    def _not_found(self, key: str) -> JSONResponse:
+        return self._error(
+            404,
+            "OBJECT_NOT_FOUND",
+            "Object not found.  objectId are usually numeric.",
+            context={"id": [key]},
+        )
+
+    async def ticket(self, request: Request) -> Response:
+        refused = self._refuse(request)
+        if refused is not None:
+            return refused
+        key = request.path_params["id"]
+        ticket = self._ticket(key)
+        if ticket is None:
+            return self._not_found(key)
+        if request.method == "GET":
+            wanted = request.query_params.get("properties")
+            with self.lock:
+                body = self._render(int(key), wanted.split(",") if wanted else None)
+            return JSONResponse(body, headers=self._headers())
+        try:
+            stage = (await request.json())["properties"]["hs_pipeline_stage"]
+        except (ValueError, KeyError, TypeError):
+            return self._error(400, "VALIDATION_ERROR", "Invalid input JSON on line 1")
+        with self.lock:
+            valid = stage in STAGES and STAGES[stage][0] == ticket["hs_pipeline"]
+        if self.reject_writes or not valid:
+            return self._error(
+                400,
+                "VALIDATION_ERROR",
+                f"Property values were not valid: hs_pipeline_stage {stage!r} is not a stage "
+                "of the ticket's pipeline",
+            )
+        self.move(key, stage)
+        await self.record_write(key, f"stage:{stage}")
+        with self.lock:
+            body = self._render(int(key), None)
+        return JSONResponse(body, headers=self._headers())
+
+    async def note(self, request: Request) -> Response:
+        refused = self._refuse(request)
+        if refused is not None:
+            return refused
+        try:
+            body = await request.json()
+            text = body["properties"]["hs_note_body"]
+            assert body["properties"]["hs_timestamp"]
+            [association] = body["associations"]
+            [kind] = association["types"]
+            assert kind == {"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 228}
+            key = str(association["to"]["id"])
+        except (ValueError, KeyError, TypeError, AssertionError):
+            return self._error(400, "VALIDATION_ERROR", "Invalid note or association")
+        ticket = self._ticket(key)
+        if ticket is None:
+            return self._not_found(key)
+        with self.lock:
+            ticket.setdefault("notes", []).append(text)
+            ident = 70_000 + len(self.applied)
+        await self.record_write(key, "note")
+        return JSONResponse(
+            {"id": str(ident), "properties": {"hs_note_body": text}}, 201, headers=self._headers()
+        )
+
     def routes(self) -> list[BaseRoute]:
         """The account's API."""
         return [
+            Route("/crm/v3/objects/tickets/{id:str}", self.ticket, methods=["GET", "PATCH"]),
+            Route("/crm/v3/objects/notes", self.note, methods=["POST"]),
             Route("/crm/v3/pipelines/tickets", self.pipelines),
             Route("/crm/v3/objects/tickets/search", self.search, methods=["POST"]),
             Route("/account-info/v3/details", self.account),

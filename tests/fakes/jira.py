@@ -4,6 +4,17 @@
     GET  /rest/api/3/serverInfo         `serverTime` in the account's time zone
     GET|POST /rest/api/3/search/jql     jql, fields, maxResults, nextPageToken
     GET|POST /rest/api/3/search         410 Gone (removed by Atlassian in 2025)
+    GET  /rest/api/3/issue/{id}         ?fields=status (write-back's read)
+    GET|POST /rest/api/3/issue/{id}/transitions   the transitions from the issue's status; make one
+    POST /rest/api/3/issue/{id}/comment `{"body": <ADF document>}`, 201
+
+Write-back, after REST v3 "Get transitions", "Transition issue" and "Add comment": transitions
+are `{"transitions": [{"id", "name", "to": {"id", "name", "statusCategory": {...}}}]}`, one into
+each other status (`workflow_without_done` drops those into the Done category); a transition is
+`{"transition": {"id"}}` answered 204, an id not valid from the issue's status 400 with
+`errorMessages`, a conflicting update 409 (`reject_writes`); a comment body must be an ADF
+document (`{"type": "doc", "version": 1, ...}`) or 400; an unknown issue is 404 "Issue does not
+exist or you do not have permission to see it.".
 
 Follows developer.atlassian.com (REST v3 "Search for issues using JQL (enhanced search)",
 "Rate limiting", the JQL reference for dates and fields) and the recordings in
@@ -115,6 +126,8 @@ class JiraFake(FakeServer):
         self.zone = ZoneInfo(time_zone)
         self.page_cap = page_cap
         self.drop_token_on_page: int | None = None
+        self.workflow_without_done = False
+        self.comments: dict[str, list[dict[str, Any]]] = {}
         self.issues: dict[int, Issue] = {}
         numbers = dict.fromkeys(PROJECTS, 0)
         for n in range(1, issues + 1):
@@ -362,10 +375,96 @@ class JiraFake(FakeServer):
         answer["isLast"] = not more
         return self._json(answer)
 
+    def _issue(self, request: Request) -> Issue | None:
+        key = request.path_params["id"]
+        with self.lock:
+            issue = self.issues.get(int(key)) if key.isdigit() else None
+        return None if issue is None or key in self.gone else issue
+
+    def _no_issue(self) -> JSONResponse:
+        return self._errors(404, "Issue does not exist or you do not have permission to see it.")
+
+    def _status(self, name: str) -> dict[str, Any]:
+        status_id, key, category, category_id = STATUSES[name]
+        return {
+            "id": status_id,
+            "name": name,
+            "statusCategory": {"id": category_id, "key": key, "name": category},
+        }
+
+    def _transitions(self, issue: Issue) -> list[dict[str, Any]]:
+        return [
+            {"id": str(11 + 10 * n), "name": f"Move to {name}", "to": self._status(name)}
+            for n, name in enumerate(CYCLE)
+            if name != issue.status
+            and not (self.workflow_without_done and STATUSES[name][1] == "done")
+        ]
+
+    async def issue(self, request: Request) -> Response:
+        refused = self._refuse(request)
+        if refused is not None:
+            return refused
+        issue = self._issue(request)
+        if issue is None:
+            return self._no_issue()
+        with self.lock:
+            fields = {"status": self._status(issue.status), "summary": issue.summary}
+            return self._json({"id": str(issue.id), "key": issue.key, "fields": fields})
+
+    async def transitions(self, request: Request) -> Response:
+        refused = self._refuse(request)
+        if refused is not None:
+            return refused
+        issue = self._issue(request)
+        if issue is None:
+            return self._no_issue()
+        if request.method == "GET":
+            with self.lock:
+                return self._json(
+                    {"expand": "transitions", "transitions": self._transitions(issue)}
+                )
+        try:
+            wanted = str((await request.json())["transition"]["id"])
+        except (ValueError, KeyError, TypeError):
+            return self._errors(400, "No transition specified.")
+        if self.reject_writes:
+            return self._errors(409, "The issue could not be updated: a conflicting update.")
+        with self.lock:
+            target = next((t for t in self._transitions(issue) if t["id"] == wanted), None)
+            if target is None:
+                return self._errors(400, f"Transition id '{wanted}' is not valid for this issue.")
+            issue.status = target["to"]["name"]
+            issue.updated = self.clock.now
+        await self.record_write(str(issue.id), f"status:{target['to']['name']}")
+        return Response(status_code=204, headers=self._headers())
+
+    async def comment(self, request: Request) -> Response:
+        refused = self._refuse(request)
+        if refused is not None:
+            return refused
+        issue = self._issue(request)
+        if issue is None:
+            return self._no_issue()
+        try:
+            body = (await request.json())["body"]
+            assert isinstance(body, dict) and body.get("type") == "doc" and body.get("version") == 1
+        except (ValueError, KeyError, TypeError, AssertionError):
+            return self._errors(400, "Comment body is not valid!")
+        with self.lock:
+            issue.updated = self.clock.now
+            kept = self.comments.setdefault(str(issue.id), [])
+            kept.append(body)
+            answer = {"id": str(10000 + len(kept)), "body": body}
+        await self.record_write(str(issue.id), "comment")
+        return self._json(answer, 201)
+
     def routes(self) -> list[BaseRoute]:
         """The site's API."""
         return [
             Route("/rest/api/3/myself", self.myself),
+            Route("/rest/api/3/issue/{id}", self.issue),
+            Route("/rest/api/3/issue/{id}/transitions", self.transitions, methods=["GET", "POST"]),
+            Route("/rest/api/3/issue/{id}/comment", self.comment, methods=["POST"]),
             Route("/rest/api/3/serverInfo", self.server_info),
             Route("/rest/api/3/search/jql", self.search, methods=["GET", "POST"]),
             Route("/rest/api/3/search", self.legacy_search, methods=["GET", "POST"]),

@@ -10,6 +10,8 @@ its path (`GET` or `POST`; for `POST` the JSON body's keys count as parameters t
     /next/{kind}    ?page=N&per_page=K   {"results": [...], "next": "http://.../next/...?page=N+1"}
     /single/{kind}                       {"data": [...]} (everything in one answer)
     /me                                  who the credentials belong to
+    POST /tickets/{id}/close             {"note": ...}: closes; 409 when closed already (write-back)
+    POST /tickets/{id}/comments          {"body": ...}: 201
 
 `kind` is `tickets` (the open ones, `open` or `pending`; `?status=all` for every one, by id) or
 `changes` (tickets of any status updated at or after `updated_since`, given as ISO 8601, epoch
@@ -285,10 +287,39 @@ class RestBackoffice(FakeServer):
         following_url = self._link(request, page=page + 1) if more else None
         return JSONResponse({"results": chunk, "next": following_url, **extra})
 
+    async def write(self, request: Request) -> Response:
+        args = await self._args(request)
+        refused = self._refusal(request)
+        if refused is not None:
+            return refused
+        key = request.path_params["id"]
+        if request.path_params["action"] not in ("close", "comments"):
+            return JSONResponse({"error": "not found"}, 404)
+        with self.lock:
+            ticket = self.tickets.get(int(key)) if key.isdigit() else None
+            if ticket is None or key in self.gone:
+                return JSONResponse({"error": "no such ticket"}, 404)
+            if self.reject_writes:
+                return JSONResponse({"error": "invalid transition"}, 422)
+            if request.path_params["action"] == "comments":
+                ticket.setdefault("notes", []).append(args.get("body"))
+                what, status = "comment", 201
+            elif ticket["status"] == "closed":
+                return JSONResponse({"error": "already closed"}, 409)
+            else:
+                ticket["status"] = "closed"
+                ticket.setdefault("notes", []).append(args.get("note"))
+                what, status = "close", 200
+            ticket["updated_at"] = _stamp(self.clock.now)
+            answer = dict(ticket)
+        await self.record_write(key, what)
+        return JSONResponse(answer, status)
+
     def routes(self) -> list[BaseRoute]:
         """`/me` and `/{style}/{kind}`."""
         methods = ["GET", "POST"]
         return [
+            Route("/tickets/{id}/{action:str}", self.write, methods=["POST"]),
             Route("/me", self.me, methods=methods),
             Route("/{style:str}/{kind:str}", self.listing, methods=methods),
         ]

@@ -3,6 +3,14 @@
     GET /api/v2/users/me[.json]                     the agent behind the credentials
     GET /api/v2/search/export[.json]                ?query=&filter[type]=&page[size]=&page[after]=
     GET /api/v2/incremental/tickets/cursor[.json]   ?start_time= | ?cursor=  [&per_page=]
+    GET /api/v2/tickets/{id}[.json]                 {"ticket": {...}} (write-back's read)
+    PUT /api/v2/tickets/{id}[.json]                 {"ticket": {"status": ..., "comment": {...}}}
+
+Update Ticket (developer.zendesk.com, Tickets > Update Ticket): the body is `{"ticket": {...}}`,
+a comment `{"body", "public"}` (false: an internal note) is added to the ticket's comments, the
+answer is `{"ticket": {...}, "audit": {...}}`; an unknown id is 404 `{"error":
+"RecordNotFound", "description": "Not found"}`; a closed ticket cannot be updated: 422
+`RecordInvalid` "Status: closed prevents ticket update".
 
 Follows developer.zendesk.com (Search > Export Search Results; Incremental Exports and "Using
 the Incremental Export API"; Rate limits) and the recordings in
@@ -347,9 +355,55 @@ class ZendeskFake(FakeServer):
             }
         )
 
+    def _not_found(self) -> JSONResponse:
+        return self._json({"error": "RecordNotFound", "description": "Not found"}, 404)
+
+    def _invalid(self, field: str, description: str) -> JSONResponse:
+        details = {field: [{"description": description, "error": "InvalidValue"}]}
+        body = {"error": "RecordInvalid", "description": "Record validation errors"}
+        return self._json({**body, "details": details}, 422)
+
+    async def ticket(self, request: Request) -> Response:
+        refused = self._refuse(request)
+        if refused is not None:
+            return refused
+        key = request.path_params["id"].removesuffix(".json")
+        with self.lock:
+            record = self.tickets.get(int(key)) if key.isdigit() else None
+            if record is None or record["status"] == "deleted" or key in self.gone:
+                return self._not_found()
+            if request.method == "GET":
+                return self._json({"ticket": dict(record)})
+        try:
+            change = (await request.json())["ticket"]
+            assert isinstance(change, dict)
+        except (ValueError, KeyError, TypeError, AssertionError):
+            return self._json({"error": "Invalid JSON", "description": "ticket required"}, 400)
+        with self.lock:
+            if record["status"] == "closed":
+                return self._invalid("status", "Status: closed prevents ticket update")
+            status = change.get("status")
+            if self.reject_writes or (status is not None and status not in STATUSES):
+                return self._invalid("status", f"Status: {status} is not valid")
+            comment = change.get("comment")
+            if status is not None:
+                record["status"] = status
+            if isinstance(comment, dict):
+                record.setdefault("comments", []).append(
+                    {"body": comment.get("body"), "public": comment.get("public", True)}
+                )
+            self._touch(record)
+            answer = {"ticket": dict(record), "audit": {"ticket_id": record["id"], "events": []}}
+        if status is not None:
+            await self.record_write(key, f"status:{status}")
+        if isinstance(comment, dict):
+            await self.record_write(key, "comment")
+        return self._json(answer)
+
     def routes(self) -> list[BaseRoute]:
         """The account's API."""
         return [
+            Route("/api/v2/tickets/{id}", self.ticket, methods=["GET", "PUT"]),
             Route("/api/v2/users/me.json", self.me),
             Route("/api/v2/users/me", self.me),
             Route("/api/v2/search/export.json", self.search_export),

@@ -61,7 +61,14 @@ def test_store_round_trip_on_postgresql(postgres_state_url: str) -> None:
     tables = execute(
         postgres_state_url, "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
     )
-    assert {row[0] for row in tables} == {"fc_task_index", "fc_cursors", "fc_runs", "fc_meta"}
+    assert {row[0] for row in tables} == {
+        "fc_task_index",
+        "fc_cursors",
+        "fc_runs",
+        "fc_meta",
+        "fc_plans",  # the status page's last plans
+        "fc_progress",  # the running cycles' progress (issue 16)
+    }
 
 
 def test_replicas_starting_together_migrate_once(postgres_state_url: str) -> None:
@@ -351,3 +358,18 @@ async def test_a_partitioned_replica_stops_and_is_replaced_only_once_its_session
     finally:
         partition.flowing.set()
         relay.close()
+
+
+def test_last_plans_are_shared_through_postgres(postgres_state_url: str) -> None:
+    """One replica's last plan is what another replica's store reads (the status page's data)."""
+    writer = StateStore(postgres_state_url, instance="tests")
+    reader = StateStore(postgres_state_url, instance="tests")
+    try:
+        now = datetime.now(UTC)
+        writer.set_last_plan("bo", "full", run_id="r1", recorded_at=now, document={"n": 1})
+        writer.set_last_plan("bo", "full", run_id="r2", recorded_at=now, document={"n": 2})
+        writer.set_last_plan("bo", "incremental", run_id="r3", recorded_at=now, document={"n": 3})
+        assert reader.last_plans() == {("bo", "full"): {"n": 2}, ("bo", "incremental"): {"n": 3}}
+    finally:
+        writer.close()
+        reader.close()

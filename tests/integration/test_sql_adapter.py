@@ -328,10 +328,19 @@ async def test_a_bare_dsn_gets_the_async_driver(table: SqlBackoffice) -> None:
 
 
 async def test_the_session_is_read_only(table: SqlBackoffice) -> None:
-    """A query that writes is refused by the read-only transaction, and nothing changes."""
-    options = table.options(query=f"DELETE FROM {table.table} RETURNING id, title")
-    with pytest.raises(AdapterConfigError, match="`query` failed on") as raised:
-        await listing(options)
+    """A query that writes is refused by the read-only transaction, and nothing changes.
+
+    The options refuse such a query at start (tests/integration/test_sql_read_only.py); here
+    that check is bypassed (`model_copy` does not validate) to reach the database's own refusal.
+    """
+    checked = SqlAdapter.Config.model_validate(table.options())
+    query = f"DELETE FROM {table.table} RETURNING id, title"
+    adapter = SqlAdapter(checked.model_copy(update={"query": query}))
+    try:
+        with pytest.raises(AdapterConfigError, match="`query` failed on") as raised:
+            _ = [item async for item in adapter.list_open()]
+    finally:
+        await adapter.aclose()
     assert "read" in str(raised.value).lower()  # read-only / READ ONLY / readonly
     assert len(table.open_ids()) == 103
 
@@ -343,7 +352,7 @@ async def test_the_session_is_read_only(table: SqlBackoffice) -> None:
     ("query", "problem"),
     [
         ("SELECT id, title FROM fc_no_such_table", r"(does not exist|doesn't exist|no such table)"),
-        ("SELEC id, title FROM fc_tickets", r"(syntax|SQL syntax)"),
+        ("SELECT id, title FROM fc_tickets WHERE id = = 1", r"(syntax|SQL syntax)"),
     ],
 )
 async def test_sql_errors_are_config_errors_naming_the_problem(
