@@ -31,7 +31,7 @@ def test_a_nul_in_a_ticket_id_is_an_invalid_record_and_closes_still_happen(
     ]
     workspace.write_tickets(make_tickets(5) + hostile)
     code, report = workspace.reconcile_json()
-    assert code == 0, report
+    assert code == 1, report  # skipped records exit 1 (README, exit codes); the rest is applied
     (source,) = report["sources"]
     assert source["ok"], source
     reasons = {r["ticket_id"]: r["reason"] for r in source["invalid_records"]}
@@ -56,10 +56,12 @@ def test_a_nul_in_a_ticket_id_is_an_invalid_record_and_closes_still_happen(
     # Later runs still write: a vanished ticket is closed although the hostile records remain.
     workspace.write_tickets(make_tickets(4) + hostile)
     code, report = workspace.reconcile_json()
-    assert code == 0, report
+    assert code == 1, report
     closes = [a["ticket_id"] for a in report["sources"][0]["actions"] if a["kind"] == "close"]
     assert "T-4" in closes
-    assert workspace.reconcile_json()[0] == 0
+    code, report = workspace.reconcile_json()
+    assert code == 1, report
+    assert all(a["kind"] == "unchanged" for a in report["sources"][0]["actions"]), report
 
 
 def test_a_deeply_nested_custom_field_is_an_invalid_record_and_other_sources_run(
@@ -82,10 +84,10 @@ def test_a_deeply_nested_custom_field_is_an_invalid_record_and_other_sources_run
         ]
     )
     text = workspace.reconcile()
-    assert text.returncode == 0, text.stdout + text.stderr
+    assert text.returncode == 1, text.stdout + text.stderr  # two skipped records
     assert "RecursionError" not in text.stdout + text.stderr
     code, report = workspace.reconcile_json()
-    assert code == 0
+    assert code == 1
     by_name = {s["name"]: s for s in report["sources"]}
     reasons = {r["ticket_id"]: r["reason"] for r in by_name["backoffice"]["invalid_records"]}
     assert reasons["T-deep"] == "a custom field is nested deeper than 32 levels"
