@@ -107,12 +107,14 @@ def _default_mapping() -> TicketMapping:
     )
 
 
-def _clean_sql(value: str) -> str:
+def _clean_sql(value: str, *, reads: bool = True) -> str:
     # A trailing semicolon would break the subquery that check() wraps around the query.
     value = value.strip().rstrip(";").rstrip()
     if not value:
         raise ValueError("must not be empty")
-    problem = _not_a_query(value)
+    # The listing's queries must only read; the write-back statements are writes by design
+    # (they run on `write_dsn`, never on the read-only listing connection).
+    problem = _not_a_query(value) if reads else None
     if problem:
         raise ValueError(f"must be a query that only reads: {problem}")
     return value
@@ -217,7 +219,7 @@ class SqlOptions(AdapterConfig):
     def _write_binds(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None:
             return None
-        value = _clean_sql(value)
+        value = _clean_sql(value, reads=False)
         names = _bind_names(value)
         if "ticket_id" not in names or names - WRITE_BINDS:
             extra = ", ".join(f":{n}" for n in sorted(names - WRITE_BINDS))

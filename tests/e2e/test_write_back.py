@@ -53,7 +53,7 @@ def write_backs(report: dict[str, Any]) -> list[dict[str, Any]]:
 
 def first_sync(ws: Workspace) -> None:
     code, report = ws.reconcile_json()
-    assert code == 0, report
+    assert code == 0, report.get("error", report)
     assert report["counts"]["create"] > 2
 
 
