@@ -159,8 +159,8 @@ def test_the_checks_expecting_failures_skip_the_retry_waits(pytester: pytest.Pyt
     # the real backoff, 0.5 s, 1 s, 2 s... up to 5 attempts, each check took 9-10 s).
     retries = [line for line in result.outlines if "stamina.retry_scheduled" in line]
     assert retries
-    # The line is key=value or a dict's repr, depending on how an earlier test in this process
-    # configured structlog: read the two figures in either form.
-    wait = re.compile(r"""\bwait_for'?[=:] ?0\.0\b""")
-    first = re.compile(r"""\bretry_num'?[=:] ?1\b""")
+    # The line is key=value, JSON or a dict's repr, depending on how an earlier test in this
+    # process configured structlog: read the two figures in any of these forms.
+    wait = re.compile(r"""\bwait_for["']?[=:] ?0\.0\b""")
+    first = re.compile(r"""\bretry_num["']?[=:] ?1\b""")
     assert all(wait.search(line) and first.search(line) for line in retries), retries
