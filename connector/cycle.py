@@ -447,15 +447,19 @@ class Reconciler:
         full = cold or options.full_listing or watermark.full_listing_due(self.settings)
         listing = LISTING_EVERY_STATUS if cold else LISTING_FULL if full else LISTING_CHANGES
         everything = cold  # whether the listing shows every task of the source, in any status
-        # A dry-run reads exactly what the real run would, and writes no local state.
-        mirror = Mirror(
-            self.store,
-            name,
-            self.markers,
-            lambda t: self._owned(name, t),
-            full_listing=full,
-            read_only=dry_run,
-        )
+
+        def new_mirror(full_listing: bool) -> Mirror:
+            # A dry-run reads exactly what the real run would, and writes no local state.
+            return Mirror(
+                self.store,
+                name,
+                self.markers,
+                lambda t: self._owned(name, t),
+                full_listing=full_listing,
+                read_only=dry_run,
+            )
+
+        mirror = new_mirror(full)
         started = Started()
 
         async def list_in_full(mirror: Mirror) -> None:
@@ -510,14 +514,7 @@ class Reconciler:
                 if shown != len(mirror.open):
                     log.info("fragment.drift", source=name, fragment=shown, mirror=len(mirror.open))
                     full, listing = True, LISTING_FULL
-                    mirror = Mirror(
-                        self.store,
-                        name,
-                        self.markers,
-                        lambda t: self._owned(name, t),
-                        full_listing=True,
-                        read_only=dry_run,
-                    )
+                    mirror = new_mirror(True)
                     await list_in_full(mirror)
         watermark = watermark.after_listing(started.at(), full=full, checked=checked)
         check = check_sync(
