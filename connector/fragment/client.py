@@ -534,8 +534,7 @@ class FragmentClient:
         A server that ignores a filter counts more tasks, never fewer: a caller comparing the
         count with what it expects sees a difference, not a false match.
         """
-        params = self._listing_params(statuses, dict(fields or {}), None, None)
-        params[0] = ("limit", "1")
+        params = self._listing_params(statuses, dict(fields or {}), None, None, limit=1)
         try:
             body = await self._send("GET", "tasks", endpoint="/tasks", params=params)
         except FragmentValidationError as exc:
@@ -554,8 +553,10 @@ class FragmentClient:
         fields: Mapping[str, str],
         updated_at_after: datetime | None,
         cursor: str | None,
+        *,
+        limit: int | None = None,
     ) -> list[tuple[str, str]]:
-        params: list[tuple[str, str]] = [("limit", str(self._page_size))]
+        params: list[tuple[str, str]] = [("limit", str(limit or self._page_size))]
         if cursor:
             params.append(("cursor", cursor))
         if not self._plain_listing:
