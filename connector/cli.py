@@ -33,7 +33,13 @@ from connector.printable import visible
 from connector.progress import Heartbeat, ProgressBoard
 from connector.redaction import REDACTOR, ScrubbingStream
 from connector.render import write_error_json, write_json, write_text
-from connector.runtime import build_adapters, fragment_token, open_runtime, remember_secrets
+from connector.runtime import (
+    build_adapters,
+    fragment_token,
+    open_runtime,
+    option_deprecations,
+    remember_secrets,
+)
 from connector.snapshot import read_snapshot
 from connector.state import StateStore, missing_sqlite_file
 
@@ -271,6 +277,8 @@ def check(state: CliState) -> int:
         return code
 
     click.echo(f"ok      config: {len(adapters)} source(s)")
+    for line in option_deprecations(settings):
+        _say(f"note    {line}")
     return asyncio.run(run())
 
 
