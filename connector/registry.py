@@ -194,7 +194,8 @@ def build_adapter(
 ) -> SourceAdapter:
     """An adapter instance for a configured source, its options validated by its Config model.
 
-    Each option given under a deprecated key is logged once per process (`config.deprecated_option`).
+    Each option given under a deprecated key is logged once per process
+    (`config.deprecated_option`).
     """
     cls = adapter_class(source.adapter, installed)
     options = validate_options(source, installed, config_dir=config_dir)
