@@ -12,7 +12,8 @@ from __future__ import annotations
 import uvicorn
 
 from connector.sandbox.app import ADMIN_PREFIX, API_PREFIX, create_app
-from connector.sandbox.store import SandboxConfig, SandboxStore
+from connector.sandbox.config import SandboxConfig
+from connector.sandbox.store import SandboxStore
 from connector.serving import ThreadServer, quiet_config
 
 
