@@ -104,7 +104,8 @@ def test_check_shows_the_deprecated_retry_keys_and_refuses_both_dialects(
         result = workspace.cli("check", "--config", str(workspace.config_path))
         assert result.returncode == 0, result.stdout + result.stderr
         prefix = "sources[support].options."
-        for key, new in (("retry_attempts", "retry.attempts"), ("retry_deadline", "retry.deadline")):
+        renamed = (("retry_attempts", "retry.attempts"), ("retry_deadline", "retry.deadline"))
+        for key, new in renamed:
             line = f"{prefix}{key} is deprecated: write {prefix}{new}"
             assert f"note    {line}\n" in result.stdout
             assert result.stderr.count(line) == 1
