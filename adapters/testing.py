@@ -47,8 +47,8 @@ from adapters.base import (
     SourceError,
     SupportsChanges,
     Ticket,
+    ticket_problem,
 )
-from connector.snapshot import ticket_problem
 
 T = TypeVar("T")
 

@@ -56,6 +56,7 @@ from connector.models import (
     Action,
     ActionKind,
     CycleReport,
+    Fields,
     InvalidRecord,
     SourceReport,
     Task,
@@ -65,7 +66,7 @@ from connector.models import (
 )
 from connector.plan import PlanPolicy, check_sync, plan_source, written_keys
 from connector.progress import CycleProgress, ProgressBoard
-from connector.snapshot import read_snapshot, ticket_problem
+from connector.source import read_changes, read_snapshot
 from connector.state import StateStore
 from connector.writeback import FAILED as WRITE_BACK_FAILED
 from connector.writeback import find_write_backs, perform_write_backs
@@ -108,6 +109,8 @@ class _Known:
 
     tasks: dict[str, Task] = field(default_factory=dict)
     synced: set[str] = field(default_factory=set)
+    # Ticket id -> desired fields, of the tickets `check_sync` found out of sync (not recomputed).
+    desired: Mapping[str, Fields] = field(default_factory=dict)
 
     def add(self, task: Task) -> None:
         self.tasks[task.uid] = task
@@ -118,6 +121,7 @@ class _Inputs:
     """What a cycle planned from: tickets, the tasks known for them, and what was unreadable."""
 
     tickets: Sequence[Ticket]
+    uids: Mapping[str, str]  # ticket id -> task uid, computed once, as the source was read
     known: _Known
     invalid: Sequence[InvalidRecord] = ()
     complete: bool = True
@@ -232,7 +236,7 @@ class Reconciler:
         """Why a ticket's task is as it is, and what the next full cycle would do with it."""
         name = source.name
         uid = task_uid(self.namespace, name, ticket_id)
-        snapshot = await read_snapshot(name, self.adapters[name])
+        snapshot = await read_snapshot(name, self.adapters[name], self.namespace)
         ticket = next((t for t in snapshot.tickets if t.id == ticket_id), None)
         invalid = [r for r in snapshot.invalid if r.ticket_id == ticket_id]
         task = await self.client.get_task(uid)
@@ -436,7 +440,9 @@ class Reconciler:
         name = source.name
         dry_run = options.dry_run
         progress.start_phase("read")
-        snapshot = await read_snapshot(name, self.adapters[name], progress=progress.reach)
+        snapshot = await read_snapshot(
+            name, self.adapters[name], self.namespace, progress=progress.reach
+        )
         progress.start_phase("list")
         known = _Known()
         watermark = self._watermark(name)
@@ -523,14 +529,16 @@ class Reconciler:
             mirror.open,
             self._policy(source),
             self.store.due_written(name) if mirror.open else (),
+            uids=snapshot.uids,
         )
-        known.synced = check.synced
+        known.synced, known.desired = check.synced, check.desired
         known.tasks.update(mirror.tasks(check.unsynced))
         open_before = len(mirror.open)
         del mirror, check  # the digests are not needed past this point
         unresolved = await self._resolve(
             name,
             [t for t in snapshot.tickets if t.is_open],
+            snapshot.uids,
             known,
             progress,
             dry_run=dry_run,
@@ -539,6 +547,7 @@ class Reconciler:
         misses = self.store.misses(name) if self.settings.guards.close_after_misses > 1 else {}
         return _Inputs(
             tickets=snapshot.tickets,
+            uids=snapshot.uids,
             known=known,
             invalid=snapshot.invalid,
             complete=snapshot.complete,
@@ -575,31 +584,16 @@ class Reconciler:
         if not isinstance(adapter, SupportsChanges):
             raise SourceError(f"adapter {source.adapter!r} cannot poll for changes")
         progress.start_phase("read")
-        cursor = self.store.get_cursor(name)
-        try:
-            changes = await adapter.changes_since(cursor)
-        except SourceError:
-            raise
-        except Exception as exc:
-            log.exception("source.adapter_crashed", source=name)
-            raise SourceError(f"adapter {type(adapter).__name__} failed: {exc!r}") from exc
-        latest: dict[str, Ticket] = {}
-        invalid: list[InvalidRecord] = []
-        for position, ticket in enumerate(changes.tickets, start=1):
-            problem = ticket_problem(ticket)
-            if problem is None:
-                latest[ticket.id] = ticket  # a ticket changed twice: its last state counts
-            else:
-                invalid.append(
-                    InvalidRecord(f"change {position}", problem, getattr(ticket, "id", None))
-                )
-        progress.reach(len(changes.tickets))
+        changes = await read_changes(
+            name, adapter, self.namespace, self.store.get_cursor(name), progress=progress.reach
+        )
         known = _Known()
-        unresolved = await self._resolve(name, list(latest.values()), known, progress)
+        unresolved = await self._resolve(name, changes.tickets, changes.uids, known, progress)
         return _Inputs(
-            tickets=list(latest.values()),
+            tickets=changes.tickets,
+            uids=changes.uids,
             known=known,
-            invalid=invalid,
+            invalid=changes.invalid,
             open_before=self.store.count_open(name),
             next_cursor=changes.cursor,
             unresolved=unresolved,
@@ -610,6 +604,7 @@ class Reconciler:
         self,
         source: str,
         tickets: Sequence[Ticket],
+        uids: Mapping[str, str],
         known: _Known,
         progress: CycleProgress,
         *,
@@ -629,8 +624,7 @@ class Reconciler:
         wanted = {
             uid: t.id
             for t in tickets
-            if t.id not in known.synced
-            and (uid := task_uid(self.namespace, source, t.id)) not in known.tasks
+            if t.id not in known.synced and (uid := uids[t.id]) not in known.tasks
         }
         if not wanted or listed_everything:
             return set()
@@ -703,6 +697,8 @@ class Reconciler:
             close_absent=kind == FULL,
             misses=inputs.misses,
             synced=inputs.known.synced,
+            uids=inputs.uids,
+            desired=inputs.known.desired,
         )
         refusals = guard_plan(
             plan,
@@ -810,7 +806,7 @@ class Reconciler:
             name,
             inputs.tickets,
             inputs.known.tasks,
-            uid_of=lambda ticket_id: task_uid(self.namespace, name, ticket_id),
+            uid_of=inputs.uids.__getitem__,
             owned=lambda task: self._owned(name, task),
             markers=self.markers,
             config=source.write_back,
