@@ -188,8 +188,10 @@ class Reconciler:
             close_after_misses=self.settings.guards.close_after_misses,
         )
 
-    def _owned(self, source: str, task: Task) -> str | None:
-        return owned_ticket_id(task, source=source, namespace=self.namespace, markers=self.markers)
+    def _owned(self, source: str, task: Task, uids: Mapping[str, str] | None = None) -> str | None:
+        return owned_ticket_id(
+            task, source=source, namespace=self.namespace, markers=self.markers, uids=uids or {}
+        )
 
     async def run(self, options: CycleOptions, leases: Leases | None = None) -> CycleReport:
         """One full cycle over every selected source (those `leases` grants, when given)."""
@@ -460,7 +462,7 @@ class Reconciler:
                 self.store,
                 name,
                 self.markers,
-                lambda t: self._owned(name, t),
+                lambda t: self._owned(name, t, snapshot.uids),
                 full_listing=full_listing,
                 read_only=dry_run,
             )
@@ -475,7 +477,9 @@ class Reconciler:
                 mirror.read(page)
                 if cold:
                     known.tasks.update(
-                        (t.uid, t) for t in page if not t.is_open and self._owned(name, t)
+                        (t.uid, t)
+                        for t in page
+                        if not t.is_open and self._owned(name, t, snapshot.uids)
                     )
             unseen = mirror.done()
             log.info(
@@ -498,7 +502,11 @@ class Reconciler:
             async for page in self._pages(name, progress, statuses=(), updated_at_after=since):
                 started.see(page)
                 mirror.read(page)
-                done.update((t.uid, t) for t in page if not t.is_open and self._owned(name, t))
+                done.update(
+                    (t.uid, t)
+                    for t in page
+                    if not t.is_open and self._owned(name, t, snapshot.uids)
+                )
                 # A task older than the filter proves the server ignored `updated_at_after`
                 # [assumed]: the answer then holds every task of the source, in every status.
                 everything = everything or any(
@@ -651,7 +659,7 @@ class Reconciler:
         resolved = []
         unresolved = {wanted[uid] for uid in lookup.unresolved}
         for uid, task in lookup.found.items():
-            ticket_id = self._owned(source, task)
+            ticket_id = self._owned(source, task, uids)
             if ticket_id is None:
                 # A task holds the uid but not this source's markers (edited by hand?): never
                 # PUT over it.
@@ -807,7 +815,7 @@ class Reconciler:
             inputs.tickets,
             inputs.known.tasks,
             uid_of=inputs.uids.__getitem__,
-            owned=lambda task: self._owned(name, task),
+            owned=lambda task: self._owned(name, task, inputs.uids),
             markers=self.markers,
             config=source.write_back,
         )
@@ -849,7 +857,7 @@ class Reconciler:
                 client=self.client,
                 current=current,
                 markers=self.markers,
-                owned=lambda task: self._owned(name, task),
+                owned=lambda task: self._owned(name, task, inputs.uids),
                 now=lambda: datetime.now(UTC),
                 may_write=may_write,
                 on_marked=lambda task, ticket_id: mirror.add([(task, ticket_id)]),

@@ -11,13 +11,16 @@ from __future__ import annotations
 import functools
 import hashlib
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Final
 
 from connector.models import Task
 
 PROJECT_NAMESPACE: Final = uuid.UUID("6f1b2c1e-4a57-5d43-9b0e-3c6a8f9e2d10")
 CLOSED_BY_CONNECTOR: Final = "connector"
+_NO_UIDS: Final[Mapping[str, str]] = MappingProxyType({})
 
 
 def instance_namespace(instance: str) -> uuid.UUID:
@@ -59,15 +62,23 @@ class Markers:
 
 
 def owned_ticket_id(
-    task: Task, *, source: str, namespace: uuid.UUID, markers: Markers
+    task: Task,
+    *,
+    source: str,
+    namespace: uuid.UUID,
+    markers: Markers,
+    uids: Mapping[str, str] = _NO_UIDS,
 ) -> str | None:
-    """The ticket id a task belongs to, or None when the task is not this source's."""
+    """The ticket id a task belongs to, or None when the task is not this source's.
+
+    `uids` are the uids this cycle computed already (ticket id -> uid): not hashed again.
+    """
     if task.fields.get(markers.source) != source:
         return None
     ticket_id = task.fields.get(markers.ticket_id)
     if not isinstance(ticket_id, str) or not ticket_id:
         return None
-    if task_uid(namespace, source, ticket_id) != task.uid:
+    if (uids.get(ticket_id) or task_uid(namespace, source, ticket_id)) != task.uid:
         return None
     return ticket_id
 
