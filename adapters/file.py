@@ -212,7 +212,7 @@ class FileAdapter:
         if ticket_id is None:
             return InvalidRecord(position, "missing or unusable `id` (text or integer expected)")
         title: Any = data.get("title")  # text once title_problem passes it
-        problem = title_problem(title, name="`title`")
+        problem = title_problem(title)
         if problem is not None:
             return InvalidRecord(position, problem, ticket_id)
         try:

@@ -338,17 +338,19 @@ def plan_source(
     `managed` holds, per uid, the keys the connector last wrote to the task: those its ticket no
     longer has are cleared by the update (an operator's own fields are in no such set).
     Tasks that do not carry this source's markers and uid are ignored, whatever the caller passes.
-    `uids` (ticket id -> task uid, as the source was read) and `desired` (ticket id -> desired
-    fields, from `check_sync`) are what the cycle computed already; the rest is computed here.
+    `uids` (ticket id -> task uid of every ticket, as the source was read) and `desired` (ticket
+    id -> desired fields, from `check_sync`) are what the cycle computed already; without them
+    they are computed here.
     """
     namespace, markers = policy.namespace, policy.markers
-    # Each uid is hashed at most once (the ownership check of a task reuses its ticket's uid), and
-    # not at all for the tickets in sync.
-    ticket_uids = {
-        ticket.id: uids.get(ticket.id) or task_uid(namespace, source, ticket.id)
-        for ticket in tickets
-        if not (ticket.is_open and ticket.id in synced)
-    }
+    if not uids:
+        # Each uid is hashed once (the ownership check of a task reuses its ticket's uid), and
+        # not at all for the tickets in sync.
+        uids = {
+            ticket.id: task_uid(namespace, source, ticket.id)
+            for ticket in tickets
+            if not (ticket.is_open and ticket.id in synced)
+        }
     misses = misses or {}
     owned: dict[str, tuple[str, Task]] = {}
     for uid, task in tasks.items():
@@ -356,7 +358,7 @@ def plan_source(
         ticket_id = fields.get(markers.ticket_id)
         if fields.get(markers.source) != source or not isinstance(ticket_id, str) or not ticket_id:
             continue
-        expected = ticket_uids.get(ticket_id) or task_uid(namespace, source, ticket_id)
+        expected = uids.get(ticket_id) or task_uid(namespace, source, ticket_id)
         if expected == uid == task.uid:
             owned[uid] = (ticket_id, task)
 
@@ -367,7 +369,7 @@ def plan_source(
         if ticket.is_open and ticket.id in synced:
             unchanged += 1
             continue
-        uid = ticket_uids[ticket.id]
+        uid = uids[ticket.id]
         seen.add(uid)
         entry = owned.get(uid)
         current = entry[1] if entry else None
