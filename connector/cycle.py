@@ -190,7 +190,7 @@ class Reconciler:
 
     def _owned(self, source: str, task: Task, uids: Mapping[str, str] | None = None) -> str | None:
         return owned_ticket_id(
-            task, source=source, namespace=self.namespace, markers=self.markers, uids=uids or {}
+            task, source=source, namespace=self.namespace, markers=self.markers, uids=uids
         )
 
     async def run(self, options: CycleOptions, leases: Leases | None = None) -> CycleReport:

@@ -13,14 +13,12 @@ import hashlib
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from types import MappingProxyType
 from typing import Final
 
 from connector.models import Task
 
 PROJECT_NAMESPACE: Final = uuid.UUID("6f1b2c1e-4a57-5d43-9b0e-3c6a8f9e2d10")
 CLOSED_BY_CONNECTOR: Final = "connector"
-_NO_UIDS: Final[Mapping[str, str]] = MappingProxyType({})
 
 
 def instance_namespace(instance: str) -> uuid.UUID:
@@ -67,7 +65,7 @@ def owned_ticket_id(
     source: str,
     namespace: uuid.UUID,
     markers: Markers,
-    uids: Mapping[str, str] = _NO_UIDS,
+    uids: Mapping[str, str] | None = None,
 ) -> str | None:
     """The ticket id a task belongs to, or None when the task is not this source's.
 
@@ -78,7 +76,8 @@ def owned_ticket_id(
     ticket_id = task.fields.get(markers.ticket_id)
     if not isinstance(ticket_id, str) or not ticket_id:
         return None
-    if (uids.get(ticket_id) or task_uid(namespace, source, ticket_id)) != task.uid:
+    expected = uids.get(ticket_id) if uids else None
+    if (expected or task_uid(namespace, source, ticket_id)) != task.uid:
         return None
     return ticket_id
 

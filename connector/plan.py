@@ -46,8 +46,6 @@ _SCALARS = frozenset({str, int, float, bool, type(None)})
 
 # Shared by every action without changes: a 100k initial sync would hold 100k empty dicts.
 _NO_CHANGES: Mapping[str, tuple[JSONValue, JSONValue]] = MappingProxyType({})
-_NO_UIDS: Mapping[str, str] = MappingProxyType({})
-_NO_FIELDS: Mapping[str, Fields] = MappingProxyType({})
 
 REASON_NEW = "new ticket"
 REASON_ABSENT = "absent from snapshot"
@@ -175,7 +173,7 @@ def check_sync(
     policy: PlanPolicy,
     due_written: Collection[str] = (),
     *,
-    uids: Mapping[str, str] = _NO_UIDS,
+    uids: Mapping[str, str] | None = None,
 ) -> SyncCheck:
     """Which open tasks already hold what their tickets want, from the digests alone.
 
@@ -186,6 +184,7 @@ def check_sync(
     one goes there too (its due date is to be cleared), since a task always holds a due date.
     `uids`: ticket id -> task uid, as the source was read (those missing are computed).
     """
+    uids = uids or {}
     synced: set[str] = set()
     matched: set[str] = set()
     desired: dict[str, dict[str, JSONValue]] = {}
@@ -323,8 +322,8 @@ def plan_source(
     misses: Mapping[str, int] | None = None,
     synced: Collection[str] = (),
     managed: Mapping[str, Collection[str]] | None = None,
-    uids: Mapping[str, str] = _NO_UIDS,
-    desired: Mapping[str, Fields] = _NO_FIELDS,
+    uids: Mapping[str, str] | None = None,
+    desired: Mapping[str, Fields] | None = None,
 ) -> Plan:
     """Plan the writes that make `tasks` (uid -> task) match `tickets` for one source.
 
@@ -352,6 +351,7 @@ def plan_source(
             if not (ticket.is_open and ticket.id in synced)
         }
     misses = misses or {}
+    desired = desired or {}
     owned: dict[str, tuple[str, Task]] = {}
     for uid, task in tasks.items():
         fields = task.fields
