@@ -40,7 +40,7 @@ from connector.runtime import (
     option_deprecations,
     remember_secrets,
 )
-from connector.snapshot import read_snapshot
+from connector.source import read_snapshot
 from connector.state import StateStore, missing_sqlite_file
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -252,7 +252,7 @@ def check(state: CliState) -> int:
                 # record that would be skipped fails `check`, not the first real run.
                 try:
                     await adapter.check()
-                    snapshot = await read_snapshot(source_name, adapter)
+                    snapshot = await read_snapshot(source_name, adapter, rec.namespace)
                 except ConnectorError as exc:
                     _say(f"FAILED  source {source_name}: {exc}")
                     code = EXIT_FAILURE
