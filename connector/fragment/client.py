@@ -88,15 +88,12 @@ class RequestListener(Protocol):
 class _RetryableStatus(Exception):
     """A 429/5xx answer, raised inside the retry loop so stamina can decide to try again."""
 
-    def __init__(
-        self, response: httpx.Response, retry_after: float | None, *, deadline: float, now: float
-    ) -> None:
+    def __init__(self, response: httpx.Response, retry_after: float | None, *, now: float) -> None:
         # The message is what stamina's retry log shows.
         request = response.request
         super().__init__(f"{request.method} {request.url.path} answered {response.status_code}")
         self.response = response
         self.retry_after = retry_after
-        self.deadline = deadline
         # The wait the server asked for, uncapped; and the time left when it was too long.
         self.asked_wait = parse_retry_after(response.headers.get("Retry-After"), now=now)
         self.refused_wait: float | None = None
@@ -117,20 +114,26 @@ def retry_after_seconds(value: str | None, *, now: float) -> float | None:
     return None if seconds is None else min(seconds, MAX_RETRY_AFTER)
 
 
-def _retry_hook(clock: Clock) -> Callable[[Exception], bool | float]:
+def _retry_hook(clock: Clock, deadline: float) -> Callable[[Exception], bool | float]:
+    """stamina's `on=` for one logical request: retry while `deadline` (on `clock`) is ahead.
+
+    stamina's own `timeout` reads the process's clock; deciding here keeps the deadline on the
+    injected one, which is also the clock stamina's sleeps run on by default (the loop's).
+    """
+
     def decide(error: Exception) -> bool | float:
-        # A float overrides stamina's backoff: that is how Retry-After is honoured. stamina does
-        # not cap it, so clamp it to what is left of the deadline here.
-        if isinstance(error, _RetryableStatus):
-            if error.retry_after is None:
-                return True
-            left = error.deadline - clock.monotonic()
+        if not isinstance(error, _RetryableStatus | _RetryableTransport):
+            return False
+        left = deadline - clock.monotonic()
+        if isinstance(error, _RetryableStatus) and error.retry_after is not None:
+            # A float overrides stamina's backoff: that is how Retry-After is honoured. stamina
+            # does not cap it, so clamp it to what is left of the deadline here.
             if error.asked_wait is not None and error.asked_wait > left:
                 # The server will refuse any retry before the deadline: give up now, say why.
                 error.refused_wait = left
                 return False
             return max(0.0, min(error.retry_after, left))
-        return isinstance(error, _RetryableTransport)
+        return left > 0
 
     return decide
 
@@ -382,7 +385,7 @@ class FragmentClient:
         headers = {"Content-Type": "application/json"} if content is not None else None
         try:
             async for attempt in stamina.retry_context(
-                on=_retry_hook(self._clock),
+                on=_retry_hook(self._clock, deadline),
                 attempts=self._max_attempts,
                 timeout=self._deadline,
                 wait_initial=0.5,
@@ -394,9 +397,7 @@ class FragmentClient:
                         self.stats.retries += 1
                         if self._listener is not None:
                             self._listener.record_retry()
-                    response = await self._attempt(
-                        method, path, endpoint, params, content, headers, deadline
-                    )
+                    response = await self._attempt(method, path, endpoint, params, content, headers)
         except _RetryableStatus as exc:
             if exc.refused_wait is not None and exc.asked_wait is not None:
                 try:
@@ -432,7 +433,6 @@ class FragmentClient:
         params: Sequence[tuple[str, str]] | None,
         content: bytes | None,
         headers: Mapping[str, str] | None,
-        deadline: float,
     ) -> httpx.Response:
         await self.pacer.acquire()
         try:
@@ -447,7 +447,7 @@ class FragmentClient:
         if response.status_code in RETRY_STATUSES:
             now = self._clock.now().timestamp()
             retry_after = retry_after_seconds(response.headers.get("Retry-After"), now=now)
-            raise _RetryableStatus(response, retry_after, deadline=deadline, now=now)
+            raise _RetryableStatus(response, retry_after, now=now)
         return response
 
     def _record(self, method: str, endpoint: str, outcome: str) -> None:

@@ -53,9 +53,12 @@ class TokenBucket:
         """Wait until a request may be sent, then take its token."""
         async with self._lock:
             self._refill()
-            while self._tokens < 1.0:
-                delay = (1.0 - self._tokens) / self._rate
+            # Take the token now, in debt if need be, and sleep the debt off: one sleep, exactly
+            # the time the refill needs (re-checking after it could spin on a rounding error,
+            # 0.9999999999999998 tokens, with a fast-forwarded clock); the next refill
+            # counts from here.
+            self._tokens -= 1.0
+            if self._tokens < 0:
+                delay = -self._tokens / self._rate
                 self.waited += delay
                 await self._clock.sleep(delay)
-                self._refill()
-            self._tokens -= 1.0
