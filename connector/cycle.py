@@ -19,7 +19,6 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 import structlog
 
@@ -55,7 +54,11 @@ from connector.models import (
     OPEN_STATUSES,
     Action,
     ActionKind,
+    CycleKind,
     CycleReport,
+    ExplainedTask,
+    Explanation,
+    IndexView,
     InvalidRecord,
     SourceReport,
     Task,
@@ -71,9 +74,6 @@ from connector.writeback import FAILED as WRITE_BACK_FAILED
 from connector.writeback import find_write_backs, perform_write_backs
 
 log = structlog.get_logger(__name__)
-
-FULL = "full"
-INCREMENTAL = "incremental"
 
 # Which listing of Fragment a cycle planned from (shown with the plan).
 LISTING_EVERY_STATUS = "full, every status"  # the index knew nothing of the source
@@ -228,7 +228,7 @@ class Reconciler:
         holding = dataclasses.replace(options, may_write=functools.partial(leases.confirm, name))
         return await self.reconcile_source(source, holding)
 
-    async def explain(self, source: SourceSection, ticket_id: str) -> dict[str, Any]:
+    async def explain(self, source: SourceSection, ticket_id: str) -> Explanation:
         """Why a ticket's task is as it is, and what the next full cycle would do with it."""
         name = source.name
         uid = task_uid(self.namespace, name, ticket_id)
@@ -278,34 +278,33 @@ class Reconciler:
             decision = "nothing: the ticket is not open and its task is already DONE"
         else:
             decision = "nothing: the task already matches the ticket"
-        return {
-            "source": name,
-            "ticket_id": ticket_id,
-            "uid": uid,
-            "ticket": None if ticket is None else dataclasses.asdict(ticket),
-            "invalid_records": [dataclasses.asdict(r) for r in invalid],
-            "snapshot_complete": snapshot.complete,
-            "task": None
+        return Explanation(
+            source=name,
+            ticket_id=ticket_id,
+            uid=uid,
+            ticket=ticket,
+            invalid_records=tuple(invalid),
+            snapshot_complete=snapshot.complete,
+            task=None
             if task is None
-            else {
-                "status": task.status.value,
-                "fields": dict(task.fields),
-                "updated_at": task.updated_at,
-                "owned": owned,
-            },
-            "index": None
+            else ExplainedTask(
+                status=task.status,
+                fields=task.fields,
+                updated_at=task.updated_at,
+                owned=owned,
+                closed_by=task.fields.get(self.markers.closed_by),
+            ),
+            index=None
             if entry is None
-            else {
-                "status": entry.status.value if entry.status else "unknown",
-                "closed_by_connector": entry.closed_by_connector,
-                "misses": misses,
-            },
-            "next_cycle": decision,
-            "write_back": self._explain_write_back(source, ticket, task if owned else None),
-            "changes": {k: [old, new] for k, (old, new) in action.changes.items()}
-            if action
-            else {},
-        }
+            else IndexView(
+                status=entry.status,
+                closed_by_connector=entry.closed_by_connector,
+                misses=misses,
+            ),
+            next_cycle=decision,
+            write_back=self._explain_write_back(source, ticket, task if owned else None),
+            changes=action.changes if action else {},
+        )
 
     def _explain_write_back(
         self, source: SourceSection, ticket: Ticket | None, task: Task | None
@@ -354,7 +353,7 @@ class Reconciler:
         return orphaned
 
     async def reconcile_source(
-        self, source: SourceSection, options: CycleOptions, *, kind: str = FULL
+        self, source: SourceSection, options: CycleOptions, *, kind: CycleKind = CycleKind.FULL
     ) -> SourceReport:
         """One cycle (full or incremental) of one source; failures end up in the report.
 
@@ -389,16 +388,16 @@ class Reconciler:
         return report
 
     async def _reconcile_source(
-        self, source: SourceSection, options: CycleOptions, kind: str, progress: CycleProgress
+        self, source: SourceSection, options: CycleOptions, kind: CycleKind, progress: CycleProgress
     ) -> SourceReport:
         try:
-            if kind == FULL:
+            if kind is CycleKind.FULL:
                 inputs = await self._full_inputs(source, options, progress)
             else:
                 inputs = await self._incremental_inputs(source, progress)
             report = await self._plan_and_apply(source, inputs, options, progress, kind=kind)
             settled = not report.failures and not report.unresolved
-            if kind == INCREMENTAL and report.applied and report.ok and settled:
+            if kind is CycleKind.INCREMENTAL and report.applied and report.ok and settled:
                 # Only now: a crash before this line makes the next poll apply them again,
                 # which is harmless; the other order could lose them.
                 self.store.set_cursor(source.name, inputs.next_cursor)
@@ -407,10 +406,10 @@ class Reconciler:
             plan = report.plan
             # Miss counts move only on complete snapshots: absence from a partial one proves
             # nothing.
-            counted = kind == FULL and report.applied and inputs.complete
+            counted = kind is CycleKind.FULL and report.applied and inputs.complete
             if counted and plan is not None and (plan.misses or inputs.misses):
                 self.store.set_misses(source.name, plan.misses)
-            if kind == FULL and source.write_back.enabled and report.ok:
+            if kind is CycleKind.FULL and source.write_back.enabled and report.ok:
                 # After the cycle's own bookkeeping: a failed write-back must not undo it.
                 report = await self._write_back(source, inputs, report, options)
         except ConnectorError as exc:
@@ -687,7 +686,7 @@ class Reconciler:
         options: CycleOptions,
         progress: CycleProgress,
         *,
-        kind: str,
+        kind: CycleKind,
     ) -> SourceReport:
         name = source.name
         unresolved = inputs.unresolved
@@ -700,7 +699,7 @@ class Reconciler:
             self._policy(source),
             managed=self.store.managed(known_open),
             kept_ticket_ids=kept,
-            close_absent=kind == FULL,
+            close_absent=kind is CycleKind.FULL,
             misses=inputs.misses,
             synced=inputs.known.synced,
         )
@@ -714,7 +713,7 @@ class Reconciler:
                 allow_mass_close=options.allow_mass_close,
                 allow_empty=source.allow_empty,
             ),
-            snapshot_empty=kind == FULL and not inputs.tickets and not inputs.invalid,
+            snapshot_empty=kind is CycleKind.FULL and not inputs.tickets and not inputs.invalid,
         )
         if refusals:
             log.error(

@@ -142,6 +142,14 @@ class DesiredTask:
     clear_due_at: bool = False  # the ticket lost the due date the connector had written
 
 
+class CycleKind(enum.StrEnum):
+    """Which cycle ran: a full one reads every ticket and may close by absence; an incremental
+    poll reads the tickets changed since the adapter's cursor and never closes by absence."""
+
+    FULL = "full"
+    INCREMENTAL = "incremental"
+
+
 class ActionKind(enum.StrEnum):
     """What a plan does to one task."""
 
@@ -221,7 +229,7 @@ class SourceReport:
     applied: bool = False
     tickets: int = 0
     open_tasks: int = 0
-    kind: str = "full"
+    kind: CycleKind = CycleKind.FULL
     duration_s: float = 0.0
     requests: int = 0
     # Ids of open tickets whose task Fragment could neither show nor prove absent: no create was
@@ -250,3 +258,40 @@ class CycleReport:
     finished_at: datetime
     requests: Mapping[str, int] = field(default_factory=dict)
     orphaned: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ExplainedTask:
+    """The ticket's task as Fragment shows it now, for `explain`."""
+
+    status: TaskStatus
+    fields: Fields
+    updated_at: datetime | None
+    owned: bool  # it carries this source's markers for this ticket
+    closed_by: JSONValue = None  # its closed-by marker's value (`connector`, an operator's...)
+
+
+@dataclass(frozen=True, slots=True)
+class IndexView:
+    """What the state store's task index remembers of the ticket's task, for `explain`."""
+
+    status: TaskStatus | None  # None: it stopped being listed as open, its state unknown
+    closed_by_connector: bool
+    misses: int  # consecutive complete snapshots its ticket was absent from
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    """Why one ticket's task is as it is, and what the next full cycle would do with it."""
+
+    source: str
+    ticket_id: str
+    uid: str
+    ticket: Ticket | None  # None: not in the back-office's snapshot
+    invalid_records: tuple[InvalidRecord, ...]  # unreadable records carrying this ticket's id
+    snapshot_complete: bool
+    task: ExplainedTask | None  # None: no task holds the uid in Fragment
+    index: IndexView | None  # None: the index has no entry for the uid
+    next_cycle: str
+    write_back: str
+    changes: Mapping[str, tuple[JSONValue, JSONValue]] = field(default_factory=dict)

@@ -22,6 +22,8 @@ from typing import Any, Protocol
 
 import structlog
 
+from connector.models import CycleKind
+
 # The logger of the `cycle.progress` lines; `configure_logging` keeps it at INFO at least, so a
 # long run off a terminal is never silent.
 PROGRESS_LOGGER = "connector.progress"
@@ -61,7 +63,7 @@ class ProgressSnapshot:
     """
 
     source: str
-    kind: str
+    kind: CycleKind
     run_id: str
     phase: str
     done: int
@@ -77,7 +79,7 @@ class ProgressSnapshot:
         return {
             "version": PROGRESS_VERSION,
             "source": self.source,
-            "kind": self.kind,
+            "kind": self.kind.value,
             "run_id": self.run_id,
             "replica": self.replica,
             "phase": self.phase,
@@ -94,7 +96,7 @@ class ProgressSnapshot:
         """The snapshot back from `to_json()`'s document."""
         return cls(
             source=str(document["source"]),
-            kind=str(document["kind"]),
+            kind=CycleKind(document["kind"]),
             run_id=str(document["run_id"]),
             replica=document.get("replica"),
             phase=str(document["phase"]),
@@ -125,7 +127,7 @@ class CycleProgress:
     def __init__(
         self,
         source: str,
-        kind: str,
+        kind: CycleKind,
         run_id: str,
         *,
         replica: str | None = None,
@@ -223,7 +225,7 @@ class ProgressBoard:
         self.listeners.append(listener)
 
     @contextlib.contextmanager
-    def cycle(self, source: str, kind: str, run_id: str) -> Iterator[CycleProgress]:
+    def cycle(self, source: str, kind: CycleKind, run_id: str) -> Iterator[CycleProgress]:
         """Track one cycle of one source while the block runs."""
         progress = CycleProgress(
             source,

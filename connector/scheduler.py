@@ -33,13 +33,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from adapters.base import SupportsChanges
 from connector.config import Settings
-from connector.cycle import (
-    FULL,
-    INCREMENTAL,
-    CycleOptions,
-    Reconciler,
-    source_outcome,
-)
+from connector.cycle import CycleOptions, Reconciler, source_outcome
 from connector.errors import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -50,7 +44,7 @@ from connector.errors import (
 from connector.guards import GUARD_MASS_WRITE_BACK
 from connector.leases import Leases, leases_for
 from connector.metrics import Metrics
-from connector.models import SourceReport, WriteBackOutcome
+from connector.models import CycleKind, SourceReport, WriteBackOutcome
 from connector.progress import Heartbeat, ProgressBoard
 from connector.runtime import open_runtime
 from connector.server import HttpServer
@@ -137,16 +131,16 @@ class Daemon:
 
     async def full_cycle(self, name: str) -> None:
         """The job of a full refresh; waits for a running incremental cycle of the source."""
-        await self._cycle(name, FULL)
+        await self._cycle(name, CycleKind.FULL)
 
     async def incremental_cycle(self, name: str) -> None:
         """The job of an incremental poll; skipped while another cycle of the source runs."""
         if self.locks[name].locked():
-            log.info("cycle.skipped", source=name, kind=INCREMENTAL, reason="source busy")
+            log.info("cycle.skipped", source=name, kind=CycleKind.INCREMENTAL, reason="source busy")
             return
-        await self._cycle(name, INCREMENTAL)
+        await self._cycle(name, CycleKind.INCREMENTAL)
 
-    async def _cycle(self, name: str, kind: str) -> None:
+    async def _cycle(self, name: str, kind: CycleKind) -> None:
         if self.stopping:
             return
         source = self.settings.source(name)
@@ -204,7 +198,7 @@ class Daemon:
         if report.ok:
             m.last_success.labels(name, kind).set(time.time())
             health.consecutive_failures = 0
-            if kind == FULL:
+            if kind is CycleKind.FULL:
                 health.last_full_success = time.time()
         else:
             health.consecutive_failures += 1

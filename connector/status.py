@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,7 +19,8 @@ from urllib.parse import urlsplit
 from connector.config import Settings
 from connector.cycle import report_counts, source_outcome, write_back_counts
 from connector.guards import GUARD_MASS_CLOSE
-from connector.models import Action, SourceReport
+from connector.models import Action, CycleKind, SourceReport
+from connector.progress import ProgressSnapshot
 from connector.redaction import REDACTOR, Redactor, secrets_in
 from connector.state import RunRecord, StateStore
 
@@ -30,9 +32,7 @@ INVALID_KEPT = 5
 CHART_RUNS = 30
 HISTORY_READ = 200  # runs read to find each source's last ones and the last minute's requests
 
-FULL = "full"
-INCREMENTAL = "incremental"
-CHANGES = "changes"  # the key of a source's last plan that had actions or refusals
+CHANGES = "changes"  # the key of a source's last plan that had actions or refusals (beside kinds)
 
 
 # --- recording (the daemon, after each cycle) -------------------------------------------------
@@ -159,6 +159,53 @@ def plan_document(
     }
 
 
+# --- `status`: the recent runs, the running cycles and the cursors ---------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RunningCycle:
+    """A cycle some process is running, as it last reported it."""
+
+    progress: ProgressSnapshot
+    age_s: float  # since its figures were written
+    elapsed_s: float  # since the cycle began
+    stale: bool  # no news for 3 progress intervals: its process has probably stopped
+
+
+@dataclass(frozen=True, slots=True)
+class RunsOverview:
+    """What `status` shows: every replica's running cycles, the recent runs, each configured
+    source's incremental cursor; `missing_store` names a SQLite file not created yet."""
+
+    running: tuple[RunningCycle, ...] = ()
+    runs: tuple[RunRecord, ...] = ()
+    cursors: Mapping[str, str | None] = field(default_factory=dict)
+    missing_store: str | None = None
+
+
+def runs_overview(
+    settings: Settings, store: StateStore, *, limit: int, now: datetime
+) -> RunsOverview:
+    """The overview `status` shows, read from the state store."""
+    stale_after = 3 * settings.connector.progress_interval.total_seconds()
+    running = []
+    for snapshot in store.running_cycles():
+        age = (now - snapshot.updated_at).total_seconds()
+        running.append(
+            RunningCycle(
+                progress=snapshot,
+                age_s=age,
+                elapsed_s=(now - snapshot.started_at).total_seconds(),
+                stale=age > stale_after,
+            )
+        )
+    return RunsOverview(
+        running=tuple(running),
+        runs=tuple(store.recent_runs(limit)),
+        cursors={s.name: store.get_cursor(s.name) for s in settings.sources},
+    )
+
+
 # --- reading (any replica, per request) --------------------------------------------------------
 
 
@@ -254,15 +301,15 @@ def status_document(
     for source in settings.sources:
         name = source.name
         mine = [r for r in history if r.source == name]
-        full = next((r for r in mine if r.kind == FULL), None)
-        incremental = next((r for r in mine if r.kind == INCREMENTAL), None)
+        full = next((r for r in mine if r.kind == CycleKind.FULL), None)
+        incremental = next((r for r in mine if r.kind == CycleKind.INCREMENTAL), None)
         failed = next((r for r in mine if r.error), None)
         held, held_by = _holding(
             name, holdings, mine[0] if mine else None, replica=replica, now=now, settings=settings
         )
-        full_plan = plans.get((name, FULL))
+        full_plan = plans.get((name, CycleKind.FULL))
         latest = max(
-            (p for p in (full_plan, plans.get((name, INCREMENTAL))) if p is not None),
+            (p for p in (full_plan, plans.get((name, CycleKind.INCREMENTAL))) if p is not None),
             key=lambda p: str(p.get("recorded_at", "")),
             default=None,
         )

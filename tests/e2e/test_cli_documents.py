@@ -7,6 +7,7 @@ import json
 import re
 from datetime import UTC, datetime
 
+from connector.models import CycleKind
 from connector.progress import ProgressSnapshot
 from connector.state import RunRecord, StateStore
 from tests.conftest import Workspace, make_tickets
@@ -36,7 +37,7 @@ def _seed_history(workspace: Workspace) -> None:
         store.set_progress(
             ProgressSnapshot(
                 source="backoffice",
-                kind="incremental",
+                kind=CycleKind.INCREMENTAL,
                 run_id="aa11bb22cc33",
                 phase="apply",
                 done=300,
@@ -78,8 +79,8 @@ def test_status_text_lists_running_cycles_runs_and_cursors(workspace: Workspace)
     assert result.returncode == 0, result.stderr
     running, run, cursor = result.stdout.splitlines()
     assert re.fullmatch(
-        r"running backoffice       incremental applying 300/5,000 \(1\.5/s, ETA 52m13s\), \d+s so far "
-        r"by host-2:9  \(no news for \d+s: its process may have stopped\)",
+        r"running backoffice       incremental applying 300/5,000 \(1\.5/s, ETA 52m13s\), "
+        r"\d+s so far by host-2:9  \(no news for \d+s: its process may have stopped\)",
         running,
     ), running
     assert run == (
@@ -159,7 +160,9 @@ def test_explain_json_of_an_unreadable_record_and_no_task(workspace: Workspace) 
     (record,) = document["invalid_records"]
     assert list(record) == ["position", "reason", "ticket_id"]
     assert record["ticket_id"] == "T-bad"
-    assert document["next_cycle"] == "nothing: the record is unreadable (see above), so it is skipped"
+    assert (
+        document["next_cycle"] == "nothing: the record is unreadable (see above), so it is skipped"
+    )
     text = workspace.cli("explain", "backoffice", "T-bad", "--config", str(workspace.config_path))
     assert text.stdout.splitlines()[:2] == [
         "ticket   backoffice/T-bad: not in the back-office's snapshot (solved, deleted, or never "

@@ -15,6 +15,7 @@ from connector.identity import Markers
 from connector.models import (
     Action,
     ActionKind,
+    CycleKind,
     InvalidRecord,
     Plan,
     Refusal,
@@ -172,13 +173,15 @@ def test_status_document_from_the_store_alone(tmp_path: Path) -> None:
     record_cycle(writer, report, run_id="first", started=started, replica="here:1")
     quiet = SourceReport(name="bo", ok=True, plan=Plan(source="bo", unchanged=3), applied=True)
     record_cycle(writer, quiet, run_id="second", started=started, replica="here:1")
-    failed = SourceReport(name="zd", ok=False, error=f"401: bad token {SECRET}", kind="full")
+    failed = SourceReport(
+        name="zd", ok=False, error=f"401: bad token {SECRET}", kind=CycleKind.FULL
+    )
     record_cycle(writer, failed, run_id="zd1", started=started, replica="other:2")
     now = datetime.now(UTC)
     writer.set_progress(
         ProgressSnapshot(
             source="zd",
-            kind="full",
+            kind=CycleKind.FULL,
             run_id="zd2",
             phase="applying",
             done=300,
