@@ -27,17 +27,18 @@ from connector.apply import apply_actions
 from connector.config import Settings, SourceSection
 from connector.errors import (
     EXIT_FAILURE,
-    EXIT_OK,
     EXIT_PENDING,
-    EXIT_REFUSED,
+    GENERIC_ERROR,
     ConfigError,
     ConnectorError,
     FragmentAuthError,
     LeaseLostError,
+    Outcome,
     SourceError,
     SourceHeldElsewhere,
     classify,
     most_severe,
+    outcome_exit_code,
 )
 from connector.fragment import FragmentClient, TaskFinder, TaskPage
 from connector.guards import GUARD_MASS_WRITE_BACK, GuardPolicy, guard_plan, guard_write_backs
@@ -890,42 +891,33 @@ def report_counts(report: SourceReport) -> dict[str, int]:
 
 
 def source_exit_code(report: SourceReport, *, dry_run: bool) -> int:
-    """Exit code for one source: 1 failed (or a ticket unresolved, or records skipped), 3 guard
-    refused, 2 pending dry-run changes, else 0. A skipped record is a ticket that got no task:
-    cron and CI must hear of it."""
-    codes = [EXIT_OK]
-    if not report.ok or report.failures or report.unresolved or report.invalid_records:
+    """Exit code for one source: its outcome's (errors.outcome_exit_code), or worse: 1 for
+    records skipped (a ticket that got no task: cron and CI must hear of it), 2 for pending
+    dry-run changes and write-backs."""
+    codes = [outcome_exit_code(source_outcome(report))]
+    if report.invalid_records:
         codes.append(EXIT_FAILURE)
-    if report.refusals:
-        codes.append(EXIT_REFUSED)
     if dry_run and report.planned:
         codes.append(EXIT_PENDING)
-    for write_back in report.write_backs:
-        if write_back.outcome in WRITE_BACK_FAILED or (
-            write_back.error and write_back.outcome is not WriteBackOutcome.REFUSED
-        ):
-            codes.append(EXIT_FAILURE)
-        elif write_back.outcome is WriteBackOutcome.REFUSED:
-            codes.append(EXIT_REFUSED)
-        elif write_back.outcome is WriteBackOutcome.PLANNED:
-            codes.append(EXIT_PENDING)
+    if any(w.outcome is WriteBackOutcome.PLANNED for w in report.write_backs):
+        codes.append(EXIT_PENDING)
     return most_severe(codes)
 
 
 def source_outcome(report: SourceReport) -> str:
-    """One label for how a source's cycle ended: ok, refused, partial or an error label."""
+    """One label for how a source's cycle ended: its error's label, or an `Outcome`."""
     if not report.ok:
-        return report.error_label or "error"
+        return report.error_label or GENERIC_ERROR
     if report.failures or report.unresolved:
-        return "partial"
+        return Outcome.PARTIAL
     outcomes = {w.outcome for w in report.write_backs}
     if outcomes & WRITE_BACK_FAILED or any(
         w.error for w in report.write_backs if w.outcome is not WriteBackOutcome.REFUSED
     ):
-        return "partial"
+        return Outcome.PARTIAL
     if report.refusals or WriteBackOutcome.REFUSED in outcomes:
-        return "refused"
-    return "ok"
+        return Outcome.REFUSED
+    return Outcome.OK
 
 
 def cycle_exit_code(report: CycleReport) -> int:

@@ -37,6 +37,7 @@ from connector.cycle import CycleOptions, Reconciler, source_outcome
 from connector.errors import (
     EXIT_FAILURE,
     EXIT_OK,
+    GENERIC_ERROR,
     FragmentAuthError,
     FragmentError,
     outcome_label,
@@ -203,7 +204,7 @@ class Daemon:
         else:
             health.consecutive_failures += 1
             health.last_error = report.error
-            health.last_error_type = report.error_label or "error"
+            health.last_error_type = report.error_label or GENERIC_ERROR
         try:
             record_cycle(
                 self.reconciler.store, report, run_id=run_id, started=started, replica=self.replica
