@@ -175,7 +175,10 @@ class Action:
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """The writes that make one source's tasks match its tickets; `unchanged` counts the rest."""
+    """The writes that make one source's tasks match its tickets; `unchanged` counts the rest.
+
+    At most one action per task: an action's `uid` is its key in refusals, failures and reports.
+    """
 
     source: str
     actions: tuple[Action, ...] = ()
@@ -243,8 +246,8 @@ class SourceReport:
         """Actions that passed the guards (applied, or to be applied in a dry-run)."""
         if self.plan is None:
             return ()
-        refused = {id(r.action) for r in self.refusals}
-        return tuple(a for a in self.plan.actions if id(a) not in refused)
+        refused = {r.action.uid for r in self.refusals}
+        return tuple(a for a in self.plan.actions if a.uid not in refused)
 
 
 @dataclass(frozen=True, slots=True)

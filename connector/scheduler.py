@@ -180,10 +180,10 @@ class Daemon:
         m = self.metrics
         m.cycles.labels(name, kind, outcome).inc()
         m.cycle_duration.labels(name, kind).observe(report.duration_s)
-        failed = {id(f.action) for f in report.failures}
+        failed = {f.action.uid for f in report.failures}
         if report.applied:
             for action in report.planned:
-                if id(action) not in failed:
+                if action.uid not in failed:
                     m.tasks.labels(name, action.kind.value).inc()
         if report.failures:
             m.action_failures.labels(name).inc(len(report.failures))

@@ -109,8 +109,8 @@ def plan_document(
 ) -> dict[str, Any]:
     """One source's cycle as the status page shows it: actions with reasons and what became of
     them, refusals with the command that would apply them, skipped records."""
-    refused = {id(r.action): r for r in report.refusals}
-    failed = {id(f.action): f for f in report.failures}
+    refused = {r.action.uid: r for r in report.refusals}
+    failed = {f.action.uid: f for f in report.failures}
     actions = report.plan.actions if report.plan else ()
     kept: list[dict[str, Any]] = []
     counts: dict[str, int] = {}
@@ -118,12 +118,12 @@ def plan_document(
         counts[action.kind.value] = counts.get(action.kind.value, 0) + 1
         if len(kept) >= PLAN_ACTIONS_KEPT:
             continue
-        if id(action) in refused:
+        if action.uid in refused:
             row = _action(action, "refused")
-            row["note"] = refused[id(action)].reason
-        elif id(action) in failed:
+            row["note"] = refused[action.uid].reason
+        elif action.uid in failed:
             row = _action(action, "failed")
-            row["note"] = failed[id(action)].error
+            row["note"] = failed[action.uid].error
         else:
             row = _action(action, "applied" if report.applied and not dry_run else "planned")
         kept.append(row)
