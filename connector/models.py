@@ -11,10 +11,10 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, NamedTuple, TypeAlias
+from typing import NamedTuple, TypeAlias
 
-JSONValue: TypeAlias = Any
-"""A value that `json.dumps` accepts (str, int, float, bool, None, list, dict)."""
+JSONValue: TypeAlias = dict[str, "JSONValue"] | list["JSONValue"] | str | int | float | bool | None
+"""A JSON value, as `json.loads` gives it and `json.dumps` takes it."""
 
 Fields: TypeAlias = Mapping[str, JSONValue]
 
