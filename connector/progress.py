@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from connector.models import CycleKind
+from connector.models import CycleKind, JSONValue
 
 # The logger of the `cycle.progress` lines; `configure_logging` keeps it at INFO at least, so a
 # long run off a terminal is never silent.
@@ -74,7 +74,7 @@ class ProgressSnapshot:
     updated_at: datetime
     replica: str | None = None
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, JSONValue]:
         """The versioned JSON document (timestamps in ISO 8601, UTC)."""
         return {
             "version": PROGRESS_VERSION,

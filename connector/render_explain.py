@@ -70,15 +70,9 @@ def explain_json(found: Explanation) -> dict[str, JSONValue]:
     }
 
 
-def _foreign(value: object) -> str:
-    # A ticket's fields come from an adapter: one may hold a value JSON cannot (a Decimal, a
-    # date) that the document then shows as text rather than failing the command.
-    return value.isoformat() if isinstance(value, datetime) else str(value)
-
-
 def write_explain_json(found: Explanation, out: IO[str]) -> None:
     """Print the JSON document, one line."""
-    out.write(json.dumps(explain_json(found), default=_foreign) + "\n")
+    out.write(json.dumps(explain_json(found)) + "\n")
 
 
 def explain_lines(found: Explanation) -> list[str]:

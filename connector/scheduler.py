@@ -45,7 +45,7 @@ from connector.errors import (
 from connector.guards import GUARD_MASS_WRITE_BACK
 from connector.leases import Leases, leases_for
 from connector.metrics import Metrics
-from connector.models import CycleKind, SourceReport, WriteBackOutcome
+from connector.models import CycleKind, JSONValue, SourceReport, WriteBackOutcome
 from connector.progress import Heartbeat, ProgressBoard
 from connector.runtime import open_runtime
 from connector.server import HttpServer
@@ -255,7 +255,7 @@ class Daemon:
         held = self.leases.held()
         return {name: "held" if name in held else "standby" for name in self.health}
 
-    def progress(self) -> dict[str, dict[str, object]]:
+    def progress(self) -> dict[str, dict[str, JSONValue]]:
         """The cycles running on this replica, by source."""
         return {c.source: c.snapshot().to_json() for c in self.reconciler.board.running()}
 
@@ -297,7 +297,7 @@ class _DaemonProbe:
     def holdings(self) -> dict[str, str]:
         return self.daemon.holdings()
 
-    def progress(self) -> dict[str, dict[str, object]]:
+    def progress(self) -> dict[str, dict[str, JSONValue]]:
         return self.daemon.progress()
 
     def metrics(self) -> bytes:
