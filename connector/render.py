@@ -98,10 +98,6 @@ def _write_back_rows(source: SourceReport, console: Console) -> None:
         console.print(f"  … and {len(write_backs) - ROWS_PER_KIND} more (see --output json)")
 
 
-def _counts_json(counts: Mapping[str, int]) -> dict[str, JSONValue]:
-    return dict(counts)
-
-
 def _total_counts(
     report: CycleReport, counter: Callable[[SourceReport], Mapping[str, int]] = report_counts
 ) -> dict[str, int]:
@@ -122,7 +118,7 @@ def report_json(report: CycleReport) -> dict[str, JSONValue]:
         "dry_run": report.dry_run,
         "exit_code": cycle_exit_code(report),
         "error": None,
-        "counts": _counts_json(_total_counts(report)),
+        "counts": dict(_total_counts(report)),  # a copy typed as JSON
         "planned": {
             k: v for k, v in _total_counts(report, planned_counts).items() if k != "failed"
         },
@@ -136,8 +132,8 @@ def report_json(report: CycleReport) -> dict[str, JSONValue]:
                 "error_type": s.error_label,
                 "tickets": s.tickets,
                 "open_tasks": s.open_tasks,
-                "counts": _counts_json(report_counts(s)),
-                "planned": _counts_json(planned_counts(s)),
+                "counts": dict(report_counts(s)),
+                "planned": dict(planned_counts(s)),
                 "actions": [_action_json(a) for a in s.planned],
                 "refused": [
                     {**_action_json(r.action), "guard": r.guard, "refusal": r.reason}

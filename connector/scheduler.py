@@ -25,7 +25,6 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -303,7 +302,7 @@ class _DaemonProbe:
     def metrics(self) -> bytes:
         return self.daemon.metrics_text()
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> dict[str, JSONValue]:
         daemon = self.daemon
         return status_document(
             daemon.settings,

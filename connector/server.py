@@ -58,7 +58,7 @@ class Probe(Protocol):
         """The Prometheus exposition."""
         ...
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> dict[str, JSONValue]:
         """The status document (`connector.status.status_document`); reads the state store."""
         ...
 

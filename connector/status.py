@@ -13,13 +13,12 @@ import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
 from urllib.parse import urlsplit
 
 from connector.config import Settings
 from connector.cycle import report_counts, source_outcome, write_back_counts
 from connector.guards import GUARD_MASS_CLOSE
-from connector.models import Action, CycleKind, SourceReport
+from connector.models import Action, CycleKind, JSONValue, SourceReport
 from connector.progress import ProgressSnapshot
 from connector.redaction import REDACTOR, Redactor, secrets_in
 from connector.state import RunRecord, StateStore
@@ -38,14 +37,14 @@ CHANGES = "changes"  # the key of a source's last plan that had actions or refus
 # --- recording (the daemon, after each cycle) -------------------------------------------------
 
 
-def _link(value: Any) -> str | None:
+def _link(value: JSONValue) -> str | None:
     """A ticket url fit for a link: http(s) only (a `javascript:` url is text, not a link)."""
     if not isinstance(value, str):
         return None
     return value if urlsplit(value).scheme in ("http", "https") else None
 
 
-def _action(action: Action, state: str) -> dict[str, Any]:
+def _action(action: Action, state: str) -> dict[str, JSONValue]:
     fields = action.payload.get("fields")
     url = fields.get("url") if isinstance(fields, dict) else None
     return {
@@ -106,13 +105,13 @@ def run_counts(report: SourceReport) -> dict[str, int]:
 
 def plan_document(
     report: SourceReport, *, run_id: str, recorded_at: datetime, dry_run: bool = False
-) -> dict[str, Any]:
+) -> dict[str, JSONValue]:
     """One source's cycle as the status page shows it: actions with reasons and what became of
     them, refusals with the command that would apply them, skipped records."""
     refused = {r.action.uid: r for r in report.refusals}
     failed = {f.action.uid: f for f in report.failures}
     actions = report.plan.actions if report.plan else ()
-    kept: list[dict[str, Any]] = []
+    kept: list[JSONValue] = []
     counts: dict[str, int] = {}
     for action in actions:
         counts[action.kind.value] = counts.get(action.kind.value, 0) + 1
@@ -127,7 +126,7 @@ def plan_document(
         else:
             row = _action(action, "applied" if report.applied and not dry_run else "planned")
         kept.append(row)
-    refusal = None
+    refusal: dict[str, JSONValue] | None = None
     if report.refusals:
         first = report.refusals[0]
         refusal = {
@@ -138,14 +137,14 @@ def plan_document(
         }
     return {
         "run_id": run_id,
-        "kind": report.kind,
+        "kind": report.kind.value,
         "recorded_at": recorded_at.isoformat(),
         "ok": report.ok,
         "error": report.error,
         "tickets": report.tickets,
         "open_tasks": report.open_tasks,
         "unchanged": report.plan.unchanged if report.plan else 0,
-        "counts": counts,
+        "counts": dict(counts),  # a copy typed as JSON (a dict's value type is invariant)
         "actions": kept,
         "actions_not_kept": max(0, len(actions) - len(kept)),
         "refusal": refusal,
@@ -218,7 +217,7 @@ def redactor_for(settings: Settings) -> Redactor:
     return Redactor(found)
 
 
-def _run(record: RunRecord | None) -> dict[str, Any] | None:
+def _run(record: RunRecord | None) -> dict[str, JSONValue] | None:
     if record is None:
         return None
     return {
@@ -228,7 +227,7 @@ def _run(record: RunRecord | None) -> dict[str, Any] | None:
         "duration_s": round((record.finished_at - record.started_at).total_seconds(), 3),
         "outcome": record.outcome,
         "requests": record.requests,
-        "counts": record.counts,
+        "counts": dict(record.counts),
         "replica": record.replica,
         "error": record.error,
     }
@@ -290,14 +289,14 @@ def status_document(
     holdings: Mapping[str, str],
     replica: str,
     now: datetime | None = None,
-) -> dict[str, Any]:
+) -> dict[str, JSONValue]:
     """The versioned status document (docs/output.md), secrets masked."""
     now = now or datetime.now(UTC)
     history = store.recent_runs(HISTORY_READ)
     plans = store.last_plans()
     fresh_after = max(3 * settings.connector.progress_interval, timedelta(seconds=30))
     running = {p.source: p for p in store.running_cycles() if now - p.updated_at < fresh_after}
-    sources = []
+    sources: list[JSONValue] = []
     for source in settings.sources:
         name = source.name
         mine = [r for r in history if r.source == name]
@@ -345,7 +344,7 @@ def status_document(
                 "last_changes": changes,
             }
         )
-    chart = [
+    chart: list[JSONValue] = [
         {
             "source": r.source,
             "kind": r.kind,
@@ -354,7 +353,7 @@ def status_document(
         }
         for r in reversed(history[:CHART_RUNS])
     ]
-    document = {
+    document: dict[str, JSONValue] = {
         "version": STATUS_VERSION,
         "generated_at": now.isoformat(),
         "instance": settings.connector.instance,
@@ -366,5 +365,5 @@ def status_document(
         },
         "sources": sources,
     }
-    masked: dict[str, Any] = redactor_for(settings).mask(document)
+    masked: dict[str, JSONValue] = redactor_for(settings).mask(document)
     return masked
