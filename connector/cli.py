@@ -13,7 +13,6 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,6 +20,7 @@ import click
 from rich.console import Console
 
 from connector import __version__
+from connector.clock import SYSTEM_CLOCK
 from connector.config import Settings, load_settings
 from connector.cycle import CycleOptions, Reconciler, cycle_exit_code
 from connector.display import ProgressDisplay
@@ -320,7 +320,7 @@ def status(state: CliState, limit: int, output: str) -> int:
     else:
         store = StateStore(settings.state.url, instance=settings.connector.instance)
         try:
-            overview = runs_overview(settings, store, limit=limit, now=datetime.now(UTC))
+            overview = runs_overview(settings, store, limit=limit, now=SYSTEM_CLOCK.now())
         finally:
             store.close()
     if output == "json":

@@ -12,7 +12,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
 from connector.config import Settings
@@ -67,10 +67,15 @@ def apply_command(source: str, guard: str) -> str | None:
 
 
 def record_cycle(
-    store: StateStore, report: SourceReport, *, run_id: str, started: datetime, replica: str | None
+    store: StateStore,
+    report: SourceReport,
+    *,
+    run_id: str,
+    started: datetime,
+    finished: datetime,
+    replica: str | None,
 ) -> None:
     """Write one source's cycle to the run history, and its plan for the status page."""
-    finished = datetime.now(UTC)
     store.record_run(
         RunRecord(
             run_id=run_id,
@@ -288,10 +293,9 @@ def status_document(
     *,
     holdings: Mapping[str, str],
     replica: str,
-    now: datetime | None = None,
+    now: datetime,
 ) -> dict[str, JSONValue]:
-    """The versioned status document (docs/output.md), secrets masked."""
-    now = now or datetime.now(UTC)
+    """The versioned status document (docs/output.md) as of `now`, secrets masked."""
     history = store.recent_runs(HISTORY_READ)
     plans = store.last_plans()
     fresh_after = max(3 * settings.connector.progress_interval, timedelta(seconds=30))

@@ -172,13 +172,20 @@ def test_status_document_from_the_store_alone(tmp_path: Path) -> None:
         open_tasks=2,
         requests=4,
     )
-    record_cycle(writer, report, run_id="first", started=started, replica="here:1")
+    finished = started + timedelta(seconds=1)
+    record_cycle(
+        writer, report, run_id="first", started=started, finished=finished, replica="here:1"
+    )
     quiet = SourceReport(name="bo", ok=True, plan=Plan(source="bo", unchanged=3), applied=True)
-    record_cycle(writer, quiet, run_id="second", started=started, replica="here:1")
+    record_cycle(
+        writer, quiet, run_id="second", started=started, finished=finished, replica="here:1"
+    )
     failed = SourceReport(
         name="zd", ok=False, error=f"401: bad token {SECRET}", kind=CycleKind.FULL
     )
-    record_cycle(writer, failed, run_id="zd1", started=started, replica="other:2")
+    record_cycle(
+        writer, failed, run_id="zd1", started=started, finished=finished, replica="other:2"
+    )
     now = datetime.now(UTC)
     writer.set_progress(
         ProgressSnapshot(
@@ -197,7 +204,7 @@ def test_status_document_from_the_store_alone(tmp_path: Path) -> None:
     )
     reader = StateStore(config.state.url, instance="tests")
     document = status_document(
-        config, reader, holdings={"bo": "held", "zd": "standby"}, replica="here:1"
+        config, reader, holdings={"bo": "held", "zd": "standby"}, replica="here:1", now=now
     )
     assert document["version"] == 1
     bo, zd = document["sources"]
