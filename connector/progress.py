@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import structlog
 
 from connector.clock import SYSTEM_CLOCK, Clock
+from connector.models import CycleKind, JSONValue
 
 # The logger of the `cycle.progress` lines; `configure_logging` keeps it at INFO at least, so a
 # long run off a terminal is never silent.
@@ -62,7 +63,7 @@ class ProgressSnapshot:
     """
 
     source: str
-    kind: str
+    kind: CycleKind
     run_id: str
     phase: str
     done: int
@@ -73,12 +74,12 @@ class ProgressSnapshot:
     updated_at: datetime
     replica: str | None = None
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, JSONValue]:
         """The versioned JSON document (timestamps in ISO 8601, UTC)."""
         return {
             "version": PROGRESS_VERSION,
             "source": self.source,
-            "kind": self.kind,
+            "kind": self.kind.value,
             "run_id": self.run_id,
             "replica": self.replica,
             "phase": self.phase,
@@ -95,7 +96,7 @@ class ProgressSnapshot:
         """The snapshot back from `to_json()`'s document."""
         return cls(
             source=str(document["source"]),
-            kind=str(document["kind"]),
+            kind=CycleKind(document["kind"]),
             run_id=str(document["run_id"]),
             replica=document.get("replica"),
             phase=str(document["phase"]),
@@ -126,7 +127,7 @@ class CycleProgress:
     def __init__(
         self,
         source: str,
-        kind: str,
+        kind: CycleKind,
         run_id: str,
         *,
         replica: str | None = None,
@@ -220,7 +221,7 @@ class ProgressBoard:
         self.listeners.append(listener)
 
     @contextlib.contextmanager
-    def cycle(self, source: str, kind: str, run_id: str) -> Iterator[CycleProgress]:
+    def cycle(self, source: str, kind: CycleKind, run_id: str) -> Iterator[CycleProgress]:
         """Track one cycle of one source while the block runs."""
         progress = CycleProgress(
             source,

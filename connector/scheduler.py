@@ -24,7 +24,6 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -33,16 +32,11 @@ from apscheduler.triggers.interval import IntervalTrigger
 from adapters.base import SupportsChanges
 from connector.clock import SYSTEM_CLOCK, Clock
 from connector.config import Settings
-from connector.cycle import (
-    FULL,
-    INCREMENTAL,
-    CycleOptions,
-    Reconciler,
-    source_outcome,
-)
+from connector.cycle import CycleOptions, Reconciler, source_outcome
 from connector.errors import (
     EXIT_FAILURE,
     EXIT_OK,
+    GENERIC_ERROR,
     FragmentAuthError,
     FragmentError,
     outcome_label,
@@ -50,7 +44,7 @@ from connector.errors import (
 from connector.guards import GUARD_MASS_WRITE_BACK
 from connector.leases import Leases, leases_for
 from connector.metrics import Metrics
-from connector.models import SourceReport, WriteBackOutcome
+from connector.models import CycleKind, JSONValue, SourceReport, WriteBackOutcome
 from connector.progress import Heartbeat, ProgressBoard
 from connector.runtime import open_runtime
 from connector.server import HttpServer
@@ -139,16 +133,16 @@ class Daemon:
 
     async def full_cycle(self, name: str) -> None:
         """The job of a full refresh; waits for a running incremental cycle of the source."""
-        await self._cycle(name, FULL)
+        await self._cycle(name, CycleKind.FULL)
 
     async def incremental_cycle(self, name: str) -> None:
         """The job of an incremental poll; skipped while another cycle of the source runs."""
         if self.locks[name].locked():
-            log.info("cycle.skipped", source=name, kind=INCREMENTAL, reason="source busy")
+            log.info("cycle.skipped", source=name, kind=CycleKind.INCREMENTAL, reason="source busy")
             return
-        await self._cycle(name, INCREMENTAL)
+        await self._cycle(name, CycleKind.INCREMENTAL)
 
-    async def _cycle(self, name: str, kind: str) -> None:
+    async def _cycle(self, name: str, kind: CycleKind) -> None:
         if self.stopping:
             return
         source = self.settings.source(name)
@@ -187,10 +181,10 @@ class Daemon:
         m = self.metrics
         m.cycles.labels(name, kind, outcome).inc()
         m.cycle_duration.labels(name, kind).observe(report.duration_s)
-        failed = {id(f.action) for f in report.failures}
+        failed = {f.action.uid for f in report.failures}
         if report.applied:
             for action in report.planned:
-                if id(action) not in failed:
+                if action.uid not in failed:
                     m.tasks.labels(name, action.kind.value).inc()
         if report.failures:
             m.action_failures.labels(name).inc(len(report.failures))
@@ -207,12 +201,12 @@ class Daemon:
             now = self.clock.now().timestamp()
             m.last_success.labels(name, kind).set(now)
             health.consecutive_failures = 0
-            if kind == FULL:
+            if kind is CycleKind.FULL:
                 health.last_full_success = now
         else:
             health.consecutive_failures += 1
             health.last_error = report.error
-            health.last_error_type = report.error_label or "error"
+            health.last_error_type = report.error_label or GENERIC_ERROR
         try:
             record_cycle(
                 self.reconciler.store,
@@ -268,7 +262,7 @@ class Daemon:
         held = self.leases.held()
         return {name: "held" if name in held else "standby" for name in self.health}
 
-    def progress(self) -> dict[str, dict[str, object]]:
+    def progress(self) -> dict[str, dict[str, JSONValue]]:
         """The cycles running on this replica, by source."""
         return {c.source: c.snapshot().to_json() for c in self.reconciler.board.running()}
 
@@ -310,13 +304,13 @@ class _DaemonProbe:
     def holdings(self) -> dict[str, str]:
         return self.daemon.holdings()
 
-    def progress(self) -> dict[str, dict[str, object]]:
+    def progress(self) -> dict[str, dict[str, JSONValue]]:
         return self.daemon.progress()
 
     def metrics(self) -> bytes:
         return self.daemon.metrics_text()
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> dict[str, JSONValue]:
         daemon = self.daemon
         return status_document(
             daemon.settings,

@@ -23,6 +23,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Route
 
 from connector.errors import ConfigError
+from connector.models import JSONValue
 from connector.redaction import REDACTOR
 from connector.serving import SignalFreeServer, listen, quiet_config
 from connector.statuspage import PAGE_HEADERS, render_page
@@ -45,7 +46,7 @@ class Probe(Protocol):
         """Each source: `held` by this replica or `standby` (another replica works it)."""
         ...
 
-    def progress(self) -> dict[str, dict[str, Any]]:
+    def progress(self) -> dict[str, dict[str, JSONValue]]:
         """The running cycles' figures by source (`ProgressSnapshot.to_json()`)."""
         ...
 
@@ -53,7 +54,7 @@ class Probe(Protocol):
         """The Prometheus exposition."""
         ...
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> dict[str, JSONValue]:
         """The status document (`connector.status.status_document`); reads the state store."""
         ...
 

@@ -22,6 +22,7 @@ import yaml
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
+from connector.models import CycleKind
 from connector.sandbox import SandboxConfig, SandboxServer
 from connector.state import database_url
 
@@ -208,7 +209,7 @@ def workspace(tmp_path: Path, sandbox: SandboxServer) -> Workspace:
     return ws
 
 
-async def source_cycle(ws: Workspace, adapter: Any, kind: str = "full") -> Any:
+async def source_cycle(ws: Workspace, adapter: Any, kind: CycleKind = CycleKind.FULL) -> Any:
     """One cycle of the workspace's only source, with `adapter` as it is, against the sandbox."""
     from connector.config import load_settings
     from connector.cycle import CycleOptions, Reconciler

@@ -590,10 +590,10 @@ class FragmentClient:
         found: list[Task] = []
         for start in range(0, len(wanted), self._page_size):
             chunk = wanted[start : start + self._page_size]
-            body = {
+            body: JSONValue = {
                 "condition": {
                     "combinator": "and",
-                    "conditions": [{"field": "uid", "operator": "in", "value": chunk}],
+                    "conditions": [{"field": "uid", "operator": "in", "value": list(chunk)}],
                 },
                 "limit": len(chunk),
             }
@@ -614,13 +614,19 @@ class FragmentClient:
     async def put_batch(self, items: Sequence[Mapping[str, JSONValue]]) -> BatchAnswer:
         """Create (or replace) tasks with one `PUT /tasks/batch`."""
         answer = await self._send(
-            "PUT", "tasks/batch", endpoint="/tasks/batch", body={"items": list(items)}
+            "PUT",
+            "tasks/batch",
+            endpoint="/tasks/batch",
+            body={"items": [dict(item) for item in items]},
         )
         return _batch_answer(answer, "PUT /tasks/batch")
 
     async def patch_batch(self, items: Sequence[Mapping[str, JSONValue]]) -> BatchAnswer:
         """Update, close or reopen tasks with one `PATCH /tasks/batch`."""
         answer = await self._send(
-            "PATCH", "tasks/batch", endpoint="/tasks/batch", body={"items": list(items)}
+            "PATCH",
+            "tasks/batch",
+            endpoint="/tasks/batch",
+            body={"items": [dict(item) for item in items]},
         )
         return _batch_answer(answer, "PATCH /tasks/batch")

@@ -9,6 +9,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from connector.config import Settings
+from connector.models import CycleKind
 from connector.progress import DEFAULT_INTERVAL_S, Heartbeat, ProgressBoard, ProgressSnapshot
 from connector.state import StateStore
 from tests.clock import WALL, FakeClock
@@ -31,7 +32,7 @@ def test_phase_figures_give_rate_and_eta() -> None:
     """done/total, items per second in the phase and the seconds left at that rate."""
     clock = FakeClock()
     board = ProgressBoard(clock=clock)
-    with board.cycle("bo", "full", "run1") as progress:
+    with board.cycle("bo", CycleKind.FULL, "run1") as progress:
         progress.start_phase("apply", total=5000)
         clock.advance(50)
         progress.advance(100)
@@ -60,7 +61,7 @@ async def test_heartbeat_logs_every_interval_and_the_default_is_under_15s() -> N
     clock = StoppingClock()
     board = ProgressBoard(clock=clock)
     heartbeat = Heartbeat(board, clock=clock)
-    with capture_logs() as logs, board.cycle("bo", "full", "run1") as progress:
+    with capture_logs() as logs, board.cycle("bo", CycleKind.FULL, "run1") as progress:
         progress.start_phase("apply", total=300)
         progress.advance(100)
         with pytest.raises(Done):
@@ -82,7 +83,7 @@ def test_the_store_keeps_the_running_cycle_until_it_ends(tmp_path: Path) -> None
     try:
         snapshot = ProgressSnapshot(
             source="bo",
-            kind="full",
+            kind=CycleKind.FULL,
             run_id="r1",
             phase="apply",
             done=10,
