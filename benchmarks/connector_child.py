@@ -12,12 +12,14 @@ schedule; Fragment's clock (the sandbox's, which anchors the watermark) stays re
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import resource
 import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import time_machine
 
@@ -65,7 +67,7 @@ async def main(config: Path) -> None:
                 break
             traveller.shift(CYCLE)
             # `cycle-full`: as when `fragment.full_listing_every` has passed
-            options = CycleOptions(full_listing=command == "cycle-full")
+            options = full_listing(reconciler) if command == "cycle-full" else CycleOptions()
             planning = 0.0
             before = reconciler.client.stats.counts.copy()
             cpu, wall = cpu_seconds(), time.perf_counter()
@@ -88,7 +90,7 @@ async def main(config: Path) -> None:
                         "actions": len(source.planned),
                         "kinds": report_counts(source),
                         "failed": len(source.failures),
-                        "listing": source.listing,
+                        "listing": getattr(source, "listing", ""),
                         "rss_mb": peak_rss_mb(),
                     }
                 ),
@@ -97,6 +99,15 @@ async def main(config: Path) -> None:
             # The daemon drops a cycle's report when the cycle ends; held here, the initial
             # sync's 100k planned creates would count in the next cycle's peak memory.
             del report, source
+
+
+def full_listing(reconciler: Any) -> CycleOptions:
+    """Options for a cycle that lists every open task."""
+    if "full_listing" in {f.name for f in dataclasses.fields(CycleOptions)}:
+        return CycleOptions(full_listing=True)
+    # Code from before `reconcile --full` (run.py --code): a lost watermark lists in full.
+    reconciler.store.set_cursor("fragment:backoffice", None)
+    return CycleOptions()
 
 
 def peak_rss_mb() -> float:

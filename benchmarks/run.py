@@ -1,7 +1,7 @@
 """Requests, CPU and memory per cycle: the connector against two baselines and the minimum.
 
     python benchmarks/run.py [--sizes 20000 100000] [--churn 0.01] [--cycles 12]
-                             [--baseline-cycles 3] [--naive-max 10000]
+                             [--baseline-cycles 3] [--naive-max 10000] [--code LABEL=DIR ...]
     python benchmarks/run.py --sizes 1000000 --churn 0.001 --baseline-cycles 0
 
 For each backlog size, against the sandbox on loopback (rate limit lifted, every request
@@ -22,7 +22,9 @@ counted by the sandbox):
 
 Each row prints two theoretical minimums: a full listing (every open task read, pages of 100)
 and a delta (one read), each plus the cycle's writes in full batches of 100 per method.
-Loopback timings are relative: compare within one run.
+`--code before=DIR after=.` runs the connector's phases from each source tree (e.g. an export
+of an older commit) for a before/after in one run. Loopback timings are relative: compare within
+one run.
 """
 
 from __future__ import annotations
@@ -61,6 +63,8 @@ PAGE = 100
 # watermark comes from the `Date` header (whole seconds), hence the gap before each cycle.
 OVERLAP_S = 1.0
 GAP_S = 2.5
+MEASURED = ("/usr/bin/time", "-v")  # the CLI's own CPU time and process peak RSS
+JSON = ("--output", "json")
 CYCLES_PER_FULL_LISTING = 288  # fragment.full_listing_every: 1 d of 5-minute cycles
 
 
@@ -186,19 +190,20 @@ def routes(sandbox: SandboxServer) -> dict[str, int]:
     return counts
 
 
-def env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("FRAGMENT_CONNECTOR")}
+def env(code: Path) -> dict[str, str]:
+    """The environment of a connector process running the code in `code`."""
+    kept = {k: v for k, v in os.environ.items() if not k.startswith("FRAGMENT_CONNECTOR")}
+    return {**kept, "PYTHONPATH": str(code)}
 
 
-def first_import(sandbox: SandboxServer, cfg: Path, workdir: Path) -> Row:
+def first_import(sandbox: SandboxServer, cfg: Path, workdir: Path, code: Path) -> Row:
     """The first import through the real CLI process, measured by `/usr/bin/time -v`."""
     sandbox.store.clear_requests()
     began = time.monotonic()
     done = subprocess.run(
-        ["/usr/bin/time", "-v", sys.executable, "-m", "connector", "reconcile"]
-        + ["--config", str(cfg), "--output", "json"],
+        [*MEASURED, sys.executable, "-m", "connector", "reconcile", *("--config", str(cfg)), *JSON],
         cwd=workdir,
-        env={**env(), "PYTHONPATH": str(ROOT)},
+        env=env(code),
         capture_output=True,
         text=True,
         check=False,
@@ -232,6 +237,7 @@ def daemon_cycles(
     workdir: Path,
     phases: list[str],
     churn: float,
+    code: Path,
 ) -> list[Row]:
     """The daemon path: one process, its clock 5 minutes ahead before each cycle."""
     child = subprocess.Popen(
@@ -239,7 +245,7 @@ def daemon_cycles(
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
-        env=env(),
+        env=env(code),
         cwd=workdir,
     )
     assert child.stdin and child.stdout
@@ -308,8 +314,9 @@ def baseline(
     return counts
 
 
-def bench_size(args: argparse.Namespace, size: int) -> list[Row]:
-    workdir = args.workdir / str(size)
+def bench_code(args: argparse.Namespace, size: int, label: str, code: Path) -> list[Row]:
+    """The connector's phases at one size, run from the source tree `code`."""
+    workdir = args.workdir / f"{size}-{label}"
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "state.db").unlink(missing_ok=True)
     config = SandboxConfig(token=TOKEN, test_mode=True, requests_per_minute=None)
@@ -317,31 +324,36 @@ def bench_size(args: argparse.Namespace, size: int) -> list[Row]:
         backoffice = Backoffice(workdir / "tickets.jsonl", size, seed=size)
         backoffice.save()
         cfg = write_config(workdir, sandbox.base_url, backoffice.path)  # type: ignore[arg-type]
-        rows = [first_import(sandbox, cfg, workdir)]
-        print(f"  {size:>8} first import  {rows[0].total:>6} requests", file=sys.stderr)
+        rows = [first_import(sandbox, cfg, workdir, code)]
+        print(f"  {size:>8} {label}: first import {rows[0].total} requests", file=sys.stderr)
         phases = ["read-back"] + [f"churn {n + 1}" for n in range(args.cycles)] + ["full listing"]
-        rows += daemon_cycles(sandbox, backoffice, cfg, workdir, phases, args.churn)
-        compared = ["first import", "read-back"] + phases[1 : 1 + args.baseline_cycles]
-        clients = [("batched", batched_cycle)] if args.baseline_cycles else []
-        if args.baseline_cycles and size <= args.naive_max:
-            clients.append(("naive", naive_cycle))
-        for name, client in clients:
-            for row, count in zip(rows, baseline(sandbox, size, args.churn, compared, client)):
-                setattr(row, name, count)
+        rows += daemon_cycles(sandbox, backoffice, cfg, workdir, phases, args.churn, code)
     return rows
+
+
+def bench_baselines(args: argparse.Namespace, size: int) -> dict[str, list[int]]:
+    """Each baseline's requests over the first phases (import, read-back, churn cycles)."""
+    compared = ["first import", "read-back"] + [f"churn {n + 1}" for n in range(args.cycles)]
+    compared = compared[: 2 + args.baseline_cycles]
+    clients = [("batched", batched_cycle)] if args.baseline_cycles else []
+    if args.baseline_cycles and size <= args.naive_max:
+        clients.append(("naive", naive_cycle))
+    config = SandboxConfig(token=TOKEN, test_mode=True, requests_per_minute=None)
+    with SandboxServer(config) as sandbox:
+        return {name: baseline(sandbox, size, args.churn, compared, c) for name, c in clients}
 
 
 def mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else float("nan")
 
 
-def print_size(size: int, churn: float, rows: list[Row]) -> dict[str, float]:
+def print_size(size: int, churn: float, label: str, rows: list[Row]) -> dict[str, float]:
     head = (
         f"{'cycle':<13} {'listing':<12} {'reads':>6} {'writes':>6} {'total':>6} "
         f"{'min full':>8} {'min delta':>9} {'batched':>7} {'naive':>7} {'cpu s':>6} "
         f"{'wall s':>6} {'peak RSS MB':>11}  where the requests go"
     )
-    print(f"\n## {size:,} open tickets, {churn:.1%} churn per cycle\n")
+    print(f"\n## {size:,} open tickets, {churn:.1%} churn per cycle, code: {label}\n")
     print(head)
     print("-" * len(head))
     for r in rows:
@@ -349,10 +361,11 @@ def print_size(size: int, churn: float, rows: list[Row]) -> dict[str, float]:
         print(
             f"{r.phase:<13} {r.listing[:12]:<12} {r.reads:>6} {r.writes:>6} {r.total:>6} "
             f"{r.min_full:>8} {r.min_delta:>9} "
-            f"{'-' if r.batched is None else r.batched:>7} {'-' if r.naive is None else r.naive:>7} "
+            f"{'-' if r.batched is None else r.batched:>7} "
+            f"{'-' if r.naive is None else r.naive:>7} "
             f"{r.cpu_s:>6.1f} {r.wall_s:>6.1f} {r.rss_mb:>11.0f}  {where}"
         )
-    print("(peak RSS: the first import's is the CLI process's peak; the others the daemon's so far)")
+    print("(peak RSS: the first import's is the CLI process's; the others the daemon's so far)")
     hour = [r for r in rows if r.phase.startswith("churn")]
     full = next(r for r in rows if r.phase == "full listing")
     hour_mean = mean([r.total for r in hour])
@@ -360,7 +373,7 @@ def print_size(size: int, churn: float, rows: list[Row]) -> dict[str, float]:
     amortised = hour_mean + (full.total - hour_mean) / CYCLES_PER_FULL_LISTING
     batched = [r.batched for r in hour if r.batched is not None]
     imported = rows[0]
-    figures = {
+    return {
         "first import": imported.total,
         "first import / minimum": imported.total / imported.min_delta,
         "first import CPU s": imported.cpu_s,
@@ -377,10 +390,6 @@ def print_size(size: int, churn: float, rows: list[Row]) -> dict[str, float]:
         "CPU full-listing cycle s": full.cpu_s,
         "daemon peak RSS MB": max(r.rss_mb for r in rows[1:]),
     }
-    print()
-    for label, value in figures.items():
-        print(f"{size:>9,} {label:<64} {value:>10.2f}")
-    return figures
 
 
 def main() -> None:
@@ -392,13 +401,28 @@ def main() -> None:
         "--baseline-cycles", type=int, default=3, help="churn cycles the baselines replay (0: none)"
     )
     parser.add_argument("--naive-max", type=int, default=10_000, help="largest size for naive")
+    parser.add_argument(
+        "--code", nargs="+", default=[f"this={ROOT}"], help="LABEL=DIR: source trees to run"
+    )
     parser.add_argument("--workdir", type=Path, default=ROOT / "benchmarks" / "out" / "work")
     args = parser.parse_args()
     if args.cycles < 2:
         parser.error("--cycles must be at least 2")
+    trees = [(label, Path(path).resolve()) for label, path in (c.split("=", 1) for c in args.code)]
     began = time.monotonic()
     for size in args.sizes:
-        print_size(size, args.churn, bench_size(args, size))
+        runs = {label: bench_code(args, size, label, code) for label, code in trees}
+        counts = bench_baselines(args, size)
+        figures = {}
+        for label, rows in runs.items():
+            for name, values in counts.items():
+                for row, value in zip(rows, values, strict=False):  # the first phases only
+                    setattr(row, name, value)
+            figures[label] = print_size(size, args.churn, label, rows)
+        print(f"\n## {size:,} open tickets: " + " | ".join(label for label, _ in trees) + "\n")
+        for key in figures[trees[0][0]]:
+            values = " ".join(f"{figures[label][key]:>10.2f}" for label, _ in trees)
+            print(f"{key:<64} {values}")
     print(f"\ntotal {time.monotonic() - began:.0f} s")
 
 
