@@ -41,7 +41,7 @@ def run_cycle(
         listed: dict[str, dict[str, Any]] = {}
         cursor = None
         while True:
-            params: list[tuple[str, str | int]] = [
+            params: list[tuple[str, str | int | float | bool | None]] = [
                 ("limit", PAGE),
                 ("fields.fc_source", source),
                 ("status", "TODO"),

@@ -421,8 +421,8 @@ def main() -> None:
             figures[label] = print_size(size, args.churn, label, rows)
         print(f"\n## {size:,} open tickets: " + " | ".join(label for label, _ in trees) + "\n")
         for key in figures[trees[0][0]]:
-            values = " ".join(f"{figures[label][key]:>10.2f}" for label, _ in trees)
-            print(f"{key:<64} {values}")
+            side_by_side = " ".join(f"{figures[label][key]:>10.2f}" for label, _ in trees)
+            print(f"{key:<64} {side_by_side}")
     print(f"\ntotal {time.monotonic() - began:.0f} s")
 
 
