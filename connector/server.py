@@ -28,6 +28,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Route
 
 from connector.errors import ConfigError
+from connector.models import JSONValue
 from connector.redaction import REDACTOR
 from connector.statuspage import PAGE_HEADERS, render_page
 
@@ -49,7 +50,7 @@ class Probe(Protocol):
         """Each source: `held` by this replica or `standby` (another replica works it)."""
         ...
 
-    def progress(self) -> dict[str, dict[str, Any]]:
+    def progress(self) -> dict[str, dict[str, JSONValue]]:
         """The running cycles' figures by source (`ProgressSnapshot.to_json()`)."""
         ...
 
@@ -57,7 +58,7 @@ class Probe(Protocol):
         """The Prometheus exposition."""
         ...
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> dict[str, JSONValue]:
         """The status document (`connector.status.status_document`); reads the state store."""
         ...
 
