@@ -373,7 +373,8 @@ def print_size(size: int, churn: float, label: str, rows: list[Row]) -> dict[str
     hour_mean = mean([r.total for r in hour])
     steady = sorted(r.total for r in hour)[len(hour) // 2]
     amortised = hour_mean + (full.total - hour_mean) / CYCLES_PER_FULL_LISTING
-    batched = [r.batched for r in hour if r.batched is not None]
+    # The batched client keeps no state: every churn cycle it ran counts.
+    batched = [r.batched for r in rows if r.phase.startswith("churn") and r.batched is not None]
     imported = rows[0]
     return {
         "first import": imported.total,
