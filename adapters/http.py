@@ -31,7 +31,7 @@ from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequenc
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any, Final, Literal, Protocol, TypeAlias
+from typing import Any, ClassVar, Final, Literal, Protocol, TypeAlias
 
 import httpx
 import stamina
@@ -62,6 +62,7 @@ __all__ = [
     "PageRequest",
     "Paginator",
     "RetryAfter",
+    "RetryOptions",
     "RetryPolicy",
     "first_of",
     "get_json",
@@ -213,24 +214,51 @@ class RetryPolicy:
 DEFAULT_POLICY: Final = RetryPolicy()
 
 
-class HttpOptions(AdapterConfig):
-    """Options every HTTP adapter takes: a timeout per request and how requests are retried."""
+class RetryOptions(AdapterConfig):
+    """How each request is retried on 429, 5xx and network errors (a RetryPolicy)."""
 
-    timeout: Duration = Field(timedelta(seconds=30), description="Per HTTP request.")
-    retry_attempts: int = Field(5, ge=1, description="Attempts per request (429, 5xx, network).")
-    retry_deadline: Duration = Field(
+    attempts: int = Field(5, ge=1, description="Attempts per request (429, 5xx, network).")
+    deadline: Duration = Field(
         timedelta(seconds=60),
+        gt=timedelta(0),
         description="Time for one request with its retries and waits; a Retry-After past it "
         "fails the request at once.",
     )
+    wait_initial: Duration = timedelta(seconds=0.5)
+    wait_max: Duration = timedelta(seconds=30)
+    wait_jitter: Duration = timedelta(seconds=1)
+
+    def policy(self, retry_after: RetryAfter = retry_after_header) -> RetryPolicy:
+        """The RetryPolicy of these options; `retry_after` reads the vendor's wait."""
+        return RetryPolicy(
+            attempts=self.attempts,
+            deadline=self.deadline.total_seconds(),
+            wait_initial=self.wait_initial.total_seconds(),
+            wait_max=self.wait_max.total_seconds(),
+            wait_jitter=self.wait_jitter.total_seconds(),
+            retry_after=retry_after,
+        )
+
+
+class HttpOptions(AdapterConfig):
+    """Options every HTTP adapter takes: a timeout per request and how requests are retried.
+
+    `retry_attempts` and `retry_deadline` are the deprecated spellings of `retry.attempts` and
+    `retry.deadline`, still read. An adapter with other retry defaults subclasses RetryOptions
+    and overrides `retry` with it, so that a partial `retry:` keeps them.
+    """
+
+    renamed_options: ClassVar[Mapping[str, str]] = {
+        "retry_attempts": "retry.attempts",
+        "retry_deadline": "retry.deadline",
+    }
+
+    timeout: Duration = Field(timedelta(seconds=30), gt=timedelta(0), description="Per request.")
+    retry: RetryOptions = RetryOptions()
 
     def retry_policy(self, retry_after: RetryAfter = retry_after_header) -> RetryPolicy:
         """The RetryPolicy of these options; `retry_after` reads the vendor's wait."""
-        return RetryPolicy(
-            attempts=self.retry_attempts,
-            deadline=self.retry_deadline.total_seconds(),
-            retry_after=retry_after,
-        )
+        return self.retry.policy(retry_after)
 
 
 # --- the client ---------------------------------------------------------------------------------

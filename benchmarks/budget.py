@@ -37,7 +37,7 @@ from connector.budget import SharedBudget
 from connector.fragment import TokenBucket
 from connector.leases import _ANNOUNCE, _REPLICAS
 from connector.sandbox import SandboxConfig, SandboxServer
-from connector.sandbox.store import parse_instant
+from connector.sandbox.wire import parse_instant
 
 TOKEN = "budget-token"
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"

@@ -34,7 +34,13 @@ from connector.redaction import REDACTOR, ScrubbingStream
 from connector.render import write_error_json, write_json, write_text
 from connector.render_explain import write_explain_json, write_explain_text
 from connector.render_status import write_status_json, write_status_text
-from connector.runtime import build_adapters, fragment_token, open_runtime, remember_secrets
+from connector.runtime import (
+    build_adapters,
+    fragment_token,
+    open_runtime,
+    option_deprecations,
+    remember_secrets,
+)
 from connector.source import read_snapshot
 from connector.state import StateStore, missing_sqlite_file
 from connector.status import RunsOverview, runs_overview
@@ -266,6 +272,8 @@ def check(state: CliState) -> int:
         return code
 
     click.echo(f"ok      config: {len(adapters)} source(s)")
+    for line in option_deprecations(settings):
+        _say(f"note    {line}")
     return asyncio.run(run())
 
 

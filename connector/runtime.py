@@ -21,7 +21,13 @@ from connector.errors import ConfigError
 from connector.fragment import FragmentClient, RequestListener
 from connector.progress import ProgressBoard
 from connector.redaction import REDACTOR, secrets_in
-from connector.registry import AdapterInfo, build_adapter, discover
+from connector.registry import (
+    AdapterInfo,
+    build_adapter,
+    deprecated_options,
+    discover,
+    validate_options,
+)
 from connector.sandbox import SandboxConfig, SandboxServer
 from connector.state import StateStore
 
@@ -46,6 +52,18 @@ def build_adapters(settings: Settings, only: str | None = None) -> dict[str, Sou
                 "back with these options (`fragment-connector adapters` lists those that can)"
             )
     return adapters
+
+
+def option_deprecations(settings: Settings) -> list[str]:
+    """One line per source option given under a deprecated key, naming the key to write."""
+    installed = discover()
+    return [
+        line
+        for source in settings.sources
+        for line in deprecated_options(
+            source, validate_options(source, installed, config_dir=settings.config_dir)
+        )
+    ]
 
 
 def fragment_token(settings: Settings) -> str:

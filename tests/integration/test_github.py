@@ -34,8 +34,7 @@ def options_for(fake: GitHubFake, **extra: Any) -> dict[str, Any]:
         "token": TOKEN,
         "base_url": fake.url,
         "page_size": 20,
-        "retry_attempts": 2,
-        "retry_deadline": 5,
+        "retry": {"attempts": 2, "deadline": 5},
         **extra,
     }
 

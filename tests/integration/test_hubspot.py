@@ -34,8 +34,7 @@ def options_for(fake: HubSpotFake, **extra: Any) -> dict[str, Any]:
         "token": TOKEN,
         "page_size": 20,
         "search_requests_per_second": 1000,
-        "retry_attempts": 2,
-        "retry_deadline": 5,
+        "retry": {"attempts": 2, "deadline": 5},
         **extra,
     }
 

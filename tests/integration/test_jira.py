@@ -33,8 +33,7 @@ def options_for(fake: JiraFake, **extra: Any) -> dict[str, Any]:
         "base_url": fake.url,
         "email": EMAIL,
         "api_token": TOKEN,
-        "retry_attempts": 2,
-        "retry_deadline": 5,
+        "retry": {"attempts": 2, "deadline": 5},
         **extra,
     }
 

@@ -33,8 +33,7 @@ def options_for(fake: ZendeskFake, **extra: Any) -> dict[str, Any]:
         "email": EMAIL,
         "api_token": TOKEN,
         "page_size": 25,
-        "retry_attempts": 2,
-        "retry_deadline": 5,
+        "retry": {"attempts": 2, "deadline": 5},
         **extra,
     }
 
