@@ -30,12 +30,12 @@ from connector.leases import leases_for
 from connector.logging import configure_logging
 from connector.models import CycleReport
 from connector.printable import visible
-from connector.progress import Heartbeat, ProgressBoard
+from connector.progress import Heartbeat, ProgressBoard, ProgressSnapshot
 from connector.redaction import REDACTOR, ScrubbingStream
 from connector.render import write_error_json, write_json, write_text
 from connector.runtime import build_adapters, fragment_token, open_runtime, remember_secrets
 from connector.snapshot import read_snapshot
-from connector.state import StateStore, missing_sqlite_file
+from connector.state import RunRecord, StateStore, missing_sqlite_file
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -179,7 +179,7 @@ def reconcile(
                     interval=settings.connector.progress_interval.total_seconds(),
                     log_lines=not shown,
                     # A dry-run writes no local state, not even its progress.
-                    store=None if dry_run else rec.store,
+                    store=None if dry_run else rec.store.progress,
                 )
                 async with heartbeat.running():
                     return await _run_cycle(rec, settings, options)
@@ -338,6 +338,20 @@ def explain(state: CliState, source: str, ticket_id: str, output: str) -> int:
     return EXIT_OK
 
 
+async def _stored_status(
+    settings: Settings, limit: int
+) -> tuple[list[ProgressSnapshot], list[RunRecord], dict[str, str | None]]:
+    """What `status` shows: the running cycles, the recent runs and each source's cursor."""
+    store = await StateStore.open(settings.state.url, instance=settings.connector.instance)
+    try:
+        running = await store.progress.running_cycles()
+        runs = await store.runs.recent(limit)
+        cursors = {s.name: await store.cursors.get(s.name) for s in settings.sources}
+    finally:
+        await store.aclose()
+    return running, runs, cursors
+
+
 @cli.command()
 @config_option
 @click.option("--limit", default=20, show_default=True, help="How many recent runs to show.")
@@ -354,13 +368,7 @@ def status(state: CliState, limit: int, output: str) -> int:
         else:
             click.echo(f"no state store at {missing} yet: no run recorded")
         return EXIT_OK
-    store = StateStore(settings.state.url, instance=settings.connector.instance)
-    try:
-        running = store.running_cycles()
-        runs = store.recent_runs(limit)
-        cursors = {s.name: store.get_cursor(s.name) for s in settings.sources}
-    finally:
-        store.close()
+    running, runs, cursors = asyncio.run(_stored_status(settings, limit))
     now = datetime.now(UTC)
     stale_after = 3 * settings.connector.progress_interval.total_seconds()
     if output == "json":

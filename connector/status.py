@@ -1,7 +1,7 @@
 """What the status page and `GET /api/status` show, read from the state store alone.
 
 The daemon records each cycle's plan beside its run history (`plan_document`, stored by
-`StateStore.set_last_plan`); `status_document` builds the versioned document from the store and
+`RunHistory.set_last_plan`); `status_document` builds the versioned document from the store and
 the config, so every replica sharing a store shows the same picture (only "held here" depends on
 which replica answers). Everything in it passed through the redactor: ticket text is hostile, and
 an adapter's error may quote a credential.
@@ -67,12 +67,12 @@ def apply_command(source: str, guard: str) -> str | None:
     return f"fragment-connector reconcile --source {shlex.quote(source)} --allow-mass-close"
 
 
-def record_cycle(
+async def record_cycle(
     store: StateStore, report: SourceReport, *, run_id: str, started: datetime, replica: str | None
 ) -> None:
     """Write one source's cycle to the run history, and its plan for the status page."""
     finished = datetime.now(UTC)
-    store.record_run(
+    await store.runs.record(
         RunRecord(
             run_id=run_id,
             source=report.name,
@@ -87,12 +87,12 @@ def record_cycle(
         )
     )
     document = plan_document(report, run_id=run_id, recorded_at=finished)
-    store.set_last_plan(
+    await store.runs.set_last_plan(
         report.name, report.kind, run_id=run_id, recorded_at=finished, document=document
     )
     if document["actions"] or document["refusal"]:
         # Most cycles change nothing: the page also keeps the last one that did.
-        store.set_last_plan(
+        await store.runs.set_last_plan(
             report.name, CHANGES, run_id=run_id, recorded_at=finished, document=document
         )
 
@@ -236,7 +236,7 @@ def _next(last: RunRecord | None, every: timedelta | None, now: datetime) -> str
     return max(due, now).isoformat()
 
 
-def status_document(
+async def status_document(
     settings: Settings,
     store: StateStore,
     *,
@@ -246,10 +246,14 @@ def status_document(
 ) -> dict[str, Any]:
     """The versioned status document (docs/output.md), secrets masked."""
     now = now or datetime.now(UTC)
-    history = store.recent_runs(HISTORY_READ)
-    plans = store.last_plans()
+    history = await store.runs.recent(HISTORY_READ)
+    plans = await store.runs.last_plans()
     fresh_after = max(3 * settings.connector.progress_interval, timedelta(seconds=30))
-    running = {p.source: p for p in store.running_cycles() if now - p.updated_at < fresh_after}
+    running = {
+        p.source: p
+        for p in await store.progress.running_cycles()
+        if now - p.updated_at < fresh_after
+    }
     sources = []
     for source in settings.sources:
         name = source.name
