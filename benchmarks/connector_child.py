@@ -21,6 +21,7 @@ from connector.cycle import CycleOptions, report_counts
 from connector.fragment import RequestStats
 from connector.logging import configure_logging
 from connector.runtime import open_runtime
+from connector.state import StoredWatermark
 
 
 def cpu_seconds() -> float:
@@ -54,7 +55,7 @@ async def main(config: Path) -> None:
             if command not in ("cycle", "cycle-full"):
                 break
             if command == "cycle-full":  # as when `fragment.full_listing_every` has passed
-                reconciler.store.set_cursor("fragment:backoffice", None)
+                await reconciler.store.watermarks.set("backoffice", StoredWatermark())
             planning = 0.0
             before = reconciler.client.stats.counts.copy()
             cpu, wall = cpu_seconds(), time.perf_counter()

@@ -79,7 +79,9 @@ def sqlite_lock(path: Path) -> Callable[[], None]:
 
 
 def rows(count: int) -> list[dict[str, Any]]:
-    return [{"uid": f"{i:036d}", "source": "s", "fields": '{"title":"x"}' * 8} for i in range(count)]
+    return [
+        {"uid": f"{i:036d}", "source": "s", "fields": '{"title":"x"}' * 8} for i in range(count)
+    ]
 
 
 def upsert(dialect: str) -> Any:

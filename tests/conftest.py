@@ -205,7 +205,7 @@ async def source_cycle(ws: Workspace, adapter: Any, kind: str = "full") -> Any:
 
     settings = load_settings(ws.config_path)
     source = settings.sources[0]
-    store = StateStore(settings.state.url, instance=settings.connector.instance)
+    store = await StateStore.open(settings.state.url, instance=settings.connector.instance)
     client = FragmentClient(settings.fragment.base_url, TOKEN, requests_per_minute=1e5)
     try:
         reconciler = Reconciler(
@@ -214,4 +214,4 @@ async def source_cycle(ws: Workspace, adapter: Any, kind: str = "full") -> Any:
         return await reconciler.reconcile_source(source, CycleOptions(), kind=kind)
     finally:
         await client.aclose()
-        store.close()
+        await store.aclose()

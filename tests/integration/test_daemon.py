@@ -208,7 +208,7 @@ async def test_run_history_is_recorded(workspace: Workspace) -> None:
     workspace.write_tickets(make_tickets(2))
     async with running(settings_for(workspace, full_refresh="0.3s")) as (daemon, _http, reports):
         await wait_for(lambda: len(reports) >= 2)
-        runs = daemon.reconciler.store.recent_runs(10)
+        runs = await daemon.reconciler.store.runs.recent(10)
     assert runs[-1].counts["create"] == 2
     assert {r.outcome for r in runs} == {"ok"}
     result = workspace.cli("status", "--output", "json", "--config", str(workspace.config_path))
