@@ -44,9 +44,9 @@ async def running(
         reports: list[SourceReport] = []
         observe = daemon.observe
 
-        def recording(report: SourceReport, **kw: Any) -> None:
+        async def recording(report: SourceReport, **kw: Any) -> None:
             reports.append(report)
-            observe(report, **kw)
+            await observe(report, **kw)
 
         daemon.observe = recording  # type: ignore[method-assign]
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
