@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -113,3 +114,28 @@ async def test_the_store_keeps_the_running_cycle_until_it_ends(tmp_path: Path) -
         assert await progress.running_cycles() == []
     finally:
         await store.aclose()
+
+
+async def test_the_heartbeat_stores_in_order_without_holding_the_cycle() -> None:
+    """The board tells the heartbeat synchronously, from inside the cycle: its store writes run
+    as tasks, so a slow store never holds the cycle, and one after the other, so a cycle's
+    clearing never lands before its last figures (a row left behind would read as running)."""
+    release = asyncio.Event()
+    calls: list[str] = []
+
+    class SlowStore:
+        async def set_progress(self, snapshot: ProgressSnapshot) -> None:
+            await release.wait()
+            calls.append(f"set {snapshot.run_id}")
+
+        async def clear_progress(self, source: str, run_id: str) -> None:
+            calls.append(f"clear {run_id}")
+
+    board = ProgressBoard(clock=FakeClock())
+    heartbeat = Heartbeat(board, log_lines=False, store=SlowStore())
+    with board.cycle("bo", "full", "r1") as progress:
+        progress.start_phase("apply", total=10)
+    assert calls == []  # the cycle ended while its first write still waits for the store
+    release.set()
+    await heartbeat.flush()
+    assert calls == ["set r1", "set r1", "clear r1"]
