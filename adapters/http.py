@@ -27,7 +27,6 @@ import json
 import math
 import random
 import re
-import time
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -48,6 +47,7 @@ from adapters.base import (
     SourceError,
 )
 from adapters.partition import ResultsCapped
+from connector.clock import SYSTEM_CLOCK, Clock
 from connector.values import parse_retry_after, parse_timestamp
 
 __all__ = [
@@ -109,8 +109,8 @@ USER_AGENT: Final = _user_agent()
 # --- rate-limit signals -------------------------------------------------------------------------
 
 
-def server_time(response: httpx.Response) -> datetime:
-    """The back-office's clock from a response's `Date` header (the local clock when none parses).
+def server_time(response: httpx.Response, *, clock: Clock = SYSTEM_CLOCK) -> datetime:
+    """The back-office's clock from a response's `Date` header (`clock` when none parses).
 
     Cursors and waits measured on the back-office's clock cannot be shortened or skewed by ours.
     A response may carry several `Date` headers (uvicorn sends its own, then the one an
@@ -124,7 +124,7 @@ def server_time(response: httpx.Response) -> datetime:
         if moment.tzinfo is None:  # RFC 5322 "-0000": UTC, with no claim about the zone
             moment = moment.replace(tzinfo=UTC)
         return moment.astimezone(UTC)
-    return datetime.now(UTC)
+    return clock.now()
 
 
 def _server_now(response: httpx.Response) -> float:
@@ -199,6 +199,9 @@ class RetryPolicy:
     retry_after: RetryAfter = retry_after_header
     """Reads the vendor's wait from a response; e.g. `first_of(retry_after_header,
     ratelimit_reset_header())` for GitHub."""
+    clock: Clock = SYSTEM_CLOCK
+    """Times the deadline. The waits between attempts are stamina's, on the event loop's
+    clock, which the default reads too."""
 
     def __post_init__(self) -> None:
         if self.attempts < 1:
@@ -429,7 +432,7 @@ async def _attempt(
 ) -> httpx.Response:
     try:
         # The deadline bounds the attempt too: httpx timeouts apply per phase, not in total.
-        async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+        async with asyncio.timeout(max(0.0, deadline - policy.clock.monotonic())):
             response = await client.request(method, url, **kwargs)
     except httpx.UnsupportedProtocol as exc:
         raise AdapterConfigError(f"{where} cannot be sent: {exc}") from None
@@ -462,7 +465,7 @@ async def _attempt(
 def _unavailable(
     where: str, exc: _Retry, policy: RetryPolicy, started: float
 ) -> AdapterUnavailable:
-    elapsed = time.monotonic() - started
+    elapsed = policy.clock.monotonic() - started
     attempts = f"{exc.attempt} attempt{'s' if exc.attempt > 1 else ''} in {elapsed:.1f} s"
     detail = ""
     if exc.response is not None:
@@ -535,7 +538,7 @@ async def send(
 
     A query string in `url` is kept, merged with `params` (which win on a clash).
     """
-    started = time.monotonic()
+    started = policy.clock.monotonic()
     deadline = started + policy.deadline
     try:
         url, params = _query_in_params(url, request_kwargs.get("params"))
@@ -552,7 +555,7 @@ async def send(
         # the server has already said it will refuse.
         if not isinstance(exc, _Retry):
             return False
-        remaining = deadline - time.monotonic()
+        remaining = deadline - policy.clock.monotonic()
         wait = exc.retry_after if exc.retry_after is not None else _backoff(policy, exc.attempt)
         if wait >= remaining:
             if exc.retry_after is not None:

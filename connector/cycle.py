@@ -14,17 +14,17 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import structlog
 
 from adapters.base import SourceAdapter, SupportsChanges, SupportsWriteBack, can_write_back
 from connector.apply import apply_actions
+from connector.clock import SYSTEM_CLOCK, Clock
 from connector.config import Settings, SourceSection
 from connector.errors import (
     EXIT_FAILURE,
@@ -139,8 +139,8 @@ class Started:
     asks it of every server with a clock); without one, this machine's clock as the listing
     began, whose skew the overlap must then cover."""
 
-    def __init__(self) -> None:
-        self._local = datetime.now(UTC)
+    def __init__(self, local: datetime) -> None:
+        self._local = local
         self._server: datetime | None = None
         self._seen = False
 
@@ -167,13 +167,15 @@ class Reconciler:
         adapters: Mapping[str, SourceAdapter],
         board: ProgressBoard | None = None,
         should_stop: Callable[[], bool] = lambda: False,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.settings = settings
+        self.clock = clock
         self.client = client
         self.store = store
         self.adapters = adapters
         # Where the running cycles' progress goes (a terminal display, log lines, the store).
-        self.board = board or ProgressBoard()
+        self.board = board or ProgressBoard(clock=clock)
         self.should_stop = should_stop
         self.namespace = instance_namespace(settings.connector.instance)
         self.markers: Markers = settings.connector.markers.to_markers()
@@ -196,7 +198,7 @@ class Reconciler:
     async def run(self, options: CycleOptions, leases: Leases | None = None) -> CycleReport:
         """One full cycle over every selected source (those `leases` grants, when given)."""
         run_id = uuid.uuid4().hex[:12]
-        started = datetime.now(UTC)
+        started = self.clock.now()
         before = self.client.stats.counts.copy()
         sources = self.settings.sources
         if options.only_source is not None:
@@ -213,7 +215,7 @@ class Reconciler:
             dry_run=options.dry_run,
             sources=tuple(reports),
             started_at=started,
-            finished_at=datetime.now(UTC),
+            finished_at=self.clock.now(),
             requests=dict(self.client.stats.counts - before),
             orphaned=orphaned,
         )
@@ -368,7 +370,7 @@ class Reconciler:
 
         Only a refused Fragment token escapes: no other source can succeed either.
         """
-        began = time.monotonic()
+        began = self.clock.monotonic()
         requests_before = self.client.stats.total
         run_id = structlog.contextvars.get_contextvars().get("run_id") or uuid.uuid4().hex[:12]
         with self.board.cycle(source.name, kind, str(run_id)) as progress:
@@ -376,7 +378,7 @@ class Reconciler:
         report = dataclasses.replace(
             report,
             kind=kind,
-            duration_s=round(time.monotonic() - began, 3),
+            duration_s=round(self.clock.monotonic() - began, 3),
             requests=self.client.stats.total - requests_before,
         )
         counts = report_counts(report)
@@ -454,7 +456,11 @@ class Reconciler:
         # status: one listing is then both the mirror and the look-up of every DONE task, so no
         # uid needs asking about (an empty Fragment costs one request).
         cold = await self.store.index.count_known(name) == 0
-        full = cold or options.full_listing or watermark.full_listing_due(self.settings)
+        full = (
+            cold
+            or options.full_listing
+            or watermark.full_listing_due(self.settings, now=self.clock.now())
+        )
         listing = LISTING_EVERY_STATUS if cold else LISTING_FULL if full else LISTING_CHANGES
         everything = cold  # whether the listing shows every task of the source, in any status
 
@@ -470,7 +476,7 @@ class Reconciler:
             )
 
         mirror = await new_mirror(full)
-        started = Started()
+        started = Started(self.clock.now())
 
         async def list_in_full(mirror: Mirror) -> None:
             # A full listing of the open tasks: the truth, and the mirror's repair.
@@ -518,7 +524,7 @@ class Reconciler:
             known.tasks.update(done)
             if everything:
                 log.info("fragment.listing_filter_ignored", source=name, filter="updated_at_after")
-            elif watermark.drift_check_due(self.settings):
+            elif watermark.drift_check_due(self.settings, now=self.clock.now()):
                 # What `updated_at_after` cannot show (a task deleted in Fragment, an edit
                 # missed) shows in the count: one request, and a full listing only if it differs.
                 # A server that ignores a filter counts more, so it can cause a listing, never
@@ -532,7 +538,9 @@ class Reconciler:
                     full, listing = True, LISTING_FULL
                     mirror = await new_mirror(True)
                     await list_in_full(mirror)
-        watermark = watermark.after_listing(started.at(), full=full, checked=checked)
+        watermark = watermark.after_listing(
+            started.at(), now=self.clock.now(), full=full, checked=checked
+        )
         check = check_sync(
             name,
             snapshot.tickets,
@@ -865,7 +873,7 @@ class Reconciler:
                 current=current,
                 markers=self.markers,
                 owned=lambda task: self._owned(name, task, inputs.uids),
-                now=lambda: datetime.now(UTC),
+                now=self.clock.now,
                 may_write=may_write,
                 on_marked=lambda task, ticket_id: mirror.add([(task, ticket_id)]),
             )

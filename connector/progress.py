@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Protocol
 
 import structlog
+
+from connector.clock import SYSTEM_CLOCK, Clock
 
 # The logger of the `cycle.progress` lines; `configure_logging` keeps it at INFO at least, so a
 # long run off a terminal is never silent.
@@ -129,8 +130,7 @@ class CycleProgress:
         run_id: str,
         *,
         replica: str | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        wall: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Clock = SYSTEM_CLOCK,
         on_change: Callable[[CycleProgress, bool], None] | None = None,
     ) -> None:
         self.source = source
@@ -138,18 +138,17 @@ class CycleProgress:
         self.run_id = run_id
         self.replica = replica
         self._clock = clock
-        self._wall = wall
         self._on_change = on_change
-        self.started_at = wall()
+        self.started_at = clock.now()
         self.phase = "starting"
         self.done = 0
         self.total: int | None = None
-        self._phase_began = clock()
+        self._phase_began = clock.monotonic()
 
     def start_phase(self, phase: str, total: int | None = None) -> None:
         """Begin a phase (one of PHASES) with its total, when known."""
         self.phase, self.total, self.done = phase, total, 0
-        self._phase_began = self._clock()
+        self._phase_began = self._clock.monotonic()
         self._notify(new_phase=True)
 
     def advance(self, count: int = 1) -> None:
@@ -168,7 +167,7 @@ class CycleProgress:
 
     def snapshot(self) -> ProgressSnapshot:
         """The figures now."""
-        elapsed = self._clock() - self._phase_began
+        elapsed = self._clock.monotonic() - self._phase_began
         rate = self.done / elapsed if elapsed > 0 and self.done > 0 else None
         eta = None
         if rate and self.total is not None:
@@ -184,7 +183,7 @@ class CycleProgress:
             rate=None if rate is None else round(rate, 2),
             eta_s=eta,
             started_at=self.started_at,
-            updated_at=self._wall(),
+            updated_at=self._clock.now(),
         )
 
 
@@ -209,13 +208,11 @@ class ProgressBoard:
         listeners: tuple[ProgressListener, ...] = (),
         *,
         replica: str | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        wall: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.listeners = list(listeners)
         self.replica = replica
         self._clock = clock
-        self._wall = wall
         self._running: dict[str, CycleProgress] = {}
 
     def add(self, listener: ProgressListener) -> None:
@@ -231,7 +228,6 @@ class ProgressBoard:
             run_id,
             replica=self.replica,
             clock=self._clock,
-            wall=self._wall,
             on_change=self._changed,
         )
         self._running[source] = progress
@@ -285,13 +281,13 @@ class Heartbeat:
         interval: float = DEFAULT_INTERVAL_S,
         log_lines: bool = True,
         store: ProgressStore | None = None,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.board = board
         self.interval = interval
         self.log_lines = log_lines
         self.store = store
-        self._sleep = sleep
+        self._clock = clock
         self._writing: asyncio.Task[None] | None = None
         board.add(self)
 
@@ -355,7 +351,7 @@ class Heartbeat:
     async def run(self) -> None:
         """Beat every `interval` seconds until cancelled."""
         while True:
-            await self._sleep(self.interval)
+            await self._clock.sleep(self.interval)
             self.beat()
 
     @contextlib.asynccontextmanager

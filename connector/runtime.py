@@ -14,6 +14,7 @@ from pathlib import Path
 
 from adapters.base import SourceAdapter, can_write_back
 from connector.budget import pacer_for
+from connector.clock import SYSTEM_CLOCK, Clock
 from connector.config import Settings
 from connector.cycle import Reconciler
 from connector.errors import ConfigError
@@ -92,8 +93,10 @@ async def open_runtime(
     board: ProgressBoard | None = None,
     listener: RequestListener | None = None,
     should_stop: Callable[[], bool] = lambda: False,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> AsyncIterator[Reconciler]:
-    """A Reconciler wired to Fragment (or the embedded sandbox), the state store and adapters."""
+    """A Reconciler wired to Fragment (or the embedded sandbox), the state store and adapters,
+    all timed by `clock`."""
     adapters = build_adapters(settings, only_source)
     token = fragment_token(settings)
     REDACTOR.add(token)
@@ -115,6 +118,7 @@ async def open_runtime(
             token=token,
             requests_per_minute=fragment.requests_per_minute,
             burst=fragment.burst,
+            clock=clock,
         )
         if budget is not None:
             stack.push_async_callback(budget.aclose)
@@ -126,6 +130,7 @@ async def open_runtime(
             retry_deadline=fragment.retry_deadline.total_seconds(),
             page_size=fragment.page_size,
             listener=listener,
+            clock=clock,
         )
         stack.push_async_callback(client.aclose)
         yield Reconciler(
@@ -135,4 +140,5 @@ async def open_runtime(
             adapters=adapters,
             board=board,
             should_stop=should_stop,
+            clock=clock,
         )

@@ -20,7 +20,6 @@ import functools
 import os
 import signal
 import socket
-import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from adapters.base import SupportsChanges
+from connector.clock import SYSTEM_CLOCK, Clock
 from connector.config import Settings
 from connector.cycle import (
     FULL,
@@ -82,8 +82,10 @@ class Daemon:
         leases: Leases,
         *,
         replica: str,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.settings = settings
+        self.clock = clock
         self.reconciler = reconciler
         self.metrics = metrics
         self.leases = leases
@@ -103,7 +105,7 @@ class Daemon:
         plan = self.settings.schedule
         full = plan.full_refresh.total_seconds()
         jitter = plan.jitter.total_seconds() if plan.jitter else None
-        now = datetime.now(UTC)
+        now = self.clock.now()
         for source in self.settings.sources:
             self.scheduler.add_job(
                 self.full_cycle,
@@ -156,7 +158,7 @@ class Daemon:
             self._busy += 1
             self.idle.clear()
             run_id = uuid.uuid4().hex[:12]
-            started = datetime.now(UTC)
+            started = self.clock.now()
             options = CycleOptions(may_write=functools.partial(self.leases.confirm, name))
             try:
                 try:
@@ -206,17 +208,23 @@ class Daemon:
             m.guard_trips.labels(name, GUARD_MASS_WRITE_BACK).inc()
         health = self.health[name]
         if report.ok:
-            m.last_success.labels(name, kind).set(time.time())
+            now = self.clock.now().timestamp()
+            m.last_success.labels(name, kind).set(now)
             health.consecutive_failures = 0
             if kind == FULL:
-                health.last_full_success = time.time()
+                health.last_full_success = now
         else:
             health.consecutive_failures += 1
             health.last_error = report.error
             health.last_error_type = report.error_label or "error"
         try:
             await record_cycle(
-                self.reconciler.store, report, run_id=run_id, started=started, replica=self.replica
+                self.reconciler.store,
+                report,
+                run_id=run_id,
+                started=started,
+                finished=self.clock.now(),
+                replica=self.replica,
             )
         except Exception:
             log.exception("daemon.history_not_written", source=name)
@@ -232,7 +240,7 @@ class Daemon:
         3 x its interval (a replica holding none is a ready standby, if it can reach the
         database that would hand it sources)."""
         limit = READY_FACTOR * self.settings.schedule.full_refresh.total_seconds()
-        now = time.time()
+        now = self.clock.now().timestamp()
         reasons: dict[str, str] = {}
         held = self.leases.held()
         for name, health in self.health.items():
@@ -319,22 +327,24 @@ class _DaemonProbe:
             daemon.reconciler.store,
             holdings=daemon.holdings(),
             replica=daemon.replica,
+            now=daemon.clock.now(),
         )
 
 
 @contextlib.asynccontextmanager
 async def daemon_running(
-    settings: Settings, stop: asyncio.Event
+    settings: Settings, stop: asyncio.Event, *, clock: Clock = SYSTEM_CLOCK
 ) -> AsyncIterator[tuple[Daemon, int]]:
     """A started daemon and the port of its HTTP endpoint; drained and closed on exit.
 
-    `stop` is what cycles check between batches; setting it is how a stop begins.
+    `stop` is what cycles check between batches; setting it is how a stop begins. `clock` times
+    everything but APScheduler's own triggers, which read the machine's clock.
     """
     metrics = Metrics()
     replica = f"{socket.gethostname()}:{os.getpid()}"
-    board = ProgressBoard(replica=replica)
+    board = ProgressBoard(replica=replica, clock=clock)
     async with open_runtime(
-        settings, listener=metrics, should_stop=stop.is_set, board=board
+        settings, listener=metrics, should_stop=stop.is_set, board=board, clock=clock
     ) as reconciler:
         try:
             await reconciler.client.me()
@@ -343,15 +353,18 @@ async def daemon_running(
         except FragmentError as exc:
             log.warning("daemon.fragment_unreachable_at_start", error=str(exc))
         names = [s.name for s in settings.sources]
-        leases = leases_for(settings.state.url, instance=settings.connector.instance, sources=names)
+        leases = leases_for(
+            settings.state.url, instance=settings.connector.instance, sources=names, clock=clock
+        )
         await leases.start()
         heartbeat = Heartbeat(
             board,
             interval=settings.connector.progress_interval.total_seconds(),
             store=reconciler.store.progress,
+            clock=clock,
         )
         beating = asyncio.create_task(heartbeat.run(), name="progress-heartbeat")
-        daemon = Daemon(settings, reconciler, metrics, leases, replica=replica)
+        daemon = Daemon(settings, reconciler, metrics, leases, replica=replica, clock=clock)
         server = HttpServer(
             _DaemonProbe(daemon),
             host=settings.server.host,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -68,10 +68,15 @@ def apply_command(source: str, guard: str) -> str | None:
 
 
 async def record_cycle(
-    store: StateStore, report: SourceReport, *, run_id: str, started: datetime, replica: str | None
+    store: StateStore,
+    report: SourceReport,
+    *,
+    run_id: str,
+    started: datetime,
+    finished: datetime,
+    replica: str | None,
 ) -> None:
     """Write one source's cycle to the run history, and its plan for the status page."""
-    finished = datetime.now(UTC)
     await store.runs.record(
         RunRecord(
             run_id=run_id,
@@ -242,10 +247,9 @@ async def status_document(
     *,
     holdings: Mapping[str, str],
     replica: str,
-    now: datetime | None = None,
+    now: datetime,
 ) -> dict[str, Any]:
-    """The versioned status document (docs/output.md), secrets masked."""
-    now = now or datetime.now(UTC)
+    """The versioned status document (docs/output.md) as of `now`, secrets masked."""
     history = await store.runs.recent(HISTORY_READ)
     plans = await store.runs.last_plans()
     fresh_after = max(3 * settings.connector.progress_interval, timedelta(seconds=30))

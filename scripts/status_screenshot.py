@@ -20,6 +20,7 @@ from typing import Any
 from playwright.sync_api import Route, sync_playwright
 from rich.console import Console
 
+from connector.clock import SYSTEM_CLOCK
 from connector.config import Settings
 from connector.demo import INSTANCE, SOURCE, demo_settings, run_demo
 from connector.state import StateStore
@@ -44,7 +45,11 @@ async def stored_document(settings: Settings) -> dict[str, Any]:
     store = await StateStore.open(settings.state.url, instance=INSTANCE)
     try:
         return await status_document(
-            settings, store, holdings={SOURCE: "held"}, replica="connector-7d9f-x2:1"
+            settings,
+            store,
+            holdings={SOURCE: "held"},
+            replica="connector-7d9f-x2:1",
+            now=SYSTEM_CLOCK.now(),
         )
     finally:
         await store.aclose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -34,6 +35,17 @@ IN_CI = os.environ.get("CI") == "true"
 POSTGRES_STATE_URL = os.environ.get(
     "FC_TEST_POSTGRES_STATE_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Say once that there is no current event loop.
+
+    looptime's plugin asks the policy for the current loop around every test, sync ones too;
+    until a loop was ever set, Python 3.11 answers by creating one that nobody closes, and its
+    ResourceWarning (an error here) fails whichever later test the collector runs in. Told
+    "none", the policy answers RuntimeError instead, which looptime takes as "not my business".
+    """
+    asyncio.set_event_loop(None)
 
 
 def require_server(kind: str, url: str) -> None:

@@ -12,11 +12,12 @@ from typing import Any
 
 import httpx
 import pytest
+from stamina.instrumentation import get_prometheus_counter
 
 from connector.config import Settings, load_settings
 from connector.cycle import FULL, INCREMENTAL
 from connector.models import SourceReport
-from connector.sandbox import Faults
+from connector.sandbox import FailRule, Faults
 from connector.scheduler import Daemon, daemon_running
 from tests.conftest import TOKEN, Workspace, make_tickets
 
@@ -215,3 +216,30 @@ async def test_run_history_is_recorded(workspace: Workspace) -> None:
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["runs"][0]["source"] == "backoffice"
     assert os.environ.get("FRAGMENT_CONNECTOR__FRAGMENT__TOKEN") == TOKEN
+
+
+def stamina_retries() -> float:
+    """What stamina's own counter (in prometheus_client's default registry) has counted."""
+    counter = get_prometheus_counter()
+    if counter is None:
+        return 0.0
+    samples = (sample for metric in counter.collect() for sample in metric.samples)
+    return sum(sample.value for sample in samples if sample.name == "stamina_retries_total")
+
+
+async def test_a_retry_is_counted_once_on_metrics(workspace: Workspace) -> None:
+    """A retried Fragment request moves the one retry counter /metrics serves, and not stamina's
+    `stamina_retries_total`, which would sit in a registry nobody serves."""
+    workspace.write_tickets(make_tickets(2))
+    rule = FailRule("PUT", "/tasks/batch", 503, 1)
+    workspace.sandbox.store.set_faults(Faults(fail_next=(rule,), retry_after_s=0))
+    before = stamina_retries()
+    async with running(settings_for(workspace, full_refresh="1h")) as (_, http, reports):
+        await wait_for(lambda: len(reports) >= 1)
+        text = (await http.get("/metrics")).text
+    assert reports[0].ok and open_ids(workspace) == {"T-0", "T-1"}
+    put = '{endpoint="/tasks/batch",method="PUT",status="503"}'
+    assert f"fragment_connector_fragment_requests_total{put} 1.0" in text
+    assert "fragment_connector_fragment_retries_total 1.0" in text
+    assert "stamina" not in text
+    assert stamina_retries() == before

@@ -169,11 +169,18 @@ async def test_status_document_from_the_store_alone(tmp_path: Path) -> None:
         open_tasks=2,
         requests=4,
     )
-    await record_cycle(writer, report, run_id="first", started=started, replica="here:1")
+    finished = started + timedelta(seconds=1)
+    await record_cycle(
+        writer, report, run_id="first", started=started, finished=finished, replica="here:1"
+    )
     quiet = SourceReport(name="bo", ok=True, plan=Plan(source="bo", unchanged=3), applied=True)
-    await record_cycle(writer, quiet, run_id="second", started=started, replica="here:1")
+    await record_cycle(
+        writer, quiet, run_id="second", started=started, finished=finished, replica="here:1"
+    )
     failed = SourceReport(name="zd", ok=False, error=f"401: bad token {SECRET}", kind="full")
-    await record_cycle(writer, failed, run_id="zd1", started=started, replica="other:2")
+    await record_cycle(
+        writer, failed, run_id="zd1", started=started, finished=finished, replica="other:2"
+    )
     now = datetime.now(UTC)
     await writer.progress.set_progress(
         ProgressSnapshot(
@@ -192,7 +199,7 @@ async def test_status_document_from_the_store_alone(tmp_path: Path) -> None:
     )
     reader = await StateStore.open(config.state.url, instance="tests")
     document = await status_document(
-        config, reader, holdings={"bo": "held", "zd": "standby"}, replica="here:1"
+        config, reader, holdings={"bo": "held", "zd": "standby"}, replica="here:1", now=now
     )
     assert document["version"] == 1
     bo, zd = document["sources"]
