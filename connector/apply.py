@@ -30,7 +30,7 @@ log = structlog.get_logger(__name__)
 
 Send = Callable[[Sequence[Mapping[str, JSONValue]]], Awaitable[BatchAnswer]]
 Progress = Callable[[int], None]
-Applied = Callable[[list[tuple[Action, Task | None]]], None]
+Applied = Callable[[list[tuple[Action, Task | None]]], Awaitable[None]]
 
 
 @dataclass
@@ -129,7 +129,7 @@ async def _send_isolating(
         result.applied.append(action)
         done.append((action, task))
     if on_applied is not None and done:
-        on_applied(done)
+        await on_applied(done)
 
 
 def not_honoured(payload: Mapping[str, JSONValue], task: Task | None) -> str | None:

@@ -180,7 +180,7 @@ def reconcile(
                     interval=settings.connector.progress_interval.total_seconds(),
                     log_lines=not shown,
                     # A dry-run writes no local state, not even its progress.
-                    store=None if dry_run else rec.store,
+                    store=None if dry_run else rec.store.progress,
                 )
                 async with heartbeat.running():
                     return await _run_cycle(rec, settings, options)
@@ -313,6 +313,15 @@ def explain(state: CliState, source: str, ticket_id: str, output: str) -> int:
     return EXIT_OK
 
 
+async def _runs_overview(settings: Settings, limit: int) -> RunsOverview:
+    """What `status` shows, read from the state store."""
+    store = await StateStore.open(settings.state.url, instance=settings.connector.instance)
+    try:
+        return await runs_overview(settings, store, limit=limit, now=SYSTEM_CLOCK.now())
+    finally:
+        await store.aclose()
+
+
 @cli.command()
 @config_option
 @click.option("--limit", default=20, show_default=True, help="How many recent runs to show.")
@@ -326,11 +335,7 @@ def status(state: CliState, limit: int, output: str) -> int:
     if missing is not None:
         overview = RunsOverview(missing_store=str(missing))
     else:
-        store = StateStore(settings.state.url, instance=settings.connector.instance)
-        try:
-            overview = runs_overview(settings, store, limit=limit, now=SYSTEM_CLOCK.now())
-        finally:
-            store.close()
+        overview = asyncio.run(_runs_overview(settings, limit))
     if output == "json":
         write_status_json(overview, sys.stdout)
     else:

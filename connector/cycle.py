@@ -208,7 +208,7 @@ class Reconciler:
         orphaned: dict[str, int] = {}
         with structlog.contextvars.bound_contextvars(run_id=run_id):
             if options.only_source is None:
-                orphaned = self.orphaned_sources()
+                orphaned = await self.orphaned_sources()
             for source in sources:
                 reports.append(await self._one_shot(source, options, leases))
         return CycleReport(
@@ -246,8 +246,8 @@ class Reconciler:
         invalid = [r for r in snapshot.invalid if r.ticket_id == ticket_id]
         task = await self.client.get_task(uid)
         owned = task is not None and self._owned(name, task) == ticket_id
-        entry = self.store.lookup([uid]).get(uid)
-        misses = self.store.misses(name).get(uid, 0)
+        entry = (await self.store.index.lookup([uid])).get(uid)
+        misses = (await self.store.index.misses(name)).get(uid, 0)
         plan = plan_source(
             name,
             [ticket] if ticket else [],
@@ -344,14 +344,16 @@ class Reconciler:
             return "nothing: the connector closed the task (the ticket was closed or absent)"
         return "nothing: the ticket is not open in the back-office"
 
-    def orphaned_sources(self) -> dict[str, int]:
+    async def orphaned_sources(self) -> dict[str, int]:
         """Sources the index holds open tasks of but the config no longer names; warned about.
 
         Their tasks are left exactly as they are: removing a source from the config must never
         read as "all its tickets were solved".
         """
         configured = {s.name for s in self.settings.sources}
-        orphaned = {n: c for n, c in self.store.sources().items() if n not in configured and c}
+        orphaned = {
+            n: c for n, c in (await self.store.index.sources()).items() if n not in configured and c
+        }
         for name, count in orphaned.items():
             log.warning(
                 "source.orphaned",
@@ -409,15 +411,15 @@ class Reconciler:
             if kind is CycleKind.INCREMENTAL and report.applied and report.ok and settled:
                 # Only now: a crash before this line makes the next poll apply them again,
                 # which is harmless; the other order could lose them.
-                self.store.set_cursor(source.name, inputs.next_cursor)
+                await self.store.cursors.set(source.name, inputs.next_cursor)
             if inputs.watermark is not None and report.ok:
-                self.store.set_cursor(f"fragment:{source.name}", inputs.watermark.dump())
+                await self.store.watermarks.set(source.name, inputs.watermark.stored())
             plan = report.plan
             # Miss counts move only on complete snapshots: absence from a partial one proves
             # nothing.
             counted = kind is CycleKind.FULL and report.applied and inputs.complete
             if counted and plan is not None and (plan.misses or inputs.misses):
-                self.store.set_misses(source.name, plan.misses)
+                await self.store.index.set_misses(source.name, plan.misses)
             if kind is CycleKind.FULL and source.write_back.enabled and report.ok:
                 # After the cycle's own bookkeeping: a failed write-back must not undo it.
                 report = await self._write_back(source, inputs, report, options)
@@ -449,11 +451,11 @@ class Reconciler:
         )
         progress.start_phase("list")
         known = _Known()
-        watermark = self._watermark(name)
+        watermark = Watermark.of(await self.store.watermarks.get(name))
         # A source the index knows nothing of (a first import, a lost state) is listed in every
         # status: one listing is then both the mirror and the look-up of every DONE task, so no
         # uid needs asking about (an empty Fragment costs one request).
-        cold = self.store.count_known(name) == 0
+        cold = await self.store.index.count_known(name) == 0
         full = (
             cold
             or options.full_listing
@@ -462,10 +464,10 @@ class Reconciler:
         listing = LISTING_EVERY_STATUS if cold else LISTING_FULL if full else LISTING_CHANGES
         everything = cold  # whether the listing shows every task of the source, in any status
 
-        def new_mirror(full_listing: bool) -> Mirror:
+        async def new_mirror(full_listing: bool) -> Mirror:
             # A dry-run reads exactly what the real run would, and writes no local state.
-            return Mirror(
-                self.store,
+            return await Mirror.load(
+                self.store.index,
                 name,
                 self.markers,
                 lambda t: self._owned(name, t, snapshot.uids),
@@ -473,21 +475,21 @@ class Reconciler:
                 read_only=dry_run,
             )
 
-        mirror = new_mirror(full)
+        mirror = await new_mirror(full)
         started = Started(self.clock.now())
 
         async def list_in_full(mirror: Mirror) -> None:
             # A full listing of the open tasks: the truth, and the mirror's repair.
             async for page in self._pages(name, progress, statuses=() if cold else OPEN_STATUSES):
                 started.see(page)
-                mirror.read(page)
+                await mirror.read(page)
                 if cold:
                     known.tasks.update(
                         (t.uid, t)
                         for t in page
                         if not t.is_open and self._owned(name, t, snapshot.uids)
                     )
-            unseen = mirror.done()
+            unseen = await mirror.done()
             log.info(
                 "fragment.full_listing",
                 source=name,
@@ -507,7 +509,7 @@ class Reconciler:
             done: dict[str, Task] = {}
             async for page in self._pages(name, progress, statuses=(), updated_at_after=since):
                 started.see(page)
-                mirror.read(page)
+                await mirror.read(page)
                 done.update(
                     (t.uid, t)
                     for t in page
@@ -518,7 +520,7 @@ class Reconciler:
                 everything = everything or any(
                     t.updated_at is not None and t.updated_at < since for t in page
                 )
-            mirror.done()
+            await mirror.done()
             known.tasks.update(done)
             if everything:
                 log.info("fragment.listing_filter_ignored", source=name, filter="updated_at_after")
@@ -534,7 +536,7 @@ class Reconciler:
                 if shown != len(mirror.open):
                     log.info("fragment.drift", source=name, fragment=shown, mirror=len(mirror.open))
                     full, listing = True, LISTING_FULL
-                    mirror = new_mirror(True)
+                    mirror = await new_mirror(True)
                     await list_in_full(mirror)
         watermark = watermark.after_listing(
             started.at(), now=self.clock.now(), full=full, checked=checked
@@ -544,11 +546,11 @@ class Reconciler:
             snapshot.tickets,
             mirror.open,
             self._policy(source),
-            self.store.due_written(name) if mirror.open else (),
+            await self.store.index.due_written(name) if mirror.open else (),
             uids=snapshot.uids,
         )
         known.synced, known.desired = check.synced, check.desired
-        known.tasks.update(mirror.tasks(check.unsynced))
+        known.tasks.update(await mirror.tasks(check.unsynced))
         open_before = len(mirror.open)
         del mirror, check  # the digests are not needed past this point
         unresolved = await self._resolve(
@@ -560,7 +562,11 @@ class Reconciler:
             dry_run=dry_run,
             listed_everything=everything,
         )
-        misses = self.store.misses(name) if self.settings.guards.close_after_misses > 1 else {}
+        misses = (
+            await self.store.index.misses(name)
+            if self.settings.guards.close_after_misses > 1
+            else {}
+        )
         return _Inputs(
             tickets=snapshot.tickets,
             uids=snapshot.uids,
@@ -591,9 +597,6 @@ class Reconciler:
             yield page
             progress.advance(len(page))
 
-    def _watermark(self, source: str) -> Watermark:
-        return Watermark.parse(self.store.get_cursor(f"fragment:{source}"))
-
     async def _incremental_inputs(self, source: SourceSection, progress: CycleProgress) -> _Inputs:
         name = source.name
         adapter = self.adapters[name]
@@ -601,7 +604,11 @@ class Reconciler:
             raise SourceError(f"adapter {source.adapter!r} cannot poll for changes")
         progress.start_phase("read")
         changes = await read_changes(
-            name, adapter, self.namespace, self.store.get_cursor(name), progress=progress.reach
+            name,
+            adapter,
+            self.namespace,
+            await self.store.cursors.get(name),
+            progress=progress.reach,
         )
         known = _Known()
         unresolved = await self._resolve(name, changes.tickets, changes.uids, known, progress)
@@ -610,7 +617,7 @@ class Reconciler:
             uids=changes.uids,
             known=known,
             invalid=changes.invalid,
-            open_before=self.store.count_open(name),
+            open_before=await self.store.index.count_open(name),
             next_cursor=changes.cursor,
             unresolved=unresolved,
             listing=LISTING_BY_UID,
@@ -644,12 +651,12 @@ class Reconciler:
         }
         if not wanted or listed_everything:
             return set()
-        entries = self.store.lookup(wanted)
+        entries = await self.store.index.lookup(wanted)
         done = [
             e.uid for e in entries.values() if e.status is TaskStatus.DONE and e.source == source
         ]
         # In full where the mirror has them: the write-back marker is among their fields.
-        full = self.store.tasks(done) if done else {}
+        full = await self.store.index.tasks(done) if done else {}
         for uid in done:
             known.add(full.get(uid) or entries[uid].as_task(self.markers))
         unknown = [uid for uid in wanted if uid not in known.tasks]
@@ -661,7 +668,7 @@ class Reconciler:
             unknown,
             listing_fields={self.markers.source: source},
             # The listing holds at least the tasks the index knows and those looked for.
-            listing_pages=-(-(self.store.count_known(source) + len(unknown)) // page),
+            listing_pages=-(-(await self.store.index.count_known(source) + len(unknown)) // page),
             progress=progress.advance,
         )
         resolved = []
@@ -684,10 +691,10 @@ class Reconciler:
             )
         if dry_run:
             return unresolved
-        self.store.remember(source, resolved, self.markers)
+        await self.store.index.remember(source, resolved, self.markers)
         gone = [uid for uid in lookup.absent if uid in entries]
         if gone:
-            self.store.forget(gone)
+            await self.store.index.forget(gone)
         return unresolved
 
     async def _plan_and_apply(
@@ -708,7 +715,7 @@ class Reconciler:
             [t for t in inputs.tickets if t.id not in unresolved] if unresolved else inputs.tickets,
             inputs.known.tasks,
             self._policy(source),
-            managed=self.store.managed(known_open),
+            managed=await self.store.index.managed(known_open),
             kept_ticket_ids=kept,
             close_absent=kind is CycleKind.FULL,
             misses=inputs.misses,
@@ -761,10 +768,10 @@ class Reconciler:
             lease_lost = not await options.may_write()
             return not lease_lost
 
-        with MirrorWriter(self.store, name, self.markers) as mirror:
+        async with MirrorWriter(self.store.index, name, self.markers) as mirror:
 
-            def remember(pairs: list[tuple[Action, Task | None]]) -> None:
-                mirror.add(
+            async def remember(pairs: list[tuple[Action, Task | None]]) -> None:
+                await mirror.add(
                     ((task, action.ticket_id) for action, task in pairs if task is not None),
                     {
                         action.uid: written_keys(action.payload)
@@ -854,11 +861,11 @@ class Reconciler:
             lookup = await self.finder.find(
                 uids,
                 listing_fields={self.markers.source: name},
-                listing_pages=-(-(self.store.count_known(name) + len(uids)) // page),
+                listing_pages=-(-(await self.store.index.count_known(name) + len(uids)) // page),
             )
             return lookup.found
 
-        with MirrorWriter(self.store, name, self.markers) as mirror:
+        async with MirrorWriter(self.store.index, name, self.markers) as mirror:
             made = await perform_write_backs(
                 planned,
                 adapter=adapter,

@@ -82,7 +82,7 @@ def _cycle(settings: Settings, console: Console, *, dry_run: bool = False) -> in
             report = await reconciler.run(CycleOptions(dry_run=dry_run))
             if not dry_run:  # the history and last plans, as the daemon keeps them
                 for source in report.sources:
-                    record_cycle(
+                    await record_cycle(
                         reconciler.store,
                         source,
                         run_id=report.run_id,

@@ -10,7 +10,6 @@ and the plan sees full tasks only where a digest differs from what the ticket wa
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,8 +19,8 @@ from typing import Self
 from connector.config import Settings
 from connector.identity import Markers
 from connector.models import Task, TaskDigest
-from connector.state import StateStore
-from connector.values import parse_timestamp, task_digest
+from connector.state import StoredWatermark, TaskIndex
+from connector.values import task_digest
 
 
 @dataclass(frozen=True)
@@ -34,32 +33,13 @@ class Watermark:
     checked_at: datetime | None = None  # the last count of open tasks compared (or full listing)
 
     @classmethod
-    def parse(cls, text: str | None) -> Watermark:
-        """From its stored form (absent or unreadable: nothing read yet)."""
-        try:
-            data = json.loads(text) if text else {}
-        except ValueError:
-            data = {}
-        if not isinstance(data, dict):
-            data = {}
-        return cls(
-            parse_timestamp(data.get("seen")),
-            parse_timestamp(data.get("full_at")),
-            parse_timestamp(data.get("checked_at")),
-        )
+    def of(cls, stored: StoredWatermark) -> Watermark:
+        """From its stored form (all None: nothing read yet)."""
+        return cls(*stored)
 
-    def dump(self) -> str:
+    def stored(self) -> StoredWatermark:
         """The stored form."""
-        return json.dumps(
-            {
-                key: value.isoformat() if value else None
-                for key, value in (
-                    ("seen", self.seen),
-                    ("full_at", self.full_at),
-                    ("checked_at", self.checked_at),
-                )
-            }
-        )
+        return StoredWatermark(self.seen, self.full_at, self.checked_at)
 
     def drift_check_due(self, settings: Settings, *, now: datetime) -> bool:
         """Whether this cycle compares Fragment's count of open tasks with the mirror's."""
@@ -92,19 +72,19 @@ class MirrorWriter:
     """Tasks to record in the mirror as Fragment showed them, written a few thousand at a time.
 
     A transaction per page or per batch would cost a disk sync each: a thousand of them for a 100k
-    initial sync. A context manager: what is left is written on the way out, error or not.
+    initial sync. An async context manager: what is left is written on the way out, error or not.
     """
 
     EVERY = 5000
 
-    def __init__(self, store: StateStore, source: str, markers: Markers) -> None:
-        self.store = store
+    def __init__(self, index: TaskIndex, source: str, markers: Markers) -> None:
+        self.index = index
         self.source = source
         self.markers = markers
         self._pending: list[tuple[Task, str]] = []
         self._managed: dict[str, frozenset[str]] = {}
 
-    def add(
+    async def add(
         self,
         tasks: Iterable[tuple[Task, str]],
         managed: Mapping[str, frozenset[str]] | None = None,
@@ -113,35 +93,39 @@ class MirrorWriter:
         self._pending.extend(tasks)
         self._managed.update(managed or {})
         if len(self._pending) >= self.EVERY:
-            self.flush()
+            await self.flush()
 
-    def flush(self) -> None:
+    async def flush(self) -> None:
         """Write what is pending."""
         if self._pending:
-            self.store.remember(self.source, self._pending, self.markers)
+            await self.index.remember(self.source, self._pending, self.markers)
             self._pending = []
         if self._managed:
-            self.store.set_managed(self._managed)
+            await self.index.set_managed(self._managed)
             self._managed = {}
 
-    def __enter__(self) -> Self:
+    async def __aenter__(self) -> Self:
         return self
 
-    def __exit__(
+    async def __aexit__(
         self,
         kind: type[BaseException] | None,
         error: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        self.flush()
+        await self.flush()
 
 
 class Mirror:
-    """One source's mirror during one cycle: the digests of its open tasks over the store."""
+    """One source's mirror during one cycle: the digests of its open tasks over the store.
+
+    Made by `await Mirror.load(...)`, which reads the digests.
+    """
 
     def __init__(
         self,
-        store: StateStore,
+        index: TaskIndex,
+        digests: dict[str, TaskDigest],
         source: str,
         markers: Markers,
         owned: Callable[[Task], str | None],
@@ -156,15 +140,38 @@ class Mirror:
         """
         self.read_only = read_only
         self.changed: dict[str, Task] = {}
-        self.store = store
+        self.index = index
         self.source = source
         self.markers = markers
         self._owned = owned
-        self.open: dict[str, TaskDigest] = store.digests(source)
-        self.writer = MirrorWriter(store, source, markers)
+        self.open = digests
+        self.writer = MirrorWriter(index, source, markers)
         self._listed: set[str] | None = set() if full_listing else None
 
-    def read(self, page: Sequence[Task]) -> None:
+    @classmethod
+    async def load(
+        cls,
+        index: TaskIndex,
+        source: str,
+        markers: Markers,
+        owned: Callable[[Task], str | None],
+        *,
+        full_listing: bool,
+        read_only: bool = False,
+    ) -> Mirror:
+        """The source's mirror as the store holds it (see `__init__`)."""
+        digests = await index.digests(source)
+        return cls(
+            index,
+            digests,
+            source,
+            markers,
+            owned,
+            full_listing=full_listing,
+            read_only=read_only,
+        )
+
+    async def read(self, page: Sequence[Task]) -> None:
         """Take in one page of a listing: what differs from the mirror, if ours, is stored.
 
         A task as the mirror has it is still ours (its digest covers the marker fields). Call
@@ -188,14 +195,14 @@ class Mirror:
         if self.read_only:
             self.changed.update((task.uid, task) for task, _ in changed)
         else:
-            self.writer.add(changed)
+            await self.writer.add(changed)
 
-    def done(self) -> int:
+    async def done(self) -> int:
         """After the last page: everything read goes to the store. After a full listing, the open
         tasks it did not show are no longer known to be open (closed or deleted in Fragment);
         returns how many."""
         if not self.read_only:
-            self.writer.flush()
+            await self.writer.flush()
         if self._listed is None:
             return 0
         unseen = self.open.keys() - self._listed
@@ -203,10 +210,10 @@ class Mirror:
             del self.open[uid]
         if self.read_only:
             return len(unseen)
-        return self.store.mark_unseen(self.source, self._listed)
+        return await self.index.mark_unseen(self.source, self._listed)
 
-    def tasks(self, uids: list[str]) -> dict[str, Task]:
+    async def tasks(self, uids: list[str]) -> dict[str, Task]:
         """The full tasks of these uids: as this cycle's listing showed them, else as stored."""
-        found = self.store.tasks(uid for uid in uids if uid not in self.changed)
+        found = await self.index.tasks(uid for uid in uids if uid not in self.changed)
         found.update((uid, self.changed[uid]) for uid in uids if uid in self.changed)
         return found

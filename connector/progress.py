@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -259,16 +259,21 @@ class ProgressBoard:
 class ProgressStore(Protocol):
     """Where the heartbeat keeps the running cycles' progress (the state store)."""
 
-    def set_progress(self, snapshot: ProgressSnapshot) -> None:
+    async def set_progress(self, snapshot: ProgressSnapshot) -> None:
         """Store the source's running cycle's figures."""
 
-    def clear_progress(self, source: str, run_id: str) -> None:
+    async def clear_progress(self, source: str, run_id: str) -> None:
         """The source's cycle `run_id` ended."""
 
 
 class Heartbeat:
     """Every `interval` seconds, one `cycle.progress` line per running cycle (when `log` is
-    set) and its figures written to `store` (when set); also at each phase's start and end."""
+    set) and its figures written to `store` (when set); also at each phase's start and end.
+
+    The board tells its listeners synchronously, from inside the cycle, so the store writes run
+    as tasks, one after the other (a cycle's last figures must not land after its clearing);
+    `flush()` waits for those still running.
+    """
 
     def __init__(
         self,
@@ -284,6 +289,7 @@ class Heartbeat:
         self.log_lines = log_lines
         self.store = store
         self._clock = clock
+        self._writing: asyncio.Task[None] | None = None
         board.add(self)
 
     # --- listener ---------------------------------------------------------------------------
@@ -297,10 +303,7 @@ class Heartbeat:
 
     def finished(self, cycle: CycleProgress) -> None:
         if self.store is not None:
-            try:
-                self.store.clear_progress(cycle.source, cycle.run_id)
-            except Exception as exc:  # progress is a courtesy; never fail a cycle for it
-                log.warning("progress.not_stored", source=cycle.source, error=str(exc))
+            self._write(cycle.source, self.store.clear_progress(cycle.source, cycle.run_id))
 
     # --- the beat ---------------------------------------------------------------------------
 
@@ -325,10 +328,26 @@ class Heartbeat:
                 elapsed_s=round((snapshot.updated_at - snapshot.started_at).total_seconds(), 1),
             )
         if self.store is not None:
+            self._write(snapshot.source, self.store.set_progress(snapshot))
+
+    def _write(self, source: str, write: Awaitable[None]) -> None:
+        """Run a store write after those before it."""
+        previous = self._writing
+
+        async def in_turn() -> None:
+            if previous is not None:
+                await previous
             try:
-                self.store.set_progress(snapshot)
+                await write
             except Exception as exc:  # progress is a courtesy; never fail a cycle for it
-                log.warning("progress.not_stored", source=snapshot.source, error=str(exc))
+                log.warning("progress.not_stored", source=source, error=str(exc))
+
+        self._writing = asyncio.create_task(in_turn(), name="progress-store")
+
+    async def flush(self) -> None:
+        """Wait for the store writes under way."""
+        if self._writing is not None:
+            await self._writing
 
     async def run(self) -> None:
         """Beat every `interval` seconds until cancelled."""
@@ -346,3 +365,4 @@ class Heartbeat:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            await self.flush()

@@ -128,8 +128,8 @@ async def open_runtime(
             sandbox.start()
             stack.callback(sandbox.stop)
             base_url = sandbox.base_url
-        store = StateStore(settings.state.url, instance=settings.connector.instance)
-        stack.callback(store.close)
+        store = await StateStore.open(settings.state.url, instance=settings.connector.instance)
+        stack.push_async_callback(store.aclose)
         pacer, budget = pacer_for(
             settings.state.url,
             base_url=base_url,

@@ -155,26 +155,30 @@ class Daemon:
             started = self.clock.now()
             options = CycleOptions(may_write=functools.partial(self.leases.confirm, name))
             try:
-                with structlog.contextvars.bound_contextvars(run_id=run_id, replica=self.replica):
-                    report = await self.reconciler.reconcile_source(source, options, kind=kind)
-            except Exception as exc:  # never let one cycle take the daemon down
-                # A refused token escapes reconcile_source on purpose; anything else is a bug.
-                if not isinstance(exc, FragmentError):
-                    log.exception("cycle.crashed", source=name, kind=kind)
-                label = outcome_label(exc)
-                report = SourceReport(
-                    name=name, ok=False, error=str(exc), error_label=label, kind=kind
-                )
+                try:
+                    with structlog.contextvars.bound_contextvars(
+                        run_id=run_id, replica=self.replica
+                    ):
+                        report = await self.reconciler.reconcile_source(source, options, kind=kind)
+                except Exception as exc:  # never let one cycle take the daemon down
+                    # A refused token escapes reconcile_source on purpose; anything else is a bug.
+                    if not isinstance(exc, FragmentError):
+                        log.exception("cycle.crashed", source=name, kind=kind)
+                    label = outcome_label(exc)
+                    report = SourceReport(
+                        name=name, ok=False, error=str(exc), error_label=label, kind=kind
+                    )
+                # Before the source counts as idle: a drain waits for its history to be written.
+                await self.observe(report, run_id=run_id, started=started)
             finally:
                 self._busy -= 1
                 if self._busy == 0:
                     self.idle.set()
-            self.observe(report, run_id=run_id, started=started)
             await self.leases.settle(name)
 
     # --- reporting --------------------------------------------------------------------------
 
-    def observe(self, report: SourceReport, *, run_id: str, started: datetime) -> None:
+    async def observe(self, report: SourceReport, *, run_id: str, started: datetime) -> None:
         """Feed one cycle's report into metrics, health and the run history."""
         name, kind = report.name, report.kind
         outcome = source_outcome(report)
@@ -208,7 +212,7 @@ class Daemon:
             health.last_error = report.error
             health.last_error_type = report.error_label or GENERIC_ERROR
         try:
-            record_cycle(
+            await record_cycle(
                 self.reconciler.store,
                 report,
                 run_id=run_id,
@@ -310,9 +314,9 @@ class _DaemonProbe:
     def metrics(self) -> bytes:
         return self.daemon.metrics_text()
 
-    def status(self) -> dict[str, JSONValue]:
+    async def status(self) -> dict[str, JSONValue]:
         daemon = self.daemon
-        return status_document(
+        return await status_document(
             daemon.settings,
             daemon.reconciler.store,
             holdings=daemon.holdings(),
@@ -350,7 +354,7 @@ async def daemon_running(
         heartbeat = Heartbeat(
             board,
             interval=settings.connector.progress_interval.total_seconds(),
-            store=reconciler.store,
+            store=reconciler.store.progress,
             clock=clock,
         )
         beating = asyncio.create_task(heartbeat.run(), name="progress-heartbeat")
@@ -383,6 +387,7 @@ async def daemon_running(
             beating.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await beating
+            await heartbeat.flush()
 
 
 async def run_daemon(settings: Settings) -> int:

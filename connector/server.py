@@ -17,7 +17,6 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -54,7 +53,7 @@ class Probe(Protocol):
         """The Prometheus exposition."""
         ...
 
-    def status(self) -> dict[str, JSONValue]:
+    async def status(self) -> dict[str, JSONValue]:
         """The status document (`connector.status.status_document`); reads the state store."""
         ...
 
@@ -82,13 +81,12 @@ def create_app(probe: Probe, *, base_path: str = "") -> Starlette:
         return Response(text, media_type=PROMETHEUS_CONTENT_TYPE)
 
     async def page(request: Request) -> Response:
-        # The store is read with blocking SQLAlchemy calls: off the loop that runs the cycles.
-        document = await run_in_threadpool(probe.status)
+        document = await probe.status()
         html = render_page(document, kind=request.query_params.get("kind"))
         return HTMLResponse(html, headers=PAGE_HEADERS)
 
     async def api_status(request: Request) -> Response:
-        document = await run_in_threadpool(probe.status)
+        document = await probe.status()
         return JSONResponse(document, headers={"Cache-Control": "no-store"})
 
     async def to_page(request: Request) -> Response:

@@ -1,7 +1,7 @@
 """What the status page and `GET /api/status` show, read from the state store alone.
 
 The daemon records each cycle's plan beside its run history (`plan_document`, stored by
-`StateStore.set_last_plan`); `status_document` builds the versioned document from the store and
+`RunHistory.set_last_plan`); `status_document` builds the versioned document from the store and
 the config, so every replica sharing a store shows the same picture (only "held here" depends on
 which replica answers). Everything in it passed through the redactor: ticket text is hostile, and
 an adapter's error may quote a credential.
@@ -66,7 +66,7 @@ def apply_command(source: str, guard: str) -> str | None:
     return f"fragment-connector reconcile --source {shlex.quote(source)} --allow-mass-close"
 
 
-def record_cycle(
+async def record_cycle(
     store: StateStore,
     report: SourceReport,
     *,
@@ -76,7 +76,7 @@ def record_cycle(
     replica: str | None,
 ) -> None:
     """Write one source's cycle to the run history, and its plan for the status page."""
-    store.record_run(
+    await store.runs.record(
         RunRecord(
             run_id=run_id,
             source=report.name,
@@ -91,12 +91,12 @@ def record_cycle(
         )
     )
     document = plan_document(report, run_id=run_id, recorded_at=finished)
-    store.set_last_plan(
+    await store.runs.set_last_plan(
         report.name, report.kind, run_id=run_id, recorded_at=finished, document=document
     )
     if document["actions"] or document["refusal"]:
         # Most cycles change nothing: the page also keeps the last one that did.
-        store.set_last_plan(
+        await store.runs.set_last_plan(
             report.name, CHANGES, run_id=run_id, recorded_at=finished, document=document
         )
 
@@ -187,13 +187,13 @@ class RunsOverview:
     missing_store: str | None = None
 
 
-def runs_overview(
+async def runs_overview(
     settings: Settings, store: StateStore, *, limit: int, now: datetime
 ) -> RunsOverview:
     """The overview `status` shows, read from the state store."""
     stale_after = 3 * settings.connector.progress_interval.total_seconds()
     running = []
-    for snapshot in store.running_cycles():
+    for snapshot in await store.progress.running_cycles():
         age = (now - snapshot.updated_at).total_seconds()
         running.append(
             RunningCycle(
@@ -205,8 +205,8 @@ def runs_overview(
         )
     return RunsOverview(
         running=tuple(running),
-        runs=tuple(store.recent_runs(limit)),
-        cursors={s.name: store.get_cursor(s.name) for s in settings.sources},
+        runs=tuple(await store.runs.recent(limit)),
+        cursors={s.name: await store.cursors.get(s.name) for s in settings.sources},
     )
 
 
@@ -287,7 +287,7 @@ def _next(last: RunRecord | None, every: timedelta | None, now: datetime) -> str
     return max(due, now).isoformat()
 
 
-def status_document(
+async def status_document(
     settings: Settings,
     store: StateStore,
     *,
@@ -296,10 +296,14 @@ def status_document(
     now: datetime,
 ) -> dict[str, JSONValue]:
     """The versioned status document (docs/output.md) as of `now`, secrets masked."""
-    history = store.recent_runs(HISTORY_READ)
-    plans = store.last_plans()
+    history = await store.runs.recent(HISTORY_READ)
+    plans = await store.runs.last_plans()
     fresh_after = max(3 * settings.connector.progress_interval, timedelta(seconds=30))
-    running = {p.source: p for p in store.running_cycles() if now - p.updated_at < fresh_after}
+    running = {
+        p.source: p
+        for p in await store.progress.running_cycles()
+        if now - p.updated_at < fresh_after
+    }
     sources: list[JSONValue] = []
     for source in settings.sources:
         name = source.name

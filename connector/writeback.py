@@ -143,7 +143,7 @@ async def perform_write_backs(
     owned: Callable[[Task], str | None],
     now: Callable[[], datetime],
     may_write: Callable[[], Awaitable[bool]],
-    on_marked: Callable[[Task, str], None],
+    on_marked: Callable[[Task, str], Awaitable[None]],
 ) -> tuple[WriteBack, ...]:
     """Make the write-backs, each marked on its task once the back-office accepted it.
 
@@ -207,7 +207,7 @@ async def _mark(
     task: Task,
     markers: Markers,
     moment: datetime,
-    on_marked: Callable[[Task, str], None],
+    on_marked: Callable[[Task, str], Awaitable[None]],
     ticket_id: str,
 ) -> str | None:
     """Record the write-back on the task (PATCH merges fields: nothing else changes)."""
@@ -231,7 +231,7 @@ async def _mark(
     if marked is None or not marked.fields.get(markers.written_back):
         # A 200 alone proves nothing about one item (docs/fragment-contract.md).
         return f"{lost}: the answer does not show it"
-    on_marked(marked, ticket_id)
+    await on_marked(marked, ticket_id)
     return None
 
 

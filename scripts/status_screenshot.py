@@ -10,15 +10,18 @@ Run it again whenever the page changes.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from playwright.sync_api import Route, sync_playwright
 from rich.console import Console
 
 from connector.clock import SYSTEM_CLOCK
+from connector.config import Settings
 from connector.demo import INSTANCE, SOURCE, demo_settings, run_demo
 from connector.state import StateStore
 from connector.status import status_document
@@ -37,6 +40,21 @@ FLAGS = [
 URL = "http://connector.internal:8080/"
 
 
+async def stored_document(settings: Settings) -> dict[str, Any]:
+    """The status document of the demo's store."""
+    store = await StateStore.open(settings.state.url, instance=INSTANCE)
+    try:
+        return await status_document(
+            settings,
+            store,
+            holdings={SOURCE: "held"},
+            replica="connector-7d9f-x2:1",
+            now=SYSTEM_CLOCK.now(),
+        )
+    finally:
+        await store.aclose()
+
+
 def main(out: Path) -> int:
     with tempfile.TemporaryDirectory(prefix="fragment-status-") as tmp:
         workdir = Path(tmp)
@@ -44,17 +62,7 @@ def main(out: Path) -> int:
             print("the demo failed: no screenshot", file=sys.stderr)
             return 1
         settings = demo_settings(workdir, "http://127.0.0.1:9", "sandbox-token")
-        store = StateStore(settings.state.url, instance=INSTANCE)
-        try:
-            document = status_document(
-                settings,
-                store,
-                holdings={SOURCE: "held"},
-                replica="connector-7d9f-x2:1",
-                now=SYSTEM_CLOCK.now(),
-            )
-        finally:
-            store.close()
+        document = asyncio.run(stored_document(settings))
     html = render_page(document)
 
     def serve(route: Route) -> None:

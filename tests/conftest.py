@@ -218,7 +218,7 @@ async def source_cycle(ws: Workspace, adapter: Any, kind: CycleKind = CycleKind.
 
     settings = load_settings(ws.config_path)
     source = settings.sources[0]
-    store = StateStore(settings.state.url, instance=settings.connector.instance)
+    store = await StateStore.open(settings.state.url, instance=settings.connector.instance)
     client = FragmentClient(settings.fragment.base_url, TOKEN, requests_per_minute=1e5)
     try:
         reconciler = Reconciler(
@@ -227,4 +227,4 @@ async def source_cycle(ws: Workspace, adapter: Any, kind: CycleKind = CycleKind.
         return await reconciler.reconcile_source(source, CycleOptions(), kind=kind)
     finally:
         await client.aclose()
-        store.close()
+        await store.aclose()

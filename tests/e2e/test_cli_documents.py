@@ -3,6 +3,7 @@ shape and bytes (docs/output.md, version 1), and the text says the same as befor
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from datetime import UTC, datetime
@@ -18,9 +19,13 @@ FINISHED = datetime(2026, 1, 2, 3, 4, 7, 500000, tzinfo=UTC)
 
 def _seed_history(workspace: Workspace) -> None:
     """One recorded run, one running cycle whose process stopped long ago, one cursor."""
-    store = StateStore(f"sqlite:///{workspace.state_path}", instance="tests")
+    asyncio.run(_seed(workspace))
+
+
+async def _seed(workspace: Workspace) -> None:
+    store = await StateStore.open(f"sqlite:///{workspace.state_path}", instance="tests")
     try:
-        store.record_run(
+        await store.runs.record(
             RunRecord(
                 run_id="3f9c0a1b2c4d",
                 source="backoffice",
@@ -34,7 +39,7 @@ def _seed_history(workspace: Workspace) -> None:
                 replica="host-1:7",
             )
         )
-        store.set_progress(
+        await store.progress.set_progress(
             ProgressSnapshot(
                 source="backoffice",
                 kind=CycleKind.INCREMENTAL,
@@ -49,9 +54,9 @@ def _seed_history(workspace: Workspace) -> None:
                 replica="host-2:9",
             )
         )
-        store.set_cursor("backoffice", "2026-01-02T03:04:05Z")
+        await store.cursors.set("backoffice", "2026-01-02T03:04:05Z")
     finally:
-        store.close()
+        await store.aclose()
 
 
 def test_status_json_is_the_documented_document_byte_for_byte(workspace: Workspace) -> None:

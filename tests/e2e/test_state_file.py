@@ -39,17 +39,17 @@ def test_a_damaged_state_file_is_moved_aside_and_rebuilt(workspace: Workspace, d
     assert "corrupt" not in again.stderr
 
 
-def test_a_state_file_deleted_during_the_run_is_named_as_such(workspace: Workspace) -> None:
+async def test_a_state_file_deleted_during_the_run_is_named_as_such(workspace: Workspace) -> None:
     """Not SQLite's "attempt to write a readonly database": a message about the state store."""
-    store = StateStore(f"sqlite:///{workspace.state_path}", instance="tests")
+    store = await StateStore.open(f"sqlite:///{workspace.state_path}", instance="tests")
     try:
         workspace.state_path.unlink()
         now = datetime.now(UTC)
         record = RunRecord("r1", "backoffice", "full", now, now, "ok", {}, 0, None, None)
         with pytest.raises(StateError) as raised:
-            store.record_run(record)
+            await store.runs.record(record)
     finally:
-        store.close()
+        await store.aclose()
     message = str(raised.value)
     assert "was deleted or moved during the run" in message, message
     assert str(workspace.state_path) in message

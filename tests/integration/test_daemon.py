@@ -44,9 +44,9 @@ async def running(
         reports: list[SourceReport] = []
         observe = daemon.observe
 
-        def recording(report: SourceReport, **kw: Any) -> None:
+        async def recording(report: SourceReport, **kw: Any) -> None:
             reports.append(report)
-            observe(report, **kw)
+            await observe(report, **kw)
 
         daemon.observe = recording  # type: ignore[method-assign]
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
@@ -208,7 +208,7 @@ async def test_run_history_is_recorded(workspace: Workspace) -> None:
     workspace.write_tickets(make_tickets(2))
     async with running(settings_for(workspace, full_refresh="0.3s")) as (daemon, _http, reports):
         await wait_for(lambda: len(reports) >= 2)
-        runs = daemon.reconciler.store.recent_runs(10)
+        runs = await daemon.reconciler.store.runs.recent(10)
     assert runs[-1].counts["create"] == 2
     assert {r.outcome for r in runs} == {"ok"}
     result = workspace.cli("status", "--output", "json", "--config", str(workspace.config_path))

@@ -22,7 +22,7 @@ from connector.errors import ConfigError, StateError
 from connector.identity import Markers
 from connector.leases import PostgresLeases, leases_for, lock_id
 from connector.models import Task, TaskStatus
-from connector.state import SCHEMA_VERSION, RunRecord, StateStore, database_url
+from connector.state import SCHEMA_VERSION, RunRecord, StateStore, StoredWatermark, database_url
 from tests.conftest import POSTGRES_STATE_URL, require_server
 
 SOURCES = ["s1", "s2", "s3", "s4"]
@@ -39,25 +39,28 @@ def execute(url: str, statement: str) -> list[sa.Row[tuple[object, ...]]]:
         engine.dispose()
 
 
-def test_store_round_trip_on_postgresql(postgres_state_url: str) -> None:
-    """Index, cursors and run history (with the replica that ran it) live in PostgreSQL."""
-    store = StateStore(postgres_state_url, instance="pg-tests")
+async def test_store_round_trip_on_postgresql(postgres_state_url: str) -> None:
+    """Index, cursors, watermarks and run history (with the replica that ran it) live in
+    PostgreSQL."""
+    store = await StateStore.open(postgres_state_url, instance="pg-tests")
     tasks = [(Task(uid=f"u{n}", status=TaskStatus.TODO, fields={}), f"T-{n}") for n in range(1200)]
-    store.remember("bo", tasks, Markers())
-    store.set_cursor("bo", "cursor-1")
+    await store.index.remember("bo", tasks, Markers())
+    await store.cursors.set("bo", "cursor-1")
     now = datetime.now(UTC)
+    await store.watermarks.set("bo", StoredWatermark(now, now, None))
     record = RunRecord("r1", "bo", "full", now, now, "ok", {"create": 3}, 4, None, "host:42")
-    store.record_run(record)
-    store.close()
+    await store.runs.record(record)
+    await store.aclose()
 
-    store = StateStore(postgres_state_url, instance="pg-tests")
+    store = await StateStore.open(postgres_state_url, instance="pg-tests")
     try:
-        assert len(store.lookup(f"u{n}" for n in range(1500))) == 1200
-        assert store.count_open("bo") == 1200
-        assert store.get_cursor("bo") == "cursor-1"
-        assert store.recent_runs()[0].replica == "host:42"
+        assert len(await store.index.lookup(f"u{n}" for n in range(1500))) == 1200
+        assert await store.index.count_open("bo") == 1200
+        assert await store.cursors.get("bo") == "cursor-1"
+        assert await store.watermarks.get("bo") == StoredWatermark(now, now, None)
+        assert (await store.runs.recent())[0].replica == "host:42"
     finally:
-        store.close()
+        await store.aclose()
     tables = execute(
         postgres_state_url, "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
     )
@@ -68,6 +71,7 @@ def test_store_round_trip_on_postgresql(postgres_state_url: str) -> None:
         "fc_meta",
         "fc_plans",  # the status page's last plans
         "fc_progress",  # the running cycles' progress (issue 16)
+        "fc_watermarks",  # how far the mirror has read Fragment (issue 20)
     }
 
 
@@ -79,7 +83,7 @@ def test_replicas_starting_together_migrate_once(postgres_state_url: str) -> Non
     def open_store() -> None:
         barrier.wait()
         try:
-            StateStore(postgres_state_url, instance="pg-tests").close()
+            asyncio.run(open_and_close(postgres_state_url, "pg-tests"))
         except BaseException as exc:
             errors.append(exc)
 
@@ -93,25 +97,27 @@ def test_replicas_starting_together_migrate_once(postgres_state_url: str) -> Non
     assert [tuple(r) for r in rows] == [("instance", "pg-tests"), ("schema", SCHEMA_VERSION)]
 
 
-def test_an_older_schema_is_rebuilt_and_another_instance_refused(postgres_state_url: str) -> None:
+async def test_an_older_schema_is_rebuilt_and_another_instance_refused(
+    postgres_state_url: str,
+) -> None:
     """A store of an older shape is rebuilt (it is a cache); another instance's is refused."""
-    StateStore(postgres_state_url, instance="pg-tests").close()
+    await open_and_close(postgres_state_url, "pg-tests")
     execute(postgres_state_url, "UPDATE fc_meta SET value = '1' WHERE key = 'schema'")
     execute(postgres_state_url, "INSERT INTO fc_cursors VALUES ('bo', 'old', 'then')")
-    store = StateStore(postgres_state_url, instance="pg-tests")
-    assert store.get_cursor("bo") is None
-    store.close()
+    store = await StateStore.open(postgres_state_url, instance="pg-tests")
+    assert await store.cursors.get("bo") is None
+    await store.aclose()
 
     with pytest.raises(
         ConfigError, match=r"belongs to connector\.instance 'pg-tests', not 'other'"
     ):
-        StateStore(postgres_state_url, instance="other")
+        await StateStore.open(postgres_state_url, instance="other")
 
     # A newer release's store is left alone: no rebuild ping-pong during a rolling upgrade.
     newer = str(int(SCHEMA_VERSION) + 1)
     execute(postgres_state_url, f"UPDATE fc_meta SET value = '{newer}' WHERE key = 'schema'")
     with pytest.raises(StateError, match=f"schema {newer}, newer than this release's"):
-        StateStore(postgres_state_url, instance="pg-tests")
+        await StateStore.open(postgres_state_url, instance="pg-tests")
     stored = execute(postgres_state_url, "SELECT value FROM fc_meta WHERE key = 'schema'")
     assert stored[0][0] == newer
 
@@ -360,16 +366,81 @@ async def test_a_partitioned_replica_stops_and_is_replaced_only_once_its_session
         relay.close()
 
 
-def test_last_plans_are_shared_through_postgres(postgres_state_url: str) -> None:
+async def test_last_plans_are_shared_through_postgres(postgres_state_url: str) -> None:
     """One replica's last plan is what another replica's store reads (the status page's data)."""
-    writer = StateStore(postgres_state_url, instance="tests")
-    reader = StateStore(postgres_state_url, instance="tests")
+    writer = await StateStore.open(postgres_state_url, instance="tests")
+    reader = await StateStore.open(postgres_state_url, instance="tests")
     try:
         now = datetime.now(UTC)
-        writer.set_last_plan("bo", "full", run_id="r1", recorded_at=now, document={"n": 1})
-        writer.set_last_plan("bo", "full", run_id="r2", recorded_at=now, document={"n": 2})
-        writer.set_last_plan("bo", "incremental", run_id="r3", recorded_at=now, document={"n": 3})
-        assert reader.last_plans() == {("bo", "full"): {"n": 2}, ("bo", "incremental"): {"n": 3}}
+        plans = writer.runs
+        await plans.set_last_plan("bo", "full", run_id="r1", recorded_at=now, document={"n": 1})
+        await plans.set_last_plan("bo", "full", run_id="r2", recorded_at=now, document={"n": 2})
+        await plans.set_last_plan(
+            "bo", "incremental", run_id="r3", recorded_at=now, document={"n": 3}
+        )
+        assert await reader.runs.last_plans() == {
+            ("bo", "full"): {"n": 2},
+            ("bo", "incremental"): {"n": 3},
+        }
     finally:
-        writer.close()
-        reader.close()
+        await writer.aclose()
+        await reader.aclose()
+
+
+async def test_an_older_store_keeps_its_index_and_its_watermark_moves_on_postgresql(
+    postgres_state_url: str,
+) -> None:
+    """A store written before fc_watermarks (the watermark as the `fragment:{source}` cursor)
+    opens with its task index and cursors intact; the watermark moves to its own table once."""
+    store = await StateStore.open(postgres_state_url, instance="pg-tests")
+    task = Task(uid="u1", status=TaskStatus.TODO, fields={})
+    await store.index.remember("bo", [(task, "T-1")], Markers())
+    await store.aclose()
+    execute(postgres_state_url, "DROP TABLE fc_watermarks")  # the older release's shape
+    old = '{"seen": "2026-03-01T12:00:00+00:00", "full_at": "2026-03-01T11:00:00Z"}'
+    execute(postgres_state_url, f"INSERT INTO fc_cursors VALUES ('fragment:bo', '{old}', 'then')")
+    execute(postgres_state_url, "INSERT INTO fc_cursors VALUES ('bo', 'adapter-cursor', 'then')")
+
+    store = await StateStore.open(postgres_state_url, instance="pg-tests")
+    try:
+        seen = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+        full = datetime(2026, 3, 1, 11, 0, tzinfo=UTC)
+        assert await store.watermarks.get("bo") == StoredWatermark(seen, full, None)
+        assert await store.cursors.get("bo") == "adapter-cursor"
+        assert set(await store.index.lookup(["u1"])) == {"u1"}  # no rebuild: no re-listing
+    finally:
+        await store.aclose()
+    names = execute(postgres_state_url, "SELECT source FROM fc_cursors")
+    assert [row[0] for row in names] == ["bo"]  # the fake cursor is gone
+    schema = execute(postgres_state_url, "SELECT value FROM fc_meta WHERE key = 'schema'")
+    assert schema[0][0] == SCHEMA_VERSION
+
+
+async def test_a_store_call_waiting_on_postgresql_leaves_the_loop_free(
+    postgres_state_url: str,
+) -> None:
+    """While a write waits for a lock another session holds (a slow PostgreSQL), the event loop
+    that also runs the lease heartbeat and /healthz keeps turning: this coroutine runs, and
+    it is the one that lets the write through."""
+    store = await StateStore.open(postgres_state_url, instance="pg-tests")
+    engine = sa.create_engine(database_url(postgres_state_url), poolclass=NullPool)
+    holder = engine.connect()
+    try:
+        holder.execute(sa.text("LOCK TABLE fc_cursors IN ACCESS EXCLUSIVE MODE"))
+        write = asyncio.create_task(store.cursors.set("bo", "c-1"))
+        for _ in range(20):
+            await asyncio.sleep(0.01)
+        assert not write.done()  # it waits for the lock, and this loop turned meanwhile
+        holder.commit()
+        await write
+        assert await store.cursors.get("bo") == "c-1"
+    finally:
+        holder.close()
+        engine.dispose()
+        await store.aclose()
+
+
+async def open_and_close(url: str, instance: str) -> None:
+    """Open a store (creating, migrating or claiming it) and close it."""
+    store = await StateStore.open(url, instance=instance)
+    await store.aclose()

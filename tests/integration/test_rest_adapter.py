@@ -490,7 +490,7 @@ async def test_a_foreign_cursor_is_a_data_error(fake: RestBackoffice) -> None:
 async def run_cycle(ws: Workspace, adapter: RestAdapter) -> CycleReport:
     """One full cycle against the sandbox, with `adapter` as the `backoffice` source."""
     settings = load_settings(ws.config_path)
-    store = StateStore(settings.state.url, instance=settings.connector.instance)
+    store = await StateStore.open(settings.state.url, instance=settings.connector.instance)
     client = FragmentClient(
         ws.sandbox.base_url, TOKEN, requests_per_minute=100_000, burst=100, retry_deadline=20
     )
@@ -501,7 +501,7 @@ async def run_cycle(ws: Workspace, adapter: RestAdapter) -> CycleReport:
         return await reconciler.run(CycleOptions())
     finally:
         await client.aclose()
-        store.close()
+        await store.aclose()
 
 
 async def test_a_500_mid_pagination_fails_the_source_and_closes_nothing(

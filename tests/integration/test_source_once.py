@@ -15,8 +15,8 @@ import pytest
 
 from connector import identity, plan
 from connector.config import load_settings
-from connector.cycle import FULL, INCREMENTAL, CycleOptions, source_exit_code
-from connector.models import SourceReport
+from connector.cycle import CycleOptions, source_exit_code
+from connector.models import CycleKind, SourceReport
 from connector.runtime import open_runtime
 from tests.conftest import TOKEN, Workspace, make_tickets
 
@@ -52,7 +52,7 @@ class Spies:
         self.desired.clear()
 
 
-async def reconcile(ws: Workspace, kind: str) -> SourceReport:
+async def reconcile(ws: Workspace, kind: CycleKind) -> SourceReport:
     settings = load_settings(ws.config_path)
     async with open_runtime(settings) as reconciler:
         return await reconciler.reconcile_source(settings.sources[0], CycleOptions(), kind=kind)
@@ -67,7 +67,7 @@ async def test_a_full_cycle_computes_each_tickets_uid_and_desired_fields_once(
     spies = Spies(monkeypatch)
     tickets = make_tickets(30)
     workspace.write_tickets(tickets)
-    first = await reconcile(workspace, FULL)
+    first = await reconcile(workspace, CycleKind.FULL)
     assert first.ok and len(first.planned) == 30
     assert spies.uids == Counter({t["id"]: 1 for t in tickets})
     assert spies.desired == Counter({t["id"]: 1 for t in tickets})
@@ -78,7 +78,7 @@ async def test_a_full_cycle_computes_each_tickets_uid_and_desired_fields_once(
     del tickets[3]
     tickets += make_tickets(1, start=30)
     workspace.write_tickets(tickets)
-    second = await reconcile(workspace, FULL)
+    second = await reconcile(workspace, CycleKind.FULL)
     assert source_exit_code(second, dry_run=False) == 0
     kinds = Counter(action.kind.value for action in second.planned)
     assert kinds == Counter({"update": 1, "create": 1, "close": 2}), second.planned
@@ -95,13 +95,15 @@ async def test_an_incremental_cycle_computes_each_changed_tickets_uid_and_fields
     """A poll's changed tickets: one uid and one set of desired fields each, look-up included."""
     tickets = make_tickets(20)
     workspace.write_tickets(tickets)
-    assert (await reconcile(workspace, FULL)).ok
-    assert (await reconcile(workspace, INCREMENTAL)).ok  # the first poll only takes a cursor
+    assert (await reconcile(workspace, CycleKind.FULL)).ok
+    assert (
+        await reconcile(workspace, CycleKind.INCREMENTAL)
+    ).ok  # the first poll only takes a cursor
     spies = Spies(monkeypatch)
     tickets[0]["title"] = "Edited"
     tickets += make_tickets(1, start=20)
     workspace.write_tickets(tickets)
-    report = await reconcile(workspace, INCREMENTAL)
+    report = await reconcile(workspace, CycleKind.INCREMENTAL)
     assert source_exit_code(report, dry_run=False) == 0
     assert Counter(a.kind.value for a in report.planned) == Counter({"update": 1, "create": 1})
     # Without `updated_at` every record of a touched file is a change: all 21 were read.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 
 import httpx
 import pytest
@@ -10,6 +11,17 @@ import pytest
 from connector.apply import apply_actions
 from connector.fragment import FragmentClient
 from connector.models import Action, ActionKind, Task
+
+
+def collect(
+    into: list[tuple[Action, Task | None]],
+) -> Callable[[list[tuple[Action, Task | None]]], Awaitable[None]]:
+    """An `on_applied` that keeps what it is handed."""
+
+    async def add(done: list[tuple[Action, Task | None]]) -> None:
+        into.extend(done)
+
+    return add
 
 
 def action(n: int, kind: ActionKind = ActionKind.CREATE, title: str = "ok") -> Action:
@@ -67,7 +79,7 @@ async def test_batches_are_full_and_split_by_method() -> None:
     ]
     returned: list[tuple[Action, Task | None]] = []
     async with client(fragment) as c:
-        result = await apply_actions(c, actions, batch_size=100, on_applied=returned.extend)
+        result = await apply_actions(c, actions, batch_size=100, on_applied=collect(returned))
     assert [(m, len(u)) for m, u in fragment.batches] == [
         ("PUT", 100),
         ("PUT", 100),
@@ -151,7 +163,7 @@ async def test_a_200_is_checked_item_by_item() -> None:
         "http://f.test/api/v1", "t", transport=httpx.MockTransport(answer), retry_deadline=1.0
     ) as c:
         result = await apply_actions(
-            c, [action(n) for n in range(6)], batch_size=100, on_applied=returned.extend
+            c, [action(n) for n in range(6)], batch_size=100, on_applied=collect(returned)
         )
     assert [a.uid for a in result.applied] == ["u0", "u5"]
     assert [a.uid for a, _ in returned] == ["u0", "u5"]

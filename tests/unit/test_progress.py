@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from pathlib import Path
 
@@ -76,10 +77,11 @@ async def test_heartbeat_logs_every_interval_and_the_default_is_under_15s() -> N
     assert last["eta_s"] == 60.0
 
 
-def test_the_store_keeps_the_running_cycle_until_it_ends(tmp_path: Path) -> None:
+async def test_the_store_keeps_the_running_cycle_until_it_ends(tmp_path: Path) -> None:
     """set_progress / running_cycles / clear_progress: the accessor every replica's status uses;
     a finished cycle does not clear a newer one's figures."""
-    store = StateStore(f"sqlite:///{tmp_path / 'state.db'}", instance="t")
+    store = await StateStore.open(f"sqlite:///{tmp_path / 'state.db'}", instance="t")
+    progress = store.progress
     try:
         snapshot = ProgressSnapshot(
             source="bo",
@@ -94,14 +96,39 @@ def test_the_store_keeps_the_running_cycle_until_it_ends(tmp_path: Path) -> None
             updated_at=WALL + timedelta(seconds=5),
             replica="host:1",
         )
-        store.set_progress(snapshot)
-        store.set_progress(snapshot)  # rewritten in place, one row per source
-        assert store.running_cycles() == [snapshot]
+        await progress.set_progress(snapshot)
+        await progress.set_progress(snapshot)  # rewritten in place, one row per source
+        assert await progress.running_cycles() == [snapshot]
         assert snapshot.to_json()["version"] == 1
         assert snapshot.to_json()["started_at"] == "2026-01-02T03:04:05+00:00"
-        store.clear_progress("bo", "an-older-run")
-        assert store.running_cycles() == [snapshot]
-        store.clear_progress("bo", "r1")
-        assert store.running_cycles() == []
+        await progress.clear_progress("bo", "an-older-run")
+        assert await progress.running_cycles() == [snapshot]
+        await progress.clear_progress("bo", "r1")
+        assert await progress.running_cycles() == []
     finally:
-        store.close()
+        await store.aclose()
+
+
+async def test_the_heartbeat_stores_in_order_without_holding_the_cycle() -> None:
+    """The board tells the heartbeat synchronously, from inside the cycle: its store writes run
+    as tasks, so a slow store never holds the cycle, and one after the other, so a cycle's
+    clearing never lands before its last figures (a row left behind would read as running)."""
+    release = asyncio.Event()
+    calls: list[str] = []
+
+    class SlowStore:
+        async def set_progress(self, snapshot: ProgressSnapshot) -> None:
+            await release.wait()
+            calls.append(f"set {snapshot.run_id}")
+
+        async def clear_progress(self, source: str, run_id: str) -> None:
+            calls.append(f"clear {run_id}")
+
+    board = ProgressBoard(clock=FakeClock())
+    heartbeat = Heartbeat(board, log_lines=False, store=SlowStore())
+    with board.cycle("bo", "full", "r1") as progress:
+        progress.start_phase("apply", total=10)
+    assert calls == []  # the cycle ended while its first write still waits for the store
+    release.set()
+    await heartbeat.flush()
+    assert calls == ["set r1", "set r1", "clear r1"]

@@ -156,11 +156,11 @@ def test_redactor_masks_every_configured_secret(tmp_path: Path) -> None:
     assert masked.count("[REDACTED]") == 2
 
 
-def test_status_document_from_the_store_alone(tmp_path: Path) -> None:
+async def test_status_document_from_the_store_alone(tmp_path: Path) -> None:
     """A second store object on the same database (another replica) sees the last plans, the runs,
     the running cycle's progress, who holds each source, and never a secret."""
     config = settings(tmp_path)
-    writer = StateStore(config.state.url, instance="tests")
+    writer = await StateStore.open(config.state.url, instance="tests")
     started = datetime.now(UTC) - timedelta(seconds=5)
     create = action(ActionKind.CREATE, "T-1", "https://bo.example/1")
     report = SourceReport(
@@ -173,21 +173,21 @@ def test_status_document_from_the_store_alone(tmp_path: Path) -> None:
         requests=4,
     )
     finished = started + timedelta(seconds=1)
-    record_cycle(
+    await record_cycle(
         writer, report, run_id="first", started=started, finished=finished, replica="here:1"
     )
     quiet = SourceReport(name="bo", ok=True, plan=Plan(source="bo", unchanged=3), applied=True)
-    record_cycle(
+    await record_cycle(
         writer, quiet, run_id="second", started=started, finished=finished, replica="here:1"
     )
     failed = SourceReport(
         name="zd", ok=False, error=f"401: bad token {SECRET}", kind=CycleKind.FULL
     )
-    record_cycle(
+    await record_cycle(
         writer, failed, run_id="zd1", started=started, finished=finished, replica="other:2"
     )
     now = datetime.now(UTC)
-    writer.set_progress(
+    await writer.progress.set_progress(
         ProgressSnapshot(
             source="zd",
             kind=CycleKind.FULL,
@@ -202,8 +202,8 @@ def test_status_document_from_the_store_alone(tmp_path: Path) -> None:
             replica="other:2",
         )
     )
-    reader = StateStore(config.state.url, instance="tests")
-    document = status_document(
+    reader = await StateStore.open(config.state.url, instance="tests")
+    document = await status_document(
         config, reader, holdings={"bo": "held", "zd": "standby"}, replica="here:1", now=now
     )
     assert document["version"] == 1
@@ -220,25 +220,29 @@ def test_status_document_from_the_store_alone(tmp_path: Path) -> None:
     html = render_page(document)
     assert SECRET not in html and TOKEN not in html and SECRET not in str(document)
     assert "applying 300/5,000" in html
-    writer.close()
-    reader.close()
+    await writer.aclose()
+    await reader.aclose()
 
 
-def test_an_older_store_gains_the_plans_table_and_keeps_its_index(tmp_path: Path) -> None:
+async def test_an_older_store_gains_the_plans_table_and_keeps_its_index(tmp_path: Path) -> None:
     """The table of last plans is added to a store written before it existed; nothing is rebuilt."""
     url = f"sqlite:///{tmp_path / 'state.db'}"
-    store = StateStore(url, instance="tests")
-    store.remember("bo", [(Task(uid="u1", status=TaskStatus.TODO, fields={}), "T-1")], Markers())
-    store.close()
+    store = await StateStore.open(url, instance="tests")
+    await store.index.remember(
+        "bo", [(Task(uid="u1", status=TaskStatus.TODO, fields={}), "T-1")], Markers()
+    )
+    await store.aclose()
     engine = sa.create_engine(url)
     with engine.begin() as conn:
         conn.execute(sa.text("DROP TABLE fc_plans"))  # the shape of the previous release
     engine.dispose()
-    store = StateStore(url, instance="tests")
-    assert set(store.lookup(["u1"])) == {"u1"}
-    store.set_last_plan("bo", "full", run_id="r", recorded_at=NOW, document={"actions": []})
-    assert store.last_plans() == {("bo", "full"): {"actions": []}}
-    store.close()
+    store = await StateStore.open(url, instance="tests")
+    assert set(await store.index.lookup(["u1"])) == {"u1"}
+    await store.runs.set_last_plan(
+        "bo", "full", run_id="r", recorded_at=NOW, document={"actions": []}
+    )
+    assert await store.runs.last_plans() == {("bo", "full"): {"actions": []}}
+    await store.aclose()
 
 
 def test_refusals_and_failures_find_their_action_by_uid() -> None:

@@ -1,0 +1,38 @@
+"""The connector's local memory: task index, mirror watermarks, cursors and run history (SQL).
+
+The index is a cache of Fragment, never the truth (`index.py`); each source's incremental cursor
+is written only once its changes were applied; the history of runs, the last plans and the
+running cycles' progress are what `status` and the status page read. Losing any of it is
+harmless: the next cycle lists Fragment again.
+"""
+
+from connector.state.cursors import Cursors, StoredWatermark, Watermarks
+from connector.state.database import (
+    POSTGRES_CONNECT_ARGS,
+    database_url,
+    is_postgres,
+    missing_sqlite_file,
+)
+from connector.state.history import HISTORY_PER_SOURCE, ProgressTable, RunHistory, RunRecord
+from connector.state.index import UNSEEN, IndexEntry, TaskIndex
+from connector.state.schema import SCHEMA_VERSION
+from connector.state.store import StateStore
+
+__all__ = [
+    "HISTORY_PER_SOURCE",
+    "POSTGRES_CONNECT_ARGS",
+    "SCHEMA_VERSION",
+    "UNSEEN",
+    "Cursors",
+    "IndexEntry",
+    "ProgressTable",
+    "RunHistory",
+    "RunRecord",
+    "StateStore",
+    "StoredWatermark",
+    "TaskIndex",
+    "Watermarks",
+    "database_url",
+    "is_postgres",
+    "missing_sqlite_file",
+]
