@@ -91,7 +91,9 @@ def serve(path: str) -> tuple[dict[str, Any], list[int]] | None:
     print("ready", flush=True)
     while True:
         for key, _ in selector.select():
-            if key.fileobj is sys.stdin:
+            if key.fileobj is sys.stdin:  # the socket goes with the server
+                os.unlink(path)
+                os.rmdir(os.path.dirname(path))
                 return None
             if key.fileobj is listener:
                 conn, _ = listener.accept()
@@ -156,17 +158,18 @@ def become(request: dict[str, Any], fds: list[int]) -> None:
 
 
 class ForkServer:
-    """One fork server for this process, started on first use, stopped at exit."""
+    """One fork server for this process, started on first use, stopped at exit (or when this
+    process dies: its stdin, a pipe from here, then closes)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._process: subprocess.Popen[bytes] | None = None
-        self._dir = tempfile.mkdtemp(prefix="fc-forkserver-")
-        self._path = os.path.join(self._dir, "socket")
+        self._path = ""
 
     def _started(self) -> str:
         with self._lock:
             if self._process is None:
+                self._path = os.path.join(tempfile.mkdtemp(prefix="fc-forkserver-"), "socket")
                 self._process = subprocess.Popen(
                     [sys.executable, "-m", "tests.forkserver", self._path],
                     cwd=ROOT,
@@ -187,9 +190,6 @@ class ForkServer:
             process.stdin.close()
             process.wait(timeout=10)
             process.stdout.close()
-        with contextlib.suppress(OSError):
-            os.unlink(self._path)
-            os.rmdir(self._dir)
 
     def run(
         self, args: list[str], *, cwd: Path | str, env: dict[str, str], timeout: float
