@@ -5,13 +5,16 @@ async `list_open()` generator that yields every open ticket (a complete snapshot
 an async `check()` and an async `aclose()`. Optionally it implements `changes_since(cursor)` for
 incremental polling, and `write_back(request)` to close or comment a ticket whose task an
 operator marked DONE in Fragment. Adapters report trouble by raising the errors below; the core
-decides what that means (no closes for that source, exit codes, metrics). Contract version:
-`API_VERSION`.
+decides what that means (no closes for that source, exit codes, metrics). What a ticket must be
+is decided here too, once (`ticket_problem`): the core, the conformance kit and the built-in
+record readers apply the same rules. Contract version: `API_VERSION`.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import json
+import re
+from collections.abc import AsyncIterator, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Final, Protocol, runtime_checkable
@@ -42,6 +45,10 @@ API_VERSION: Final = 1
 __all__ = [
     "API_VERSION",
     "CONFIG_DIR_CONTEXT",
+    "MAX_FIELDS_SIZE",
+    "MAX_FIELD_DEPTH",
+    "MAX_TICKET_ID",
+    "MAX_TITLE",
     "AdapterAuthError",
     "AdapterConfig",
     "AdapterConfigError",
@@ -61,6 +68,9 @@ __all__ = [
     "WriteBackOutcome",
     "WriteBackRejected",
     "WriteBackRequest",
+    "ticket_id_from",
+    "ticket_problem",
+    "title_problem",
 ]
 
 
@@ -154,3 +164,92 @@ def can_write_back(adapter: object) -> bool:
         return False
     writes = getattr(adapter, "writes_back", True)
     return writes if isinstance(writes, bool) else True
+
+
+# --- what a ticket must be ------------------------------------------------------------------
+# The one rule set: the core applies `ticket_problem` to every ticket any adapter yields (a ticket
+# that fails it is reported as an invalid record and skipped, its task kept), the conformance kit
+# fails an adapter whose tickets fail it, and the built-in record readers (`adapters.mapping`,
+# `adapters.file`) use `ticket_id_from` and `title_problem` to report a bad record where they read
+# it, with its position.
+
+MAX_TITLE: Final = 1000
+MAX_TICKET_ID: Final = 255
+# Bounds on one ticket's custom values: deeper or larger is a hostile or broken record, and
+# would cost recursion (RecursionError) or memory further on.
+MAX_FIELD_DEPTH: Final = 32
+MAX_FIELDS_SIZE: Final = 256 * 1024  # characters of the fields as JSON
+# C0 controls and DEL: no ticket id has them, and NUL is refused by PostgreSQL's text columns.
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def ticket_id_from(value: object) -> str | None:
+    """A record's id as a ticket id: text (trimmed) or an integer; None when unusable."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    return None
+
+
+def title_problem(title: object, *, name: str = "the title") -> str | None:
+    """Why a title cannot be a task's (`name` is what the message calls it), or None."""
+    if title is None:
+        return f"{name} is missing"
+    if not isinstance(title, str):
+        return f"{name} is not text"
+    if not title.strip():
+        return f"{name} is empty"
+    if len(title) > MAX_TITLE:
+        return f"{name} has {len(title)} characters; Fragment takes at most {MAX_TITLE}"
+    return None
+
+
+def _fields_problem(fields: object) -> str | None:
+    """Why custom values are too deep or hold a NUL, walked without recursion."""
+    stack: list[tuple[object, int]] = [(fields, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_FIELD_DEPTH:
+            return f"a custom field is nested deeper than {MAX_FIELD_DEPTH} levels"
+        if isinstance(value, str):
+            if "\x00" in value:
+                return "a custom field contains a NUL character"
+        elif isinstance(value, Mapping):
+            for key, item in value.items():
+                if isinstance(key, str) and "\x00" in key:
+                    return "a custom field name contains a NUL character"
+                stack.append((item, depth + 1))
+        elif isinstance(value, list | tuple):
+            stack.extend((item, depth + 1) for item in value)
+    return None
+
+
+def ticket_problem(ticket: object) -> str | None:
+    """Why a ticket cannot become a task (Fragment would refuse it, or it is hostile), or None."""
+    if not isinstance(ticket, Ticket):
+        return f"the adapter yielded a {type(ticket).__name__}, not a Ticket"
+    if not isinstance(ticket.id, str) or not ticket.id or len(ticket.id) > MAX_TICKET_ID:
+        return f"the ticket id must be text of 1 to {MAX_TICKET_ID} characters"
+    if _CONTROL.search(ticket.id):
+        return "the ticket id contains a control character"
+    problem = title_problem(ticket.title)
+    if problem is not None:
+        return problem
+    if ticket.url is not None and not isinstance(ticket.url, str):
+        return "the url is not text"
+    texts = (ticket.title, ticket.url or "", ticket.assignee_email or "")
+    if any("\x00" in text for text in texts if isinstance(text, str)):
+        return "the title, url or assignee contains a NUL character"
+    if not isinstance(ticket.fields, Mapping):
+        return "the custom fields are not a mapping"
+    problem = _fields_problem(ticket.fields)
+    if problem is not None:
+        return problem
+    try:
+        size = len(json.dumps(dict(ticket.fields), allow_nan=False))
+    except (TypeError, ValueError, RecursionError) as exc:
+        return f"a custom field is not a JSON value: {exc}"
+    if size > MAX_FIELDS_SIZE:
+        return f"the custom fields take {size} characters as JSON; at most {MAX_FIELDS_SIZE}"
+    return None

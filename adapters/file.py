@@ -29,6 +29,8 @@ from adapters.base import (
     Duration,
     InvalidRecord,
     Ticket,
+    ticket_id_from,
+    title_problem,
 )
 from connector.values import compact, parse_timestamp
 
@@ -140,16 +142,6 @@ def _parse_cursor(cursor: str | None) -> tuple[int | None, datetime | None]:
         raise AdapterDataError(f"not a file adapter cursor: {cursor[:40]!r}") from None
 
 
-def _ticket_id(value: object) -> str | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, str) and value.strip():
-        return value.strip()
-    return None
-
-
 def _timestamp(record: Mapping[str, Any], key: str) -> datetime | None:
     value = record.get(key)
     if value in (None, ""):
@@ -216,13 +208,14 @@ class FileAdapter:
     def to_ticket(self, record: Mapping[str, Any], position: str) -> Ticket | InvalidRecord:
         """A ticket from one record, or the reason it cannot be one."""
         data = self._rename(record)
-        ticket_id = _ticket_id(data.get("id"))
+        ticket_id = ticket_id_from(data.get("id"))
         if ticket_id is None:
             return InvalidRecord(position, "missing or unusable `id` (text or integer expected)")
+        title: Any = data.get("title")  # text once title_problem passes it
+        problem = title_problem(title)
+        if problem is not None:
+            return InvalidRecord(position, problem, ticket_id)
         try:
-            title = data.get("title")
-            if not isinstance(title, str) or not title.strip():
-                raise ValueError("missing `title`")
             status = data.get("status")
             is_open = not (isinstance(status, str) and status.strip().lower() in self._closed)
             ticket = Ticket(

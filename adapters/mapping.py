@@ -31,7 +31,7 @@ from jmespath.functions import Functions
 from jmespath.visitor import TreeInterpreter
 from pydantic import AfterValidator, Field
 
-from adapters.base import AdapterConfig, InvalidRecord, Ticket
+from adapters.base import AdapterConfig, InvalidRecord, Ticket, ticket_id_from, title_problem
 from connector.values import parse_timestamp
 
 __all__ = [
@@ -370,18 +370,17 @@ class RecordMapper:
             raw_id = _get("id", self._id, record)
         except _Invalid as exc:
             return InvalidRecord(position, str(exc))
-        if isinstance(raw_id, int) and not isinstance(raw_id, bool):
-            ticket_id = str(raw_id)
-        elif isinstance(raw_id, str) and raw_id.strip():
-            ticket_id = raw_id.strip()
-        else:
+        ticket_id = ticket_id_from(raw_id)
+        if ticket_id is None:
             got = "nothing" if raw_id is None else f"{_kind(raw_id)} {_preview(raw_id)}"
             return InvalidRecord(position, f"`id` must be non-empty text or an integer, got {got}")
         try:
             title = _get("title", self._title, record)
-            if not isinstance(title, str) or not title.strip():
-                got = "nothing" if title is None else f"{_kind(title)} {_preview(title)}"
-                raise _Invalid(f"`title` must be non-empty text, got {got}")
+            problem = title_problem(title, name="`title`")
+            if problem is not None:
+                if title is not None and not isinstance(title, str):
+                    problem += f", got {_kind(title)} {_preview(title)}"
+                raise _Invalid(problem)
             is_open = True
             if self._is_open is not None:
                 is_open = bool(_get("is_open", self._is_open, record))

@@ -13,8 +13,9 @@ adapter over real sockets::
         def backoffice(self): ...
 
 Checks: the snapshot is complete across pages and its ids unique and stable; every ticket maps
-to a valid task; `check()` passes, and raises `AdapterAuthError` on bad credentials; no secret
-appears in any error of `check()`, `list_open()` or `changes_since()`; a rate-limited answer is
+to a valid task (`adapters.base.ticket_problem`, the rules the connector applies); `check()`
+passes, and raises `AdapterAuthError` on bad credentials; no secret appears in any error of
+`check()`, `list_open()` or `changes_since()`; a rate-limited answer is
 waited out, a failing page fails the listing instead of shortening it, and a back-office that
 caps its results (`cap_results`) gets a complete listing or an error, never a short one; and for
 adapters with `changes_since`, changes and closes are seen, cursors move forward and can be
@@ -47,8 +48,8 @@ from adapters.base import (
     SourceError,
     SupportsChanges,
     Ticket,
+    ticket_problem,
 )
-from connector.snapshot import ticket_problem
 
 T = TypeVar("T")
 

@@ -34,7 +34,7 @@ from connector.progress import Heartbeat, ProgressBoard
 from connector.redaction import REDACTOR, ScrubbingStream
 from connector.render import write_error_json, write_json, write_text
 from connector.runtime import build_adapters, fragment_token, open_runtime, remember_secrets
-from connector.snapshot import read_snapshot
+from connector.source import read_snapshot
 from connector.state import StateStore, missing_sqlite_file
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -246,7 +246,7 @@ def check(state: CliState) -> int:
                 # record that would be skipped fails `check`, not the first real run.
                 try:
                     await adapter.check()
-                    snapshot = await read_snapshot(source_name, adapter)
+                    snapshot = await read_snapshot(source_name, adapter, rec.namespace)
                 except ConnectorError as exc:
                     _say(f"FAILED  source {source_name}: {exc}")
                     code = EXIT_FAILURE

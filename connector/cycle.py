@@ -56,6 +56,7 @@ from connector.models import (
     Action,
     ActionKind,
     CycleReport,
+    Fields,
     InvalidRecord,
     SourceReport,
     Task,
@@ -65,7 +66,7 @@ from connector.models import (
 )
 from connector.plan import PlanPolicy, check_sync, plan_source, written_keys
 from connector.progress import CycleProgress, ProgressBoard
-from connector.snapshot import read_snapshot, ticket_problem
+from connector.source import read_changes, read_snapshot
 from connector.state import StateStore
 from connector.writeback import FAILED as WRITE_BACK_FAILED
 from connector.writeback import find_write_backs, perform_write_backs
@@ -108,6 +109,8 @@ class _Known:
 
     tasks: dict[str, Task] = field(default_factory=dict)
     synced: set[str] = field(default_factory=set)
+    # Ticket id -> desired fields, of the tickets `check_sync` found out of sync (not recomputed).
+    desired: Mapping[str, Fields] = field(default_factory=dict)
 
     def add(self, task: Task) -> None:
         self.tasks[task.uid] = task
@@ -118,6 +121,7 @@ class _Inputs:
     """What a cycle planned from: tickets, the tasks known for them, and what was unreadable."""
 
     tickets: Sequence[Ticket]
+    uids: Mapping[str, str]  # ticket id -> task uid, computed once, as the source was read
     known: _Known
     invalid: Sequence[InvalidRecord] = ()
     complete: bool = True
@@ -184,8 +188,10 @@ class Reconciler:
             close_after_misses=self.settings.guards.close_after_misses,
         )
 
-    def _owned(self, source: str, task: Task) -> str | None:
-        return owned_ticket_id(task, source=source, namespace=self.namespace, markers=self.markers)
+    def _owned(self, source: str, task: Task, uids: Mapping[str, str] | None = None) -> str | None:
+        return owned_ticket_id(
+            task, source=source, namespace=self.namespace, markers=self.markers, uids=uids
+        )
 
     async def run(self, options: CycleOptions, leases: Leases | None = None) -> CycleReport:
         """One full cycle over every selected source (those `leases` grants, when given)."""
@@ -232,7 +238,7 @@ class Reconciler:
         """Why a ticket's task is as it is, and what the next full cycle would do with it."""
         name = source.name
         uid = task_uid(self.namespace, name, ticket_id)
-        snapshot = await read_snapshot(name, self.adapters[name])
+        snapshot = await read_snapshot(name, self.adapters[name], self.namespace)
         ticket = next((t for t in snapshot.tickets if t.id == ticket_id), None)
         invalid = [r for r in snapshot.invalid if r.ticket_id == ticket_id]
         task = await self.client.get_task(uid)
@@ -436,7 +442,9 @@ class Reconciler:
         name = source.name
         dry_run = options.dry_run
         progress.start_phase("read")
-        snapshot = await read_snapshot(name, self.adapters[name], progress=progress.reach)
+        snapshot = await read_snapshot(
+            name, self.adapters[name], self.namespace, progress=progress.reach
+        )
         progress.start_phase("list")
         known = _Known()
         watermark = self._watermark(name)
@@ -454,7 +462,7 @@ class Reconciler:
                 self.store,
                 name,
                 self.markers,
-                lambda t: self._owned(name, t),
+                lambda t: self._owned(name, t, snapshot.uids),
                 full_listing=full_listing,
                 read_only=dry_run,
             )
@@ -469,7 +477,9 @@ class Reconciler:
                 mirror.read(page)
                 if cold:
                     known.tasks.update(
-                        (t.uid, t) for t in page if not t.is_open and self._owned(name, t)
+                        (t.uid, t)
+                        for t in page
+                        if not t.is_open and self._owned(name, t, snapshot.uids)
                     )
             unseen = mirror.done()
             log.info(
@@ -492,7 +502,11 @@ class Reconciler:
             async for page in self._pages(name, progress, statuses=(), updated_at_after=since):
                 started.see(page)
                 mirror.read(page)
-                done.update((t.uid, t) for t in page if not t.is_open and self._owned(name, t))
+                done.update(
+                    (t.uid, t)
+                    for t in page
+                    if not t.is_open and self._owned(name, t, snapshot.uids)
+                )
                 # A task older than the filter proves the server ignored `updated_at_after`
                 # [assumed]: the answer then holds every task of the source, in every status.
                 everything = everything or any(
@@ -523,14 +537,16 @@ class Reconciler:
             mirror.open,
             self._policy(source),
             self.store.due_written(name) if mirror.open else (),
+            uids=snapshot.uids,
         )
-        known.synced = check.synced
+        known.synced, known.desired = check.synced, check.desired
         known.tasks.update(mirror.tasks(check.unsynced))
         open_before = len(mirror.open)
         del mirror, check  # the digests are not needed past this point
         unresolved = await self._resolve(
             name,
             [t for t in snapshot.tickets if t.is_open],
+            snapshot.uids,
             known,
             progress,
             dry_run=dry_run,
@@ -539,6 +555,7 @@ class Reconciler:
         misses = self.store.misses(name) if self.settings.guards.close_after_misses > 1 else {}
         return _Inputs(
             tickets=snapshot.tickets,
+            uids=snapshot.uids,
             known=known,
             invalid=snapshot.invalid,
             complete=snapshot.complete,
@@ -575,31 +592,16 @@ class Reconciler:
         if not isinstance(adapter, SupportsChanges):
             raise SourceError(f"adapter {source.adapter!r} cannot poll for changes")
         progress.start_phase("read")
-        cursor = self.store.get_cursor(name)
-        try:
-            changes = await adapter.changes_since(cursor)
-        except SourceError:
-            raise
-        except Exception as exc:
-            log.exception("source.adapter_crashed", source=name)
-            raise SourceError(f"adapter {type(adapter).__name__} failed: {exc!r}") from exc
-        latest: dict[str, Ticket] = {}
-        invalid: list[InvalidRecord] = []
-        for position, ticket in enumerate(changes.tickets, start=1):
-            problem = ticket_problem(ticket)
-            if problem is None:
-                latest[ticket.id] = ticket  # a ticket changed twice: its last state counts
-            else:
-                invalid.append(
-                    InvalidRecord(f"change {position}", problem, getattr(ticket, "id", None))
-                )
-        progress.reach(len(changes.tickets))
+        changes = await read_changes(
+            name, adapter, self.namespace, self.store.get_cursor(name), progress=progress.reach
+        )
         known = _Known()
-        unresolved = await self._resolve(name, list(latest.values()), known, progress)
+        unresolved = await self._resolve(name, changes.tickets, changes.uids, known, progress)
         return _Inputs(
-            tickets=list(latest.values()),
+            tickets=changes.tickets,
+            uids=changes.uids,
             known=known,
-            invalid=invalid,
+            invalid=changes.invalid,
             open_before=self.store.count_open(name),
             next_cursor=changes.cursor,
             unresolved=unresolved,
@@ -610,6 +612,7 @@ class Reconciler:
         self,
         source: str,
         tickets: Sequence[Ticket],
+        uids: Mapping[str, str],
         known: _Known,
         progress: CycleProgress,
         *,
@@ -629,8 +632,7 @@ class Reconciler:
         wanted = {
             uid: t.id
             for t in tickets
-            if t.id not in known.synced
-            and (uid := task_uid(self.namespace, source, t.id)) not in known.tasks
+            if t.id not in known.synced and (uid := uids[t.id]) not in known.tasks
         }
         if not wanted or listed_everything:
             return set()
@@ -657,7 +659,7 @@ class Reconciler:
         resolved = []
         unresolved = {wanted[uid] for uid in lookup.unresolved}
         for uid, task in lookup.found.items():
-            ticket_id = self._owned(source, task)
+            ticket_id = self._owned(source, task, uids)
             if ticket_id is None:
                 # A task holds the uid but not this source's markers (edited by hand?): never
                 # PUT over it.
@@ -703,6 +705,8 @@ class Reconciler:
             close_absent=kind == FULL,
             misses=inputs.misses,
             synced=inputs.known.synced,
+            uids=inputs.uids,
+            desired=inputs.known.desired,
         )
         refusals = guard_plan(
             plan,
@@ -810,8 +814,8 @@ class Reconciler:
             name,
             inputs.tickets,
             inputs.known.tasks,
-            uid_of=lambda ticket_id: task_uid(self.namespace, name, ticket_id),
-            owned=lambda task: self._owned(name, task),
+            uid_of=inputs.uids.__getitem__,
+            owned=lambda task: self._owned(name, task, inputs.uids),
             markers=self.markers,
             config=source.write_back,
         )
@@ -853,7 +857,7 @@ class Reconciler:
                 client=self.client,
                 current=current,
                 markers=self.markers,
-                owned=lambda task: self._owned(name, task),
+                owned=lambda task: self._owned(name, task, inputs.uids),
                 now=lambda: datetime.now(UTC),
                 may_write=may_write,
                 on_marked=lambda task, ticket_id: mirror.add([(task, ticket_id)]),

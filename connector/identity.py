@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -59,15 +60,24 @@ class Markers:
 
 
 def owned_ticket_id(
-    task: Task, *, source: str, namespace: uuid.UUID, markers: Markers
+    task: Task,
+    *,
+    source: str,
+    namespace: uuid.UUID,
+    markers: Markers,
+    uids: Mapping[str, str] | None = None,
 ) -> str | None:
-    """The ticket id a task belongs to, or None when the task is not this source's."""
+    """The ticket id a task belongs to, or None when the task is not this source's.
+
+    `uids` are the uids this cycle computed already (ticket id -> uid): not hashed again.
+    """
     if task.fields.get(markers.source) != source:
         return None
     ticket_id = task.fields.get(markers.ticket_id)
     if not isinstance(ticket_id, str) or not ticket_id:
         return None
-    if task_uid(namespace, source, ticket_id) != task.uid:
+    expected = uids.get(ticket_id) if uids else None
+    if (expected or task_uid(namespace, source, ticket_id)) != task.uid:
         return None
     return ticket_id
 

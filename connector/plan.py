@@ -85,14 +85,22 @@ def desired_fields(source: str, ticket: Ticket, policy: PlanPolicy) -> dict[str,
 
 
 def desired_task(
-    source: str, ticket: Ticket, policy: PlanPolicy, *, uid: str | None = None
+    source: str,
+    ticket: Ticket,
+    policy: PlanPolicy,
+    *,
+    uid: str | None = None,
+    fields: Fields | None = None,
 ) -> DesiredTask:
-    """The managed content of a ticket's task: its fields, due date and assignee."""
+    """The managed content of a ticket's task: its fields, due date and assignee.
+
+    `uid` and `fields`, when the cycle has them already (computed once per ticket per cycle).
+    """
     return DesiredTask(
         uid=uid or task_uid(policy.namespace, source, ticket.id),
         source=source,
         ticket_id=ticket.id,
-        fields=desired_fields(source, ticket, policy),
+        fields=desired_fields(source, ticket, policy) if fields is None else fields,
         due_at=ticket.due_at,
         assignee_email=ticket.assignee_email,
         updated_at=ticket.updated_at,
@@ -153,6 +161,9 @@ class SyncCheck(NamedTuple):
 
     synced: set[str]  # ids of open tickets whose open task already holds what they want
     unsynced: list[str]  # uids of the other open tasks: the plan needs them in full
+    # Ticket id -> desired fields, of the open tickets compared and found out of sync: the plan
+    # takes them from here rather than computing them a second time.
+    desired: dict[str, dict[str, JSONValue]]
 
 
 def check_sync(
@@ -161,6 +172,8 @@ def check_sync(
     digests: Mapping[str, TaskDigest],
     policy: PlanPolicy,
     due_written: Collection[str] = (),
+    *,
+    uids: Mapping[str, str] | None = None,
 ) -> SyncCheck:
     """Which open tasks already hold what their tickets want, from the digests alone.
 
@@ -169,28 +182,33 @@ def check_sync(
     manage): that task goes to `plan_source` in full, which compares field by field.
     `due_written` are uids of tasks the connector gave a due date: a ticket of theirs without
     one goes there too (its due date is to be cleared), since a task always holds a due date.
+    `uids`: ticket id -> task uid, as the source was read (those missing are computed).
     """
+    uids = uids or {}
     synced: set[str] = set()
     matched: set[str] = set()
+    desired: dict[str, dict[str, JSONValue]] = {}
     if not digests:  # an initial sync: nothing to hash the tickets against
-        return SyncCheck(synced, [])
+        return SyncCheck(synced, [], desired)
     for ticket in tickets:
         if not ticket.is_open:
             continue
-        uid = task_uid(policy.namespace, source, ticket.id)
+        uid = uids.get(ticket.id) or task_uid(policy.namespace, source, ticket.id)
         current = digests.get(uid)
         if current is None or current.status is TaskStatus.DONE:
             continue
-        if current.fields != fields_digest(desired_fields(source, ticket, policy)):
-            continue
+        fields = desired_fields(source, ticket, policy)
         due = ticket.due_at
-        if due is not None and current.due_at != format_timestamp(due):
-            continue
-        if due is None and uid in due_written:
+        if (
+            current.fields != fields_digest(fields)
+            or (due is not None and current.due_at != format_timestamp(due))
+            or (due is None and uid in due_written)
+        ):
+            desired[ticket.id] = fields
             continue
         synced.add(ticket.id)
         matched.add(uid)
-    return SyncCheck(synced, [uid for uid in digests if uid not in matched])
+    return SyncCheck(synced, [uid for uid in digests if uid not in matched], desired)
 
 
 def _write_item(
@@ -304,6 +322,8 @@ def plan_source(
     misses: Mapping[str, int] | None = None,
     synced: Collection[str] = (),
     managed: Mapping[str, Collection[str]] | None = None,
+    uids: Mapping[str, str] | None = None,
+    desired: Mapping[str, Fields] | None = None,
 ) -> Plan:
     """Plan the writes that make `tasks` (uid -> task) match `tickets` for one source.
 
@@ -317,16 +337,21 @@ def plan_source(
     `managed` holds, per uid, the keys the connector last wrote to the task: those its ticket no
     longer has are cleared by the update (an operator's own fields are in no such set).
     Tasks that do not carry this source's markers and uid are ignored, whatever the caller passes.
+    `uids` (ticket id -> task uid of every ticket, as the source was read) and `desired` (ticket
+    id -> desired fields, from `check_sync`) are what the cycle computed already; without them
+    they are computed here.
     """
     namespace, markers = policy.namespace, policy.markers
-    # Each uid is hashed once (the ownership check of a task reuses its ticket's uid), and not at
-    # all for the tickets in sync.
-    uids = {
-        ticket.id: task_uid(namespace, source, ticket.id)
-        for ticket in tickets
-        if not (ticket.is_open and ticket.id in synced)
-    }
+    if not uids:
+        # Each uid is hashed once (the ownership check of a task reuses its ticket's uid), and
+        # not at all for the tickets in sync.
+        uids = {
+            ticket.id: task_uid(namespace, source, ticket.id)
+            for ticket in tickets
+            if not (ticket.is_open and ticket.id in synced)
+        }
     misses = misses or {}
+    desired = desired or {}
     owned: dict[str, tuple[str, Task]] = {}
     for uid, task in tasks.items():
         fields = task.fields
@@ -346,7 +371,6 @@ def plan_source(
             continue
         uid = uids[ticket.id]
         seen.add(uid)
-        desired = desired_task(source, ticket, policy, uid=uid)
         entry = owned.get(uid)
         current = entry[1] if entry else None
         if not ticket.is_open:
@@ -359,13 +383,17 @@ def plan_source(
             else:
                 unchanged += current is not None
             continue
-        action = _plan_open_ticket(desired, current, policy, (managed or {}).get(uid))
+        wanted = desired_task(source, ticket, policy, uid=uid, fields=desired.get(ticket.id))
+        action = _plan_open_ticket(wanted, current, policy, (managed or {}).get(uid))
         if action is None:
             unchanged += 1
         else:
             actions.append(action)
 
-    kept = {task_uid(policy.namespace, source, ticket_id) for ticket_id in kept_ticket_ids}
+    kept = {
+        uids.get(ticket_id) or task_uid(namespace, source, ticket_id)
+        for ticket_id in kept_ticket_ids
+    }
     closes = []
     still_missing: dict[str, int] = {}
     for uid, (ticket_id, task) in owned.items():

@@ -108,7 +108,8 @@ def test_the_page_shows_sources_and_plan_updates_itself_and_filters(
     full = row.locator("td.last-full").inner_text()
     assert "ok" in full and "create 25" in full
     waiting = row.locator("td.waiting").inner_text()
-    assert "1 invalid record" in waiting and "T-blank" in waiting and "missing `title`" in waiting
+    assert "1 invalid record" in waiting and "T-blank" in waiting
+    assert "the title is empty" in waiting
 
     plan = page.locator('section.plan[data-source="backoffice"]')
     creates = plan.locator('tr.action[data-kind="create"]')

@@ -320,7 +320,7 @@ async def test_check_reports_a_mapping_that_does_not_fit(fake: RestBackoffice) -
     """check() fails with AdapterConfigError when the first record cannot become a ticket."""
     adapter = make(rest_options(fake, mapping={**MAPPING, "title": "summary"}))
     try:
-        with pytest.raises(AdapterConfigError, match="`title` must be non-empty text"):
+        with pytest.raises(AdapterConfigError, match="`title` is missing"):
             await adapter.check()
     finally:
         await adapter.aclose()

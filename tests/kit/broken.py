@@ -4,6 +4,7 @@ the kit."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import ClassVar
 
 from adapters.base import AdapterAuthError, AdapterUnavailable, ChangeSet, InvalidRecord, Ticket
 from adapters.http import PageNumber, get_json, paginate
@@ -131,3 +132,34 @@ class StopsAtCap(SearchdeskAdapter):
         except Exception as exc:
             if "max_pages" not in str(exc):
                 raise
+
+
+def _nested(depth: int) -> object:
+    value: object = "bottom"
+    for _ in range(depth):
+        value = {"level": value}
+    return value
+
+
+class HostileTicket(HelpdeskAdapter):
+    """Yields, after its tickets, one built by hand past the mapper that Fragment would refuse
+    (or that is hostile): each subclass breaks one rule of `adapters.base.ticket_problem`."""
+
+    hostile: ClassVar[Ticket] = Ticket(id="H-nul", title="a NUL \x00 in the title")
+
+    async def list_open(self) -> AsyncIterator[Ticket | InvalidRecord]:
+        async for item in super().list_open():
+            yield item
+        yield self.hostile
+
+
+class ControlCharacterInId(HostileTicket):
+    hostile = Ticket(id="H-\x07bell", title="a bell in the id")
+
+
+class TitleTooLong(HostileTicket):
+    hostile = Ticket(id="H-long", title="x" * 1001)
+
+
+class NestedTooDeep(HostileTicket):
+    hostile = Ticket(id="H-deep", title="deep", fields={"payload": _nested(40)})

@@ -6,11 +6,15 @@ example adapter (tests/kit/broken.py), so no check of the kit can silently pass.
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 import pytest
 
-from fc_helpdesk.fake import TOKEN
+from connector.identity import instance_namespace
+from connector.source import read_snapshot
+from fc_helpdesk.fake import TOKEN, HelpdeskBackoffice
+from tests.kit import broken
 
 KIT_MODULE = """
 import pytest
@@ -164,3 +168,31 @@ def test_the_checks_expecting_failures_skip_the_retry_waits(pytester: pytest.Pyt
     wait = re.compile(r"""\bwait_for["']?[=:] ?0\.0\b""")
     first = re.compile(r"""\bretry_num["']?[=:] ?1\b""")
     assert all(wait.search(line) and first.search(line) for line in retries), retries
+
+
+@pytest.mark.parametrize(
+    "cls", ["HostileTicket", "ControlCharacterInId", "TitleTooLong", "NestedTooDeep"]
+)
+def test_the_kit_and_the_engine_reject_the_same_ticket_with_the_same_message(
+    pytester: pytest.Pytester, cls: str
+) -> None:
+    """A ticket that breaks one of the contract's rules: the core skips it as an invalid record,
+    and the kit fails the adapter, both with the one reason `adapters.base.ticket_problem` gives."""
+    adapter_class = getattr(broken, cls)
+
+    async def engine() -> list[tuple[str | None, str]]:
+        with HelpdeskBackoffice(tickets=60) as fake:
+            options = {"base_url": fake.url, "token": TOKEN, "per_page": 20}
+            adapter = adapter_class(adapter_class.Config.model_validate(options))
+            try:
+                snapshot = await read_snapshot("helpdesk", adapter, instance_namespace("kit"))
+            finally:
+                await adapter.aclose()
+            assert {t.id for t in snapshot.tickets} == fake.open_ids() and snapshot.complete
+        return [(r.ticket_id, r.reason) for r in snapshot.invalid]
+
+    ((ticket_id, reason),) = asyncio.run(engine())
+    assert ticket_id == adapter_class.hostile.id
+    result = run_kit(pytester, cls, "test_tickets_map_to_valid_tasks")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([f"*ticket {ticket_id!r}: {reason}"])

@@ -22,6 +22,9 @@ from adapters.base import (
     SourceAdapter,
     SupportsChanges,
     Ticket,
+    ticket_id_from,
+    ticket_problem,
+    title_problem,
 )
 from adapters.http import PageNumber, PageRequest, Paginator, make_client, paginate, server_time
 from adapters.partition import IdRange, TimeWindow, partitioned
@@ -67,6 +70,19 @@ def polls(adapter: SupportsChanges) -> None:
 accepts(ExampleAdapter(ExampleOptions(base_url="https://example", token=SecretStr("t"))))
 polls(ExampleAdapter(ExampleOptions(base_url="https://example", token=SecretStr("t"))))
 assert API_VERSION == 1
+
+
+def to_ticket(record: Mapping[str, Any], position: str) -> Ticket | InvalidRecord:
+    """A plug-in reporting a bad record itself, with its own position, by the contract's rules."""
+    ticket_id = ticket_id_from(record.get("id"))
+    if ticket_id is None:
+        return InvalidRecord(position, "no usable id")
+    problem = title_problem(record.get("subject"), name="`subject`")
+    if problem is not None:
+        return InvalidRecord(position, problem, ticket_id)
+    ticket = Ticket(id=ticket_id, title=str(record["subject"]))
+    problem = ticket_problem(ticket)
+    return ticket if problem is None else InvalidRecord(position, problem, ticket_id)
 
 
 class Keyset:

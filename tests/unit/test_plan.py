@@ -20,6 +20,7 @@ from connector.plan import (
     PlanPolicy,
     SyncCheck,
     check_sync,
+    desired_fields,
     desired_task,
     plan_source,
     written_keys,
@@ -345,8 +346,8 @@ def test_a_digest_that_differs_only_by_a_foreign_field_plans_nothing() -> None:
     t = ticket("T-1")
     task = task_for(t, notes="the operator's own field")
     check = check_sync(SOURCE, [t], digests(task), POLICY)
-    assert check == SyncCheck(set(), [task.uid])
-    plan = plan_source(SOURCE, [t], index(task), POLICY, synced=check.synced)
+    assert check == SyncCheck(set(), [task.uid], {"T-1": desired_fields(SOURCE, t, POLICY)})
+    plan = plan_source(SOURCE, [t], index(task), POLICY, synced=check.synced, desired=check.desired)
     assert plan.actions == () and plan.unchanged == 1
 
 
