@@ -15,11 +15,23 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Final, Protocol, runtime_checkable
+from typing import Annotated, Any, ClassVar, Final, Protocol, Self, runtime_checkable
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationInfo
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from connector.errors import (
     AdapterAuthError,
@@ -58,6 +70,7 @@ __all__ = [
     "ConfigPath",
     "Duration",
     "InvalidRecord",
+    "RenamedOption",
     "SourceAdapter",
     "SourceError",
     "SupportsChanges",
@@ -94,10 +107,72 @@ ConfigPath = Annotated[Path, AfterValidator(_against_config_dir)]
 Docker Compose and kustomize do), so `--config /etc/fc/config.yaml` works from anywhere."""
 
 
+@dataclass(frozen=True, slots=True)
+class RenamedOption:
+    """An option given under its deprecated key `old`, read as `new` (a dotted path)."""
+
+    old: str
+    new: str
+
+
 class AdapterConfig(BaseModel):
-    """Base for adapter option models: unknown keys are errors, values are immutable."""
+    """Base for adapter option models: unknown keys are errors, values are immutable.
+
+    `renamed_options` maps a deprecated key to what replaced it: a key, or a key of a group
+    (`{"retry_attempts": "retry.attempts"}`). A value given under the old key is read as the
+    new one, `deprecated_options` tells which were (the core logs and `check` shows each,
+    naming the source), and giving the old key together with the new one is an error.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    renamed_options: ClassVar[Mapping[str, str]] = {}
+    _renamed: tuple[RenamedOption, ...] = PrivateAttr(default=())
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _read_renamed_options(cls, data: Any, handler: ModelWrapValidatorHandler[Self]) -> Self:
+        if not (cls.renamed_options and isinstance(data, Mapping)):
+            return handler(data)
+        renamed = tuple(RenamedOption(o, n) for o, n in cls.renamed_options.items() if o in data)
+        model = handler(_move_renamed(cls.__name__, data, renamed))
+        model._renamed = renamed
+        return model
+
+    @property
+    def deprecated_options(self) -> tuple[RenamedOption, ...]:
+        """The options these were read from under a deprecated key."""
+        return self._renamed
+
+
+def _move_renamed(
+    title: str, data: Mapping[str, Any], renamed: tuple[RenamedOption, ...]
+) -> dict[str, Any]:
+    """`data` with each renamed value at its new path; an error when the new key is given too."""
+    moved = {k: v for k, v in data.items() if k not in {r.old for r in renamed}}
+    problems = []
+    for option in renamed:
+        head, _, tail = option.new.partition(".")
+        if head in data:
+            problems.append(
+                InitErrorDetails(
+                    type=PydanticCustomError(
+                        "renamed_option",
+                        "given together with `{head}`: write only `{new}` "
+                        "(`{old}` is its deprecated spelling)",
+                        {"head": head, "new": option.new, "old": option.old},
+                    ),
+                    loc=(option.old,),
+                    input=data[option.old],
+                )
+            )
+        elif tail:
+            moved[head] = {**moved.get(head, {}), tail: data[option.old]}
+        else:
+            moved[head] = data[option.old]
+    if problems:
+        raise ValidationError.from_exception_data(title, problems)
+    return moved
 
 
 class SourceAdapter(Protocol):

@@ -47,6 +47,7 @@ from adapters.base import (
 from adapters.http import (
     HttpOptions,
     LinkHeader,
+    RetryOptions,
     first_of,
     make_client,
     paginate,
@@ -66,6 +67,18 @@ CACHE_BYTES: Final = 64 * 1024 * 1024
 """Page bodies kept for conditional requests, at most (a 100-issue page is ~0.5 MB)."""
 _SECONDARY_HINTS: Final = ("secondary rate limit", "abuse detection")
 _HOP: Final = frozenset({"content-encoding", "content-length", "transfer-encoding"})
+
+
+class GitHubRetry(RetryOptions):
+    """RetryOptions with room for the minute a secondary rate limit asks."""
+
+    deadline: Duration = Field(
+        timedelta(seconds=90),
+        gt=timedelta(0),
+        description="Time for one request with its retries and waits (room for the minute a "
+        "secondary rate limit asks); a longer wait fails the request at once, and the next "
+        "cycle tries again.",
+    )
 
 
 class GitHubOptions(HttpOptions):
@@ -92,12 +105,7 @@ class GitHubOptions(HttpOptions):
         timedelta(minutes=1),
         description="How far each poll reaches back before the previous one.",
     )
-    retry_deadline: Duration = Field(
-        timedelta(seconds=90),
-        description="Time for one request with its retries and waits (room for the minute a "
-        "secondary rate limit asks); a longer wait fails the request at once, and the next "
-        "cycle tries again.",
-    )
+    retry: GitHubRetry = GitHubRetry()
 
     @field_validator("repositories")
     @classmethod

@@ -27,12 +27,11 @@ import json
 import math
 import random
 import re
-import time
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any, Final, Literal, Protocol, TypeAlias
+from typing import Any, ClassVar, Final, Literal, Protocol, TypeAlias
 
 import httpx
 import stamina
@@ -48,6 +47,7 @@ from adapters.base import (
     SourceError,
 )
 from adapters.partition import ResultsCapped
+from connector.clock import SYSTEM_CLOCK, Clock
 from connector.values import parse_retry_after, parse_timestamp
 
 __all__ = [
@@ -62,6 +62,7 @@ __all__ = [
     "PageRequest",
     "Paginator",
     "RetryAfter",
+    "RetryOptions",
     "RetryPolicy",
     "first_of",
     "get_json",
@@ -109,8 +110,8 @@ USER_AGENT: Final = _user_agent()
 # --- rate-limit signals -------------------------------------------------------------------------
 
 
-def server_time(response: httpx.Response) -> datetime:
-    """The back-office's clock from a response's `Date` header (the local clock when none parses).
+def server_time(response: httpx.Response, *, clock: Clock = SYSTEM_CLOCK) -> datetime:
+    """The back-office's clock from a response's `Date` header (`clock` when none parses).
 
     Cursors and waits measured on the back-office's clock cannot be shortened or skewed by ours.
     A response may carry several `Date` headers (uvicorn sends its own, then the one an
@@ -124,7 +125,7 @@ def server_time(response: httpx.Response) -> datetime:
         if moment.tzinfo is None:  # RFC 5322 "-0000": UTC, with no claim about the zone
             moment = moment.replace(tzinfo=UTC)
         return moment.astimezone(UTC)
-    return datetime.now(UTC)
+    return clock.now()
 
 
 def _server_now(response: httpx.Response) -> float:
@@ -199,6 +200,9 @@ class RetryPolicy:
     retry_after: RetryAfter = retry_after_header
     """Reads the vendor's wait from a response; e.g. `first_of(retry_after_header,
     ratelimit_reset_header())` for GitHub."""
+    clock: Clock = SYSTEM_CLOCK
+    """Times the deadline. The waits between attempts are stamina's, on the event loop's
+    clock, which the default reads too."""
 
     def __post_init__(self) -> None:
         if self.attempts < 1:
@@ -210,24 +214,51 @@ class RetryPolicy:
 DEFAULT_POLICY: Final = RetryPolicy()
 
 
-class HttpOptions(AdapterConfig):
-    """Options every HTTP adapter takes: a timeout per request and how requests are retried."""
+class RetryOptions(AdapterConfig):
+    """How each request is retried on 429, 5xx and network errors (a RetryPolicy)."""
 
-    timeout: Duration = Field(timedelta(seconds=30), description="Per HTTP request.")
-    retry_attempts: int = Field(5, ge=1, description="Attempts per request (429, 5xx, network).")
-    retry_deadline: Duration = Field(
+    attempts: int = Field(5, ge=1, description="Attempts per request (429, 5xx, network).")
+    deadline: Duration = Field(
         timedelta(seconds=60),
+        gt=timedelta(0),
         description="Time for one request with its retries and waits; a Retry-After past it "
         "fails the request at once.",
     )
+    wait_initial: Duration = timedelta(seconds=0.5)
+    wait_max: Duration = timedelta(seconds=30)
+    wait_jitter: Duration = timedelta(seconds=1)
+
+    def policy(self, retry_after: RetryAfter = retry_after_header) -> RetryPolicy:
+        """The RetryPolicy of these options; `retry_after` reads the vendor's wait."""
+        return RetryPolicy(
+            attempts=self.attempts,
+            deadline=self.deadline.total_seconds(),
+            wait_initial=self.wait_initial.total_seconds(),
+            wait_max=self.wait_max.total_seconds(),
+            wait_jitter=self.wait_jitter.total_seconds(),
+            retry_after=retry_after,
+        )
+
+
+class HttpOptions(AdapterConfig):
+    """Options every HTTP adapter takes: a timeout per request and how requests are retried.
+
+    `retry_attempts` and `retry_deadline` are the deprecated spellings of `retry.attempts` and
+    `retry.deadline`, still read. An adapter with other retry defaults subclasses RetryOptions
+    and overrides `retry` with it, so that a partial `retry:` keeps them.
+    """
+
+    renamed_options: ClassVar[Mapping[str, str]] = {
+        "retry_attempts": "retry.attempts",
+        "retry_deadline": "retry.deadline",
+    }
+
+    timeout: Duration = Field(timedelta(seconds=30), gt=timedelta(0), description="Per request.")
+    retry: RetryOptions = RetryOptions()
 
     def retry_policy(self, retry_after: RetryAfter = retry_after_header) -> RetryPolicy:
         """The RetryPolicy of these options; `retry_after` reads the vendor's wait."""
-        return RetryPolicy(
-            attempts=self.retry_attempts,
-            deadline=self.retry_deadline.total_seconds(),
-            retry_after=retry_after,
-        )
+        return self.retry.policy(retry_after)
 
 
 # --- the client ---------------------------------------------------------------------------------
@@ -429,7 +460,7 @@ async def _attempt(
 ) -> httpx.Response:
     try:
         # The deadline bounds the attempt too: httpx timeouts apply per phase, not in total.
-        async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+        async with asyncio.timeout(max(0.0, deadline - policy.clock.monotonic())):
             response = await client.request(method, url, **kwargs)
     except httpx.UnsupportedProtocol as exc:
         raise AdapterConfigError(f"{where} cannot be sent: {exc}") from None
@@ -462,7 +493,7 @@ async def _attempt(
 def _unavailable(
     where: str, exc: _Retry, policy: RetryPolicy, started: float
 ) -> AdapterUnavailable:
-    elapsed = time.monotonic() - started
+    elapsed = policy.clock.monotonic() - started
     attempts = f"{exc.attempt} attempt{'s' if exc.attempt > 1 else ''} in {elapsed:.1f} s"
     detail = ""
     if exc.response is not None:
@@ -535,7 +566,7 @@ async def send(
 
     A query string in `url` is kept, merged with `params` (which win on a clash).
     """
-    started = time.monotonic()
+    started = policy.clock.monotonic()
     deadline = started + policy.deadline
     try:
         url, params = _query_in_params(url, request_kwargs.get("params"))
@@ -552,7 +583,7 @@ async def send(
         # the server has already said it will refuse.
         if not isinstance(exc, _Retry):
             return False
-        remaining = deadline - time.monotonic()
+        remaining = deadline - policy.clock.monotonic()
         wait = exc.retry_after if exc.retry_after is not None else _backoff(policy, exc.attempt)
         if wait >= remaining:
             if exc.retry_after is not None:

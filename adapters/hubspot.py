@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -64,6 +63,7 @@ from adapters.http import (
 )
 from adapters.mapping import RecordMapper, TicketMapping
 from adapters.writes import json_object, write_request
+from connector.clock import SYSTEM_CLOCK, Clock
 
 PIPELINES: Final = "crm/v3/pipelines/tickets"
 SEARCH: Final = "crm/v3/objects/tickets/search"
@@ -286,9 +286,12 @@ class PacedTransport(httpx.AsyncBaseTransport):
     included) keeps a long listing from spending its attempts on 429s.
     """
 
-    def __init__(self, inner: httpx.AsyncBaseTransport, *, interval: float) -> None:
+    def __init__(
+        self, inner: httpx.AsyncBaseTransport, *, interval: float, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
         self.inner = inner
         self.interval = interval
+        self.clock = clock
         self.lock = asyncio.Lock()
         self.last = -float("inf")
 
@@ -296,10 +299,10 @@ class PacedTransport(httpx.AsyncBaseTransport):
         """Send `request`, after waiting for its turn when it is a search."""
         if request.url.path.endswith("/search"):
             async with self.lock:
-                wait = self.last + self.interval - time.monotonic()
+                wait = self.last + self.interval - self.clock.monotonic()
                 if wait > 0:
-                    await asyncio.sleep(wait)
-                self.last = time.monotonic()
+                    await self.clock.sleep(wait)
+                self.last = self.clock.monotonic()
         return await self.inner.handle_async_request(request)
 
     async def aclose(self) -> None:

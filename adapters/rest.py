@@ -46,13 +46,13 @@ from adapters.base import (
 )
 from adapters.http import (
     CursorField,
+    HttpOptions,
     LinkHeader,
     NextUrl,
     Offset,
     PageNumber,
     PageRequest,
     Paginator,
-    RetryPolicy,
     make_client,
     paginate,
     send,
@@ -286,28 +286,8 @@ class IncrementalOptions(AdapterConfig):
         return value
 
 
-class RetryOptions(AdapterConfig):
-    """How each request is retried on 429, 5xx and network errors (adapters.http.RetryPolicy)."""
-
-    attempts: int = Field(5, ge=1)
-    deadline: Duration = Field(timedelta(seconds=60), gt=timedelta(0))
-    wait_initial: Duration = timedelta(seconds=0.5)
-    wait_max: Duration = timedelta(seconds=30)
-    wait_jitter: Duration = timedelta(seconds=1)
-
-    def policy(self) -> RetryPolicy:
-        """The SDK retry policy for these options."""
-        return RetryPolicy(
-            attempts=self.attempts,
-            deadline=self.deadline.total_seconds(),
-            wait_initial=self.wait_initial.total_seconds(),
-            wait_max=self.wait_max.total_seconds(),
-            wait_jitter=self.wait_jitter.total_seconds(),
-        )
-
-
-class RestOptions(AdapterConfig):
-    """Options of the `rest` adapter."""
+class RestOptions(HttpOptions):
+    """Options of the `rest` adapter (with HttpOptions' `timeout` and `retry`)."""
 
     base_url: str = Field(description="e.g. `https://backoffice.internal/api/v2/`.")
     auth: Auth = NoAuth()
@@ -324,8 +304,6 @@ class RestOptions(AdapterConfig):
     check: RequestOptions | None = Field(
         None, description="A cheap request for `check`; default: the listing's first page."
     )
-    timeout: Duration = Field(timedelta(seconds=30), gt=timedelta(0))
-    retry: RetryOptions = RetryOptions()
     max_pages: int = Field(10_000, ge=1)
     write_back: WriteBackOptions | None = Field(
         None, description="The requests that write an operator's DONE back (optional)."
@@ -462,7 +440,7 @@ class RestAdapter:
         self._mapper = RecordMapper(config.mapping)
         self._records = compile_expression(config.records)
         self._paginator = config.pagination.paginator()
-        self._policy = config.retry.policy()
+        self._policy = config.retry_policy()
         self._client: httpx.AsyncClient | None = None
         auth = config.auth
         secrets: list[str] = []

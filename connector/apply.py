@@ -191,8 +191,8 @@ async def apply_actions(
 
 def _fail_rest(result: ApplyResult, batches: list[tuple[Send, list[Action]]], why: str) -> None:
     # Part of the current chunk may already be settled (a 422 isolated before the failure).
-    settled = {id(a) for a in result.applied} | {id(f.action) for f in result.failures}
+    settled = {a.uid for a in result.applied} | {f.action.uid for f in result.failures}
     for _, chunk in batches:
         result.failures.extend(
-            ActionFailure(a, why, sent=False) for a in chunk if id(a) not in settled
+            ActionFailure(a, why, sent=False) for a in chunk if a.uid not in settled
         )

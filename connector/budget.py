@@ -34,12 +34,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import time
 from typing import Any, LiteralString
 
 import psycopg
 import structlog
 
+from connector.clock import SYSTEM_CLOCK, Clock
 from connector.fragment import Pacer, TokenBucket
 from connector.state import POSTGRES_CONNECT_ARGS, database_url, is_postgres
 
@@ -85,6 +85,7 @@ class SharedBudget:
         requests_per_minute: float,
         local: TokenBucket,
         query_timeout_s: float = QUERY_TIMEOUT_S,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         if requests_per_minute <= 0:
             raise ValueError("requests_per_minute must be > 0")
@@ -95,6 +96,7 @@ class SharedBudget:
         self._spacing = 60.0 / max(requests_per_minute - 0.5, requests_per_minute / 2)
         self._local = local
         self._query_timeout_s = query_timeout_s
+        self._clock = clock
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._guard = asyncio.Lock()  # one statement at a time on the connection
         self._unreachable_until = 0.0
@@ -112,10 +114,10 @@ class SharedBudget:
                 return  # the slot is now
             # Sleep from when the database answered (the slot is at most that late), and judge
             # the wake-up: a process busy elsewhere can wake up well after its slot.
-            due = time.monotonic() + wait
+            due = self._clock.monotonic() + wait
             self.waited += wait
-            await asyncio.sleep(wait)
-            if time.monotonic() - due <= self._spacing / 2:
+            await self._clock.sleep(wait)
+            if self._clock.monotonic() - due <= self._spacing / 2:
                 return
             self.late += 1
         # Late again and again (a starved machine): send rather than wait without end.
@@ -126,7 +128,7 @@ class SharedBudget:
             await self._disconnect()
 
     async def _reserve(self) -> float | None:
-        if time.monotonic() < self._unreachable_until:
+        if self._clock.monotonic() < self._unreachable_until:
             return None
         async with self._guard:
             try:
@@ -142,7 +144,7 @@ class SharedBudget:
                     error=first,
                     action=f"paced by this process alone for {RETRY_CONNECT_S:g}s",
                 )
-                self._unreachable_until = time.monotonic() + RETRY_CONNECT_S
+                self._unreachable_until = self._clock.monotonic() + RETRY_CONNECT_S
                 await self._disconnect()
                 return None
         return 0.0 if row is None else float(row[0])
@@ -173,13 +175,19 @@ class SharedBudget:
 
 
 def pacer_for(
-    state_url: str, *, base_url: str, token: str, requests_per_minute: float, burst: int
+    state_url: str,
+    *,
+    base_url: str,
+    token: str,
+    requests_per_minute: float,
+    burst: int,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> tuple[Pacer, SharedBudget | None]:
     """The account's shared budget when the state store is PostgreSQL, else a local bucket.
 
     Returns the pacer and, when shared, the budget to close.
     """
-    local = TokenBucket(requests_per_minute, burst=burst)
+    local = TokenBucket(requests_per_minute, burst=burst, clock=clock)
     if not is_postgres(database_url(state_url)):
         return local, None
     budget = SharedBudget(
@@ -187,5 +195,6 @@ def pacer_for(
         account=account_key(base_url, token),
         requests_per_minute=requests_per_minute,
         local=local,
+        clock=clock,
     )
     return budget, budget

@@ -8,13 +8,11 @@ refusals 3, pending dry-run changes 2. No command prints a traceback unless aske
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,20 +20,30 @@ import click
 from rich.console import Console
 
 from connector import __version__
+from connector.clock import SYSTEM_CLOCK
 from connector.config import Settings, load_settings
 from connector.cycle import CycleOptions, Reconciler, cycle_exit_code
 from connector.display import ProgressDisplay
 from connector.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, ConnectorError, exit_code_for
 from connector.leases import leases_for
 from connector.logging import configure_logging
-from connector.models import CycleReport
+from connector.models import CycleReport, Explanation
 from connector.printable import visible
 from connector.progress import Heartbeat, ProgressBoard
 from connector.redaction import REDACTOR, ScrubbingStream
 from connector.render import write_error_json, write_json, write_text
-from connector.runtime import build_adapters, fragment_token, open_runtime, remember_secrets
+from connector.render_explain import write_explain_json, write_explain_text
+from connector.render_status import write_status_json, write_status_text
+from connector.runtime import (
+    build_adapters,
+    fragment_token,
+    open_runtime,
+    option_deprecations,
+    remember_secrets,
+)
 from connector.source import read_snapshot
 from connector.state import StateStore, missing_sqlite_file
+from connector.status import RunsOverview, runs_overview
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -89,13 +97,6 @@ def _progress_display(board: ProgressBoard, enabled: bool) -> Iterator[bool]:
     with ProgressDisplay(Console(stderr=True)) as display:
         board.add(display)
         yield True
-
-
-def _json_value(value: object) -> str:
-    """Timestamps in ISO 8601; anything else JSON cannot hold as text."""
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return str(value)
 
 
 def _say(line: str) -> None:
@@ -271,6 +272,8 @@ def check(state: CliState) -> int:
         return code
 
     click.echo(f"ok      config: {len(adapters)} source(s)")
+    for line in option_deprecations(settings):
+        _say(f"note    {line}")
     return asyncio.run(run())
 
 
@@ -298,43 +301,15 @@ def explain(state: CliState, source: str, ticket_id: str, output: str) -> int:
     settings = state.settings()
     section = settings.source(source)
 
-    async def run() -> dict[str, Any]:
+    async def run() -> Explanation:
         async with open_runtime(settings, only_source=source) as reconciler:
             return await reconciler.explain(section, ticket_id)
 
     found = asyncio.run(run())
     if output == "json":
-        click.echo(json.dumps({"version": 1, **found}, default=_json_value))
-        return EXIT_OK
-    ticket = found["ticket"]
-    if ticket:
-        state_word = "open" if ticket["is_open"] else "closed"
-        where = f"{state_word} in the back-office, title {ticket['title']!r}"
+        write_explain_json(found, sys.stdout)
     else:
-        where = "not in the back-office's snapshot (solved, deleted, or never existed)"
-    _say(f"ticket   {source}/{ticket_id}: {where}")
-    for record in found["invalid_records"]:
-        _say(f"         unreadable at {record['position']}: {record['reason']}")
-    _say(f"uid      {found['uid']}")
-    task = found["task"]
-    if task is None:
-        _say("task     none in Fragment")
-    else:
-        closed_by = task["fields"].get(settings.connector.markers.closed_by)
-        by = f" (closed by {closed_by})" if closed_by else ""
-        mine = "" if task["owned"] else " — NOT the connector's (markers do not match)"
-        updated = task["updated_at"]
-        updated = updated.isoformat() if isinstance(updated, datetime) else updated
-        _say(f"task     {task['status']}{by}, updated {updated}{mine}")
-    index = found["index"]
-    if index is not None:
-        _say(f"index    last seen {index['status']}, missing from {index['misses']} snapshot(s)")
-    if not found["snapshot_complete"]:
-        _say("snapshot incomplete this cycle (unreadable records): no closes for this source")
-    _say(f"next     {found['next_cycle']}")
-    for key, (old, new) in found["changes"].items():
-        _say(f"         {key}: {old!r} → {new!r}")
-    _say(f"write    {found['write_back']}")
+        write_explain_text(found, sys.stdout)
     return EXIT_OK
 
 
@@ -349,66 +324,17 @@ def status(state: CliState, limit: int, output: str) -> int:
     settings = load_settings(state.config_path, require_env=False)
     missing = missing_sqlite_file(settings.state.url)
     if missing is not None:
-        if output == "json":
-            click.echo(json.dumps({"version": 1, "running": [], "runs": [], "cursors": {}}))
-        else:
-            click.echo(f"no state store at {missing} yet: no run recorded")
-        return EXIT_OK
-    store = StateStore(settings.state.url, instance=settings.connector.instance)
-    try:
-        running = store.running_cycles()
-        runs = store.recent_runs(limit)
-        cursors = {s.name: store.get_cursor(s.name) for s in settings.sources}
-    finally:
-        store.close()
-    now = datetime.now(UTC)
-    stale_after = 3 * settings.connector.progress_interval.total_seconds()
+        overview = RunsOverview(missing_store=str(missing))
+    else:
+        store = StateStore(settings.state.url, instance=settings.connector.instance)
+        try:
+            overview = runs_overview(settings, store, limit=limit, now=SYSTEM_CLOCK.now())
+        finally:
+            store.close()
     if output == "json":
-        document = {
-            "version": 1,
-            "running": [
-                {
-                    **p.to_json(),
-                    "stale": (now - p.updated_at).total_seconds() > stale_after,
-                }
-                for p in running
-            ],
-            "runs": [
-                {
-                    **dataclasses.asdict(r),
-                    "started_at": r.started_at.isoformat(),
-                    "finished_at": r.finished_at.isoformat(),
-                }
-                for r in runs
-            ],
-            "cursors": cursors,
-        }
-        click.echo(json.dumps(document))
-        return EXIT_OK
-    for p in running:
-        age = (now - p.updated_at).total_seconds()
-        took = (now - p.started_at).total_seconds()
-        by = f" by {p.replica}" if p.replica else ""
-        stale = (
-            f"  (no news for {age:.0f}s: its process may have stopped)" if age > stale_after else ""
-        )
-        click.echo(
-            f"running {p.source:<16} {p.kind:<11} {p.describe()}, {took:.0f}s so far{by}{stale}"
-        )
-    if not runs:
-        click.echo("no runs recorded yet (the daemon records them: `fragment-connector run`)")
-    for r in runs:
-        counts = ", ".join(f"{k} {v}" for k, v in r.counts.items() if v and k != "unchanged")
-        took = (r.finished_at - r.started_at).total_seconds()
-        line = (
-            f"{r.started_at:%Y-%m-%d %H:%M:%S} {r.source:<16} {r.kind:<11} {r.outcome:<22} "
-            f"{took:6.1f}s {r.requests:4d} req  {counts or 'no changes'}"
-        )
-        by = f"  by {r.replica}" if r.replica else ""
-        _say(line + by + (f"  error: {r.error}" if r.error else ""))
-    for name, cursor in cursors.items():
-        if cursor is not None:
-            _say(f"cursor {name}: {cursor}")
+        write_status_json(overview, sys.stdout)
+    else:
+        write_status_text(overview, sys.stdout)
     return EXIT_OK
 
 

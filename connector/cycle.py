@@ -14,31 +14,31 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
 
 import structlog
 
 from adapters.base import SourceAdapter, SupportsChanges, SupportsWriteBack, can_write_back
 from connector.apply import apply_actions
+from connector.clock import SYSTEM_CLOCK, Clock
 from connector.config import Settings, SourceSection
 from connector.errors import (
     EXIT_FAILURE,
-    EXIT_OK,
     EXIT_PENDING,
-    EXIT_REFUSED,
+    GENERIC_ERROR,
     ConfigError,
     ConnectorError,
     FragmentAuthError,
     LeaseLostError,
+    Outcome,
     SourceError,
     SourceHeldElsewhere,
     classify,
     most_severe,
+    outcome_exit_code,
 )
 from connector.fragment import FragmentClient, TaskFinder, TaskPage
 from connector.guards import GUARD_MASS_WRITE_BACK, GuardPolicy, guard_plan, guard_write_backs
@@ -55,8 +55,12 @@ from connector.models import (
     OPEN_STATUSES,
     Action,
     ActionKind,
+    CycleKind,
     CycleReport,
+    ExplainedTask,
+    Explanation,
     Fields,
+    IndexView,
     InvalidRecord,
     SourceReport,
     Task,
@@ -72,9 +76,6 @@ from connector.writeback import FAILED as WRITE_BACK_FAILED
 from connector.writeback import find_write_backs, perform_write_backs
 
 log = structlog.get_logger(__name__)
-
-FULL = "full"
-INCREMENTAL = "incremental"
 
 # Which listing of Fragment a cycle planned from (shown with the plan).
 LISTING_EVERY_STATUS = "full, every status"  # the index knew nothing of the source
@@ -139,8 +140,8 @@ class Started:
     asks it of every server with a clock); without one, this machine's clock as the listing
     began, whose skew the overlap must then cover."""
 
-    def __init__(self) -> None:
-        self._local = datetime.now(UTC)
+    def __init__(self, local: datetime) -> None:
+        self._local = local
         self._server: datetime | None = None
         self._seen = False
 
@@ -167,13 +168,15 @@ class Reconciler:
         adapters: Mapping[str, SourceAdapter],
         board: ProgressBoard | None = None,
         should_stop: Callable[[], bool] = lambda: False,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.settings = settings
+        self.clock = clock
         self.client = client
         self.store = store
         self.adapters = adapters
         # Where the running cycles' progress goes (a terminal display, log lines, the store).
-        self.board = board or ProgressBoard()
+        self.board = board or ProgressBoard(clock=clock)
         self.should_stop = should_stop
         self.namespace = instance_namespace(settings.connector.instance)
         self.markers: Markers = settings.connector.markers.to_markers()
@@ -196,7 +199,7 @@ class Reconciler:
     async def run(self, options: CycleOptions, leases: Leases | None = None) -> CycleReport:
         """One full cycle over every selected source (those `leases` grants, when given)."""
         run_id = uuid.uuid4().hex[:12]
-        started = datetime.now(UTC)
+        started = self.clock.now()
         before = self.client.stats.counts.copy()
         sources = self.settings.sources
         if options.only_source is not None:
@@ -213,7 +216,7 @@ class Reconciler:
             dry_run=options.dry_run,
             sources=tuple(reports),
             started_at=started,
-            finished_at=datetime.now(UTC),
+            finished_at=self.clock.now(),
             requests=dict(self.client.stats.counts - before),
             orphaned=orphaned,
         )
@@ -234,7 +237,7 @@ class Reconciler:
         holding = dataclasses.replace(options, may_write=functools.partial(leases.confirm, name))
         return await self.reconcile_source(source, holding)
 
-    async def explain(self, source: SourceSection, ticket_id: str) -> dict[str, Any]:
+    async def explain(self, source: SourceSection, ticket_id: str) -> Explanation:
         """Why a ticket's task is as it is, and what the next full cycle would do with it."""
         name = source.name
         uid = task_uid(self.namespace, name, ticket_id)
@@ -284,34 +287,33 @@ class Reconciler:
             decision = "nothing: the ticket is not open and its task is already DONE"
         else:
             decision = "nothing: the task already matches the ticket"
-        return {
-            "source": name,
-            "ticket_id": ticket_id,
-            "uid": uid,
-            "ticket": None if ticket is None else dataclasses.asdict(ticket),
-            "invalid_records": [dataclasses.asdict(r) for r in invalid],
-            "snapshot_complete": snapshot.complete,
-            "task": None
+        return Explanation(
+            source=name,
+            ticket_id=ticket_id,
+            uid=uid,
+            ticket=ticket,
+            invalid_records=tuple(invalid),
+            snapshot_complete=snapshot.complete,
+            task=None
             if task is None
-            else {
-                "status": task.status.value,
-                "fields": dict(task.fields),
-                "updated_at": task.updated_at,
-                "owned": owned,
-            },
-            "index": None
+            else ExplainedTask(
+                status=task.status,
+                fields=task.fields,
+                updated_at=task.updated_at,
+                owned=owned,
+                closed_by=task.fields.get(self.markers.closed_by),
+            ),
+            index=None
             if entry is None
-            else {
-                "status": entry.status.value if entry.status else "unknown",
-                "closed_by_connector": entry.closed_by_connector,
-                "misses": misses,
-            },
-            "next_cycle": decision,
-            "write_back": self._explain_write_back(source, ticket, task if owned else None),
-            "changes": {k: [old, new] for k, (old, new) in action.changes.items()}
-            if action
-            else {},
-        }
+            else IndexView(
+                status=entry.status,
+                closed_by_connector=entry.closed_by_connector,
+                misses=misses,
+            ),
+            next_cycle=decision,
+            write_back=self._explain_write_back(source, ticket, task if owned else None),
+            changes=action.changes if action else {},
+        )
 
     def _explain_write_back(
         self, source: SourceSection, ticket: Ticket | None, task: Task | None
@@ -360,13 +362,13 @@ class Reconciler:
         return orphaned
 
     async def reconcile_source(
-        self, source: SourceSection, options: CycleOptions, *, kind: str = FULL
+        self, source: SourceSection, options: CycleOptions, *, kind: CycleKind = CycleKind.FULL
     ) -> SourceReport:
         """One cycle (full or incremental) of one source; failures end up in the report.
 
         Only a refused Fragment token escapes: no other source can succeed either.
         """
-        began = time.monotonic()
+        began = self.clock.monotonic()
         requests_before = self.client.stats.total
         run_id = structlog.contextvars.get_contextvars().get("run_id") or uuid.uuid4().hex[:12]
         with self.board.cycle(source.name, kind, str(run_id)) as progress:
@@ -374,7 +376,7 @@ class Reconciler:
         report = dataclasses.replace(
             report,
             kind=kind,
-            duration_s=round(time.monotonic() - began, 3),
+            duration_s=round(self.clock.monotonic() - began, 3),
             requests=self.client.stats.total - requests_before,
         )
         counts = report_counts(report)
@@ -395,16 +397,16 @@ class Reconciler:
         return report
 
     async def _reconcile_source(
-        self, source: SourceSection, options: CycleOptions, kind: str, progress: CycleProgress
+        self, source: SourceSection, options: CycleOptions, kind: CycleKind, progress: CycleProgress
     ) -> SourceReport:
         try:
-            if kind == FULL:
+            if kind is CycleKind.FULL:
                 inputs = await self._full_inputs(source, options, progress)
             else:
                 inputs = await self._incremental_inputs(source, progress)
             report = await self._plan_and_apply(source, inputs, options, progress, kind=kind)
             settled = not report.failures and not report.unresolved
-            if kind == INCREMENTAL and report.applied and report.ok and settled:
+            if kind is CycleKind.INCREMENTAL and report.applied and report.ok and settled:
                 # Only now: a crash before this line makes the next poll apply them again,
                 # which is harmless; the other order could lose them.
                 self.store.set_cursor(source.name, inputs.next_cursor)
@@ -413,10 +415,10 @@ class Reconciler:
             plan = report.plan
             # Miss counts move only on complete snapshots: absence from a partial one proves
             # nothing.
-            counted = kind == FULL and report.applied and inputs.complete
+            counted = kind is CycleKind.FULL and report.applied and inputs.complete
             if counted and plan is not None and (plan.misses or inputs.misses):
                 self.store.set_misses(source.name, plan.misses)
-            if kind == FULL and source.write_back.enabled and report.ok:
+            if kind is CycleKind.FULL and source.write_back.enabled and report.ok:
                 # After the cycle's own bookkeeping: a failed write-back must not undo it.
                 report = await self._write_back(source, inputs, report, options)
         except ConnectorError as exc:
@@ -452,7 +454,11 @@ class Reconciler:
         # status: one listing is then both the mirror and the look-up of every DONE task, so no
         # uid needs asking about (an empty Fragment costs one request).
         cold = self.store.count_known(name) == 0
-        full = cold or options.full_listing or watermark.full_listing_due(self.settings)
+        full = (
+            cold
+            or options.full_listing
+            or watermark.full_listing_due(self.settings, now=self.clock.now())
+        )
         listing = LISTING_EVERY_STATUS if cold else LISTING_FULL if full else LISTING_CHANGES
         everything = cold  # whether the listing shows every task of the source, in any status
 
@@ -468,7 +474,7 @@ class Reconciler:
             )
 
         mirror = new_mirror(full)
-        started = Started()
+        started = Started(self.clock.now())
 
         async def list_in_full(mirror: Mirror) -> None:
             # A full listing of the open tasks: the truth, and the mirror's repair.
@@ -516,7 +522,7 @@ class Reconciler:
             known.tasks.update(done)
             if everything:
                 log.info("fragment.listing_filter_ignored", source=name, filter="updated_at_after")
-            elif watermark.drift_check_due(self.settings):
+            elif watermark.drift_check_due(self.settings, now=self.clock.now()):
                 # What `updated_at_after` cannot show (a task deleted in Fragment, an edit
                 # missed) shows in the count: one request, and a full listing only if it differs.
                 # A server that ignores a filter counts more, so it can cause a listing, never
@@ -530,7 +536,9 @@ class Reconciler:
                     full, listing = True, LISTING_FULL
                     mirror = new_mirror(True)
                     await list_in_full(mirror)
-        watermark = watermark.after_listing(started.at(), full=full, checked=checked)
+        watermark = watermark.after_listing(
+            started.at(), now=self.clock.now(), full=full, checked=checked
+        )
         check = check_sync(
             name,
             snapshot.tickets,
@@ -689,7 +697,7 @@ class Reconciler:
         options: CycleOptions,
         progress: CycleProgress,
         *,
-        kind: str,
+        kind: CycleKind,
     ) -> SourceReport:
         name = source.name
         unresolved = inputs.unresolved
@@ -702,7 +710,7 @@ class Reconciler:
             self._policy(source),
             managed=self.store.managed(known_open),
             kept_ticket_ids=kept,
-            close_absent=kind == FULL,
+            close_absent=kind is CycleKind.FULL,
             misses=inputs.misses,
             synced=inputs.known.synced,
             uids=inputs.uids,
@@ -718,7 +726,7 @@ class Reconciler:
                 allow_mass_close=options.allow_mass_close,
                 allow_empty=source.allow_empty,
             ),
-            snapshot_empty=kind == FULL and not inputs.tickets and not inputs.invalid,
+            snapshot_empty=kind is CycleKind.FULL and not inputs.tickets and not inputs.invalid,
         )
         if refusals:
             log.error(
@@ -858,7 +866,7 @@ class Reconciler:
                 current=current,
                 markers=self.markers,
                 owned=lambda task: self._owned(name, task, inputs.uids),
-                now=lambda: datetime.now(UTC),
+                now=self.clock.now,
                 may_write=may_write,
                 on_marked=lambda task, ticket_id: mirror.add([(task, ticket_id)]),
             )
@@ -895,42 +903,33 @@ def report_counts(report: SourceReport) -> dict[str, int]:
 
 
 def source_exit_code(report: SourceReport, *, dry_run: bool) -> int:
-    """Exit code for one source: 1 failed (or a ticket unresolved, or records skipped), 3 guard
-    refused, 2 pending dry-run changes, else 0. A skipped record is a ticket that got no task:
-    cron and CI must hear of it."""
-    codes = [EXIT_OK]
-    if not report.ok or report.failures or report.unresolved or report.invalid_records:
+    """Exit code for one source: its outcome's (errors.outcome_exit_code), or worse: 1 for
+    records skipped (a ticket that got no task: cron and CI must hear of it), 2 for pending
+    dry-run changes and write-backs."""
+    codes = [outcome_exit_code(source_outcome(report))]
+    if report.invalid_records:
         codes.append(EXIT_FAILURE)
-    if report.refusals:
-        codes.append(EXIT_REFUSED)
     if dry_run and report.planned:
         codes.append(EXIT_PENDING)
-    for write_back in report.write_backs:
-        if write_back.outcome in WRITE_BACK_FAILED or (
-            write_back.error and write_back.outcome is not WriteBackOutcome.REFUSED
-        ):
-            codes.append(EXIT_FAILURE)
-        elif write_back.outcome is WriteBackOutcome.REFUSED:
-            codes.append(EXIT_REFUSED)
-        elif write_back.outcome is WriteBackOutcome.PLANNED:
-            codes.append(EXIT_PENDING)
+    if any(w.outcome is WriteBackOutcome.PLANNED for w in report.write_backs):
+        codes.append(EXIT_PENDING)
     return most_severe(codes)
 
 
 def source_outcome(report: SourceReport) -> str:
-    """One label for how a source's cycle ended: ok, refused, partial or an error label."""
+    """One label for how a source's cycle ended: its error's label, or an `Outcome`."""
     if not report.ok:
-        return report.error_label or "error"
+        return report.error_label or GENERIC_ERROR
     if report.failures or report.unresolved:
-        return "partial"
+        return Outcome.PARTIAL
     outcomes = {w.outcome for w in report.write_backs}
     if outcomes & WRITE_BACK_FAILED or any(
         w.error for w in report.write_backs if w.outcome is not WriteBackOutcome.REFUSED
     ):
-        return "partial"
+        return Outcome.PARTIAL
     if report.refusals or WriteBackOutcome.REFUSED in outcomes:
-        return "refused"
-    return "ok"
+        return Outcome.REFUSED
+    return Outcome.OK
 
 
 def cycle_exit_code(report: CycleReport) -> int:

@@ -87,6 +87,7 @@ def _cycle(settings: Settings, console: Console, *, dry_run: bool = False) -> in
                         source,
                         run_id=report.run_id,
                         started=report.started_at,
+                        finished=report.finished_at,
                         replica=None,
                     )
             return report

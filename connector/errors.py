@@ -26,10 +26,15 @@ The tree is grouped by what the caller should do next::
 
 Foreign exceptions (httpx, SQLAlchemy, pydantic) are translated into these at the seam where they
 occur; callers only ever see this tree.
+
+A source's cycle ends with one outcome label (the run history's, the metrics' and the status
+page's `outcome`): an error's label from the table below when the source failed, else an
+`Outcome` (`ok`, `refused`, `partial`), mapped to its exit code in the same place.
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterable
 from typing import Final
 
@@ -146,6 +151,9 @@ EXIT_PENDING: Final = 2
 EXIT_REFUSED: Final = 3
 EXIT_USAGE: Final = 4
 
+# The label of an error the connector raised on purpose but did not classify further.
+GENERIC_ERROR: Final = "error"
+
 # The one table: error class -> (exit code, metric/outcome label). Looked up along the MRO, so a
 # subclass without its own row takes its parent's.
 _TABLE: Final[dict[type[BaseException], tuple[int, str]]] = {
@@ -169,7 +177,24 @@ _TABLE: Final[dict[type[BaseException], tuple[int, str]]] = {
     LeaseLostError: (EXIT_FAILURE, "lease_lost"),
     SourceHeldElsewhere: (EXIT_FAILURE, "source_held_elsewhere"),
     StateError: (EXIT_FAILURE, "state_error"),
-    ConnectorError: (EXIT_FAILURE, "error"),
+    ConnectorError: (EXIT_FAILURE, GENERIC_ERROR),
+}
+
+
+class Outcome(enum.StrEnum):
+    """How a source's cycle ended when no error stopped it."""
+
+    OK = "ok"  # everything planned was applied (or, in a dry-run, is pending)
+    REFUSED = "refused"  # a guard held closes or write-backs back for a human
+    PARTIAL = "partial"  # actions or write-backs were not applied, or tickets left unresolved
+
+
+# The outcomes' exit codes. A source that failed exits 1 whatever its error's label (even a
+# config error, which exits 4 only when it stops the whole run): the other sources went on.
+_OUTCOMES: Final[dict[str, int]] = {
+    Outcome.OK: EXIT_OK,
+    Outcome.REFUSED: EXIT_REFUSED,
+    Outcome.PARTIAL: EXIT_FAILURE,
 }
 
 # Most severe first: a usage error hides everything, a failure hides a refusal, and so on.
@@ -192,6 +217,11 @@ def exit_code_for(error: BaseException) -> int:
 def outcome_label(error: BaseException) -> str:
     """Return the stable label used in reports and metrics for an error."""
     return classify(error)[1]
+
+
+def outcome_exit_code(label: str) -> int:
+    """Return the exit code of a source's outcome label: an `Outcome`'s, or 1 for an error's."""
+    return _OUTCOMES.get(label, EXIT_FAILURE)
 
 
 def most_severe(codes: Iterable[int]) -> int:

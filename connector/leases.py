@@ -27,13 +27,13 @@ import asyncio
 import contextlib
 import hashlib
 import math
-import time
 from collections.abc import Sequence
 from typing import Any, LiteralString, Protocol
 
 import psycopg
 import structlog
 
+from connector.clock import SYSTEM_CLOCK, Clock
 from connector.state import POSTGRES_CONNECT_ARGS, database_url, is_postgres
 
 log = structlog.get_logger(__name__)
@@ -145,6 +145,7 @@ class PostgresLeases:
         trust_s: float = TRUST_S,
         query_timeout_s: float = QUERY_TIMEOUT_S,
         replica: bool = True,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         parsed = database_url(url).set(drivername="postgresql")
         self._conninfo = parsed.render_as_string(hide_password=False)
@@ -153,6 +154,7 @@ class PostgresLeases:
         self._heartbeat_s = heartbeat_s
         self._trust_s = trust_s
         self._query_timeout_s = query_timeout_s
+        self._clock = clock
         self._replica = replica  # False: a one-shot command, not counted, no fair share
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._guard = asyncio.Lock()  # one statement at a time on the connection
@@ -187,7 +189,7 @@ class PostgresLeases:
             return True
 
     def holds(self, source: str) -> bool:
-        fresh = time.monotonic() - self._confirmed < self._trust_s
+        fresh = self._clock.monotonic() - self._confirmed < self._trust_s
         return source in self._held and fresh
 
     async def confirm(self, source: str) -> bool:
@@ -232,7 +234,7 @@ class PostgresLeases:
 
     async def _beat(self) -> None:
         while True:
-            await asyncio.sleep(self._heartbeat_s)
+            await self._clock.sleep(self._heartbeat_s)
             await self._ping()
 
     async def _ping(self) -> None:
@@ -250,7 +252,7 @@ class PostgresLeases:
             except (psycopg.Error, OSError, TimeoutError) as exc:
                 await self._lost(exc)
                 return None
-            self._confirmed = time.monotonic()
+            self._confirmed = self._clock.monotonic()
             if self._problem is not None:
                 log.info("lease.database_reachable", previous_problem=self._problem)
                 self._problem = None
@@ -311,12 +313,17 @@ class PostgresLeases:
 
 
 def leases_for(
-    url: str, *, instance: str, sources: Sequence[str], replica: bool = True
+    url: str,
+    *,
+    instance: str,
+    sources: Sequence[str],
+    replica: bool = True,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> SoleReplica | PostgresLeases:
     """PostgreSQL advisory locks when the state store is PostgreSQL, else a sole replica.
 
     `replica=False` is for one-shot commands: they take free locks but are not counted.
     """
     if is_postgres(database_url(url)):
-        return PostgresLeases(url, instance=instance, sources=sources, replica=replica)
+        return PostgresLeases(url, instance=instance, sources=sources, replica=replica, clock=clock)
     return SoleReplica(sources)

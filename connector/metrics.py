@@ -3,11 +3,18 @@
 One `Metrics` object per process owns its own `CollectorRegistry` (tests build as many as they
 like); `/metrics` serves it. Label values are bounded: source names from the config, action kinds,
 outcome labels from `errors.py`, Fragment endpoint templates and status codes.
+
+Retries are counted once, here (`fragment_connector_fragment_retries_total`): stamina, finding
+prometheus_client installed, would also count them as `stamina_retries_total` in the default
+registry, which `/metrics` does not serve, under a `callable` label that cannot tell Fragment's
+retries from a back-office's. A process that builds `Metrics` keeps stamina's log line and
+turns that second counter off.
 """
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from stamina.instrumentation import StructlogOnRetryHook, set_on_retry_hooks
 
 PREFIX = "fragment_connector"
 DURATION_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
@@ -17,6 +24,7 @@ class Metrics:
     """The connector's metric families, registered in a registry of their own."""
 
     def __init__(self) -> None:
+        set_on_retry_hooks([StructlogOnRetryHook])  # one retry counter: `retries` below
         self.registry = CollectorRegistry()
         r = self.registry
         self.cycles = Counter(

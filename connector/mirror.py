@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from types import TracebackType
 from typing import Self
 
@@ -61,25 +61,26 @@ class Watermark:
             }
         )
 
-    def drift_check_due(self, settings: Settings) -> bool:
+    def drift_check_due(self, settings: Settings, *, now: datetime) -> bool:
         """Whether this cycle compares Fragment's count of open tasks with the mirror's."""
         last = self.checked_at or self.full_at
-        return last is None or datetime.now(UTC) - last >= settings.fragment.drift_check_every
+        return last is None or now - last >= settings.fragment.drift_check_every
 
-    def full_listing_due(self, settings: Settings) -> bool:
+    def full_listing_due(self, settings: Settings, *, now: datetime) -> bool:
         """Whether this cycle must list every open task rather than what changed."""
         if self.seen is None or self.full_at is None:
             return True
-        return datetime.now(UTC) - self.full_at >= settings.fragment.full_listing_every
+        return now - self.full_at >= settings.fragment.full_listing_every
 
-    def after_listing(self, started: datetime, *, full: bool, checked: bool = False) -> Watermark:
-        """After a listing that started at `started` in Fragment's clock.
+    def after_listing(
+        self, started: datetime, *, now: datetime, full: bool, checked: bool = False
+    ) -> Watermark:
+        """After a listing that started at `started` in Fragment's clock and ended `now` in ours.
 
         The next listing reads from the start of this one (minus the overlap), not from the
         newest task this one read: a long listing reads its first pages minutes before its last,
         and an edit made meanwhile to a page already read is older than anything read later.
         """
-        now = datetime.now(UTC)
         return Watermark(
             seen=started,
             full_at=now if full else self.full_at,

@@ -11,10 +11,10 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, NamedTuple, TypeAlias
+from typing import NamedTuple, TypeAlias
 
-JSONValue: TypeAlias = Any
-"""A value that `json.dumps` accepts (str, int, float, bool, None, list, dict)."""
+JSONValue: TypeAlias = dict[str, "JSONValue"] | list["JSONValue"] | str | int | float | bool | None
+"""A JSON value, as `json.loads` gives it and `json.dumps` takes it."""
 
 Fields: TypeAlias = Mapping[str, JSONValue]
 
@@ -142,6 +142,14 @@ class DesiredTask:
     clear_due_at: bool = False  # the ticket lost the due date the connector had written
 
 
+class CycleKind(enum.StrEnum):
+    """Which cycle ran: a full one reads every ticket and may close by absence; an incremental
+    poll reads the tickets changed since the adapter's cursor and never closes by absence."""
+
+    FULL = "full"
+    INCREMENTAL = "incremental"
+
+
 class ActionKind(enum.StrEnum):
     """What a plan does to one task."""
 
@@ -167,7 +175,10 @@ class Action:
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """The writes that make one source's tasks match its tickets; `unchanged` counts the rest."""
+    """The writes that make one source's tasks match its tickets; `unchanged` counts the rest.
+
+    At most one action per task: an action's `uid` is its key in refusals, failures and reports.
+    """
 
     source: str
     actions: tuple[Action, ...] = ()
@@ -221,7 +232,7 @@ class SourceReport:
     applied: bool = False
     tickets: int = 0
     open_tasks: int = 0
-    kind: str = "full"
+    kind: CycleKind = CycleKind.FULL
     duration_s: float = 0.0
     requests: int = 0
     # Ids of open tickets whose task Fragment could neither show nor prove absent: no create was
@@ -235,8 +246,8 @@ class SourceReport:
         """Actions that passed the guards (applied, or to be applied in a dry-run)."""
         if self.plan is None:
             return ()
-        refused = {id(r.action) for r in self.refusals}
-        return tuple(a for a in self.plan.actions if id(a) not in refused)
+        refused = {r.action.uid for r in self.refusals}
+        return tuple(a for a in self.plan.actions if a.uid not in refused)
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,3 +261,40 @@ class CycleReport:
     finished_at: datetime
     requests: Mapping[str, int] = field(default_factory=dict)
     orphaned: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ExplainedTask:
+    """The ticket's task as Fragment shows it now, for `explain`."""
+
+    status: TaskStatus
+    fields: Fields
+    updated_at: datetime | None
+    owned: bool  # it carries this source's markers for this ticket
+    closed_by: JSONValue = None  # its closed-by marker's value (`connector`, an operator's...)
+
+
+@dataclass(frozen=True, slots=True)
+class IndexView:
+    """What the state store's task index remembers of the ticket's task, for `explain`."""
+
+    status: TaskStatus | None  # None: it stopped being listed as open, its state unknown
+    closed_by_connector: bool
+    misses: int  # consecutive complete snapshots its ticket was absent from
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    """Why one ticket's task is as it is, and what the next full cycle would do with it."""
+
+    source: str
+    ticket_id: str
+    uid: str
+    ticket: Ticket | None  # None: not in the back-office's snapshot
+    invalid_records: tuple[InvalidRecord, ...]  # unreadable records carrying this ticket's id
+    snapshot_complete: bool
+    task: ExplainedTask | None  # None: no task holds the uid in Fragment
+    index: IndexView | None  # None: the index has no entry for the uid
+    next_cycle: str
+    write_back: str
+    changes: Mapping[str, tuple[JSONValue, JSONValue]] = field(default_factory=dict)

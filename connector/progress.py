@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Protocol
 
 import structlog
+
+from connector.clock import SYSTEM_CLOCK, Clock
+from connector.models import CycleKind, JSONValue
 
 # The logger of the `cycle.progress` lines; `configure_logging` keeps it at INFO at least, so a
 # long run off a terminal is never silent.
@@ -61,7 +63,7 @@ class ProgressSnapshot:
     """
 
     source: str
-    kind: str
+    kind: CycleKind
     run_id: str
     phase: str
     done: int
@@ -72,12 +74,12 @@ class ProgressSnapshot:
     updated_at: datetime
     replica: str | None = None
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, JSONValue]:
         """The versioned JSON document (timestamps in ISO 8601, UTC)."""
         return {
             "version": PROGRESS_VERSION,
             "source": self.source,
-            "kind": self.kind,
+            "kind": self.kind.value,
             "run_id": self.run_id,
             "replica": self.replica,
             "phase": self.phase,
@@ -94,7 +96,7 @@ class ProgressSnapshot:
         """The snapshot back from `to_json()`'s document."""
         return cls(
             source=str(document["source"]),
-            kind=str(document["kind"]),
+            kind=CycleKind(document["kind"]),
             run_id=str(document["run_id"]),
             replica=document.get("replica"),
             phase=str(document["phase"]),
@@ -125,12 +127,11 @@ class CycleProgress:
     def __init__(
         self,
         source: str,
-        kind: str,
+        kind: CycleKind,
         run_id: str,
         *,
         replica: str | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        wall: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Clock = SYSTEM_CLOCK,
         on_change: Callable[[CycleProgress, bool], None] | None = None,
     ) -> None:
         self.source = source
@@ -138,18 +139,17 @@ class CycleProgress:
         self.run_id = run_id
         self.replica = replica
         self._clock = clock
-        self._wall = wall
         self._on_change = on_change
-        self.started_at = wall()
+        self.started_at = clock.now()
         self.phase = "starting"
         self.done = 0
         self.total: int | None = None
-        self._phase_began = clock()
+        self._phase_began = clock.monotonic()
 
     def start_phase(self, phase: str, total: int | None = None) -> None:
         """Begin a phase (one of PHASES) with its total, when known."""
         self.phase, self.total, self.done = phase, total, 0
-        self._phase_began = self._clock()
+        self._phase_began = self._clock.monotonic()
         self._notify(new_phase=True)
 
     def advance(self, count: int = 1) -> None:
@@ -168,7 +168,7 @@ class CycleProgress:
 
     def snapshot(self) -> ProgressSnapshot:
         """The figures now."""
-        elapsed = self._clock() - self._phase_began
+        elapsed = self._clock.monotonic() - self._phase_began
         rate = self.done / elapsed if elapsed > 0 and self.done > 0 else None
         eta = None
         if rate and self.total is not None:
@@ -184,7 +184,7 @@ class CycleProgress:
             rate=None if rate is None else round(rate, 2),
             eta_s=eta,
             started_at=self.started_at,
-            updated_at=self._wall(),
+            updated_at=self._clock.now(),
         )
 
 
@@ -209,13 +209,11 @@ class ProgressBoard:
         listeners: tuple[ProgressListener, ...] = (),
         *,
         replica: str | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        wall: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.listeners = list(listeners)
         self.replica = replica
         self._clock = clock
-        self._wall = wall
         self._running: dict[str, CycleProgress] = {}
 
     def add(self, listener: ProgressListener) -> None:
@@ -223,7 +221,7 @@ class ProgressBoard:
         self.listeners.append(listener)
 
     @contextlib.contextmanager
-    def cycle(self, source: str, kind: str, run_id: str) -> Iterator[CycleProgress]:
+    def cycle(self, source: str, kind: CycleKind, run_id: str) -> Iterator[CycleProgress]:
         """Track one cycle of one source while the block runs."""
         progress = CycleProgress(
             source,
@@ -231,7 +229,6 @@ class ProgressBoard:
             run_id,
             replica=self.replica,
             clock=self._clock,
-            wall=self._wall,
             on_change=self._changed,
         )
         self._running[source] = progress
@@ -280,13 +277,13 @@ class Heartbeat:
         interval: float = DEFAULT_INTERVAL_S,
         log_lines: bool = True,
         store: ProgressStore | None = None,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.board = board
         self.interval = interval
         self.log_lines = log_lines
         self.store = store
-        self._sleep = sleep
+        self._clock = clock
         board.add(self)
 
     # --- listener ---------------------------------------------------------------------------
@@ -336,7 +333,7 @@ class Heartbeat:
     async def run(self) -> None:
         """Beat every `interval` seconds until cancelled."""
         while True:
-            await self._sleep(self.interval)
+            await self._clock.sleep(self.interval)
             self.beat()
 
     @contextlib.asynccontextmanager

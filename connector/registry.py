@@ -16,14 +16,21 @@ from importlib.metadata import EntryPoint, entry_points, packages_distributions
 from pathlib import Path
 from typing import Any
 
+import structlog
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from adapters.base import CONFIG_DIR_CONTEXT, SourceAdapter
+from adapters.base import CONFIG_DIR_CONTEXT, RenamedOption, SourceAdapter
 from connector.config import SourceSection, format_validation_error
 from connector.errors import ConfigError
 from connector.values import format_duration
 
 ENTRY_POINT_GROUP = "fragment_connector.adapters"
+
+log = structlog.get_logger(__name__)
+
+# The deprecated options already logged: once per process is enough, although `check` and the
+# runtime each build a source's adapter.
+_told_deprecated: set[str] = set()
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,22 +159,48 @@ def adapter_class(
     return info.adapter
 
 
-def build_adapter(
+def validate_options(
     source: SourceSection,
     installed: dict[str, AdapterInfo] | None = None,
     *,
     config_dir: Path | None = None,
-) -> SourceAdapter:
-    """An adapter instance for a configured source, its options validated by its Config model."""
+) -> Any:
+    """A source's options validated by its adapter's Config model, or a ConfigError."""
     cls = adapter_class(source.adapter, installed)
     try:
         # Relative file paths in the options resolve against the config file's directory.
         context = {CONFIG_DIR_CONTEXT: config_dir} if config_dir is not None else None
-        options = cls.Config.model_validate(source.options, context=context)
+        return cls.Config.model_validate(source.options, context=context)
     except ValidationError as exc:
         prefix = f"sources[{source.name}].options."
         raise ConfigError(
             f"invalid options for source {source.name!r}:\n"
             + format_validation_error(exc, prefix=prefix)
         ) from None
+
+
+def deprecated_options(source: SourceSection, options: object) -> list[str]:
+    """One line per option `source` gives under a deprecated key, naming the key to write."""
+    renamed: tuple[RenamedOption, ...] = getattr(options, "deprecated_options", ())
+    prefix = f"sources[{source.name}].options."
+    return [f"{prefix}{r.old} is deprecated: write {prefix}{r.new}" for r in renamed]
+
+
+def build_adapter(
+    source: SourceSection,
+    installed: dict[str, AdapterInfo] | None = None,
+    *,
+    config_dir: Path | None = None,
+) -> SourceAdapter:
+    """An adapter instance for a configured source, its options validated by its Config model.
+
+    Each option given under a deprecated key is logged once per process
+    (`config.deprecated_option`).
+    """
+    cls = adapter_class(source.adapter, installed)
+    options = validate_options(source, installed, config_dir=config_dir)
+    for line in deprecated_options(source, options):
+        if line not in _told_deprecated:
+            _told_deprecated.add(line)
+            log.warning("config.deprecated_option", source=source.name, detail=line)
     return cls(options)

@@ -8,8 +8,8 @@ action with the ticket, the title, the reason and, for updates, which fields cha
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from typing import IO, Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import IO
 
 from rich.console import Console
 from rich.table import Table
@@ -18,7 +18,7 @@ from rich.text import Text
 from connector.cycle import LISTING_CHANGES, cycle_exit_code, planned_counts, report_counts
 from connector.errors import classify
 from connector.fragment import RequestStats
-from connector.models import Action, ActionKind, CycleReport, SourceReport, WriteBack
+from connector.models import Action, ActionKind, CycleReport, JSONValue, SourceReport, WriteBack
 from connector.printable import visible
 from connector.redaction import REDACTOR
 
@@ -27,12 +27,12 @@ ROWS_PER_KIND = 10
 _KINDS = ("create", "update", "reopen", "close")
 
 
-def _short(value: Any, width: int = 40) -> str:
+def _short(value: JSONValue, width: int = 40) -> str:
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def _change(old: Any, new: Any, width: int = 44) -> str:
+def _change(old: JSONValue, new: JSONValue, width: int = 44) -> str:
     """`old → new`, eliding a long common prefix of two strings so the difference shows."""
     if isinstance(old, str) and isinstance(new, str):
         common = 0
@@ -48,7 +48,7 @@ def _plural(count: int, word: str) -> str:
     return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
-def _action_json(action: Action) -> dict[str, Any]:
+def _action_json(action: Action) -> dict[str, JSONValue]:
     return {
         "kind": action.kind.value,
         "ticket_id": action.ticket_id,
@@ -59,7 +59,7 @@ def _action_json(action: Action) -> dict[str, Any]:
     }
 
 
-def _write_back_json(write_back: WriteBack) -> dict[str, Any]:
+def _write_back_json(write_back: WriteBack) -> dict[str, JSONValue]:
     return {
         "ticket_id": write_back.request.ticket_id,
         "uid": write_back.uid,
@@ -98,7 +98,9 @@ def _write_back_rows(source: SourceReport, console: Console) -> None:
         console.print(f"  … and {len(write_backs) - ROWS_PER_KIND} more (see --output json)")
 
 
-def _total_counts(report: CycleReport, counter: Any = report_counts) -> dict[str, int]:
+def _total_counts(
+    report: CycleReport, counter: Callable[[SourceReport], Mapping[str, int]] = report_counts
+) -> dict[str, int]:
     total = dict.fromkeys((*_KINDS, "unchanged", "refused", "failed"), 0)
     for source in report.sources:
         for key, value in counter(source).items():
@@ -106,7 +108,7 @@ def _total_counts(report: CycleReport, counter: Any = report_counts) -> dict[str
     return total
 
 
-def report_json(report: CycleReport) -> dict[str, Any]:
+def report_json(report: CycleReport) -> dict[str, JSONValue]:
     """The report as the documented JSON document."""
     reads = RequestStats.reads_in(report.requests)
     total = sum(report.requests.values())
@@ -116,7 +118,7 @@ def report_json(report: CycleReport) -> dict[str, Any]:
         "dry_run": report.dry_run,
         "exit_code": cycle_exit_code(report),
         "error": None,
-        "counts": _total_counts(report),
+        "counts": dict(_total_counts(report)),  # a copy typed as JSON
         "planned": {
             k: v for k, v in _total_counts(report, planned_counts).items() if k != "failed"
         },
@@ -130,8 +132,8 @@ def report_json(report: CycleReport) -> dict[str, Any]:
                 "error_type": s.error_label,
                 "tickets": s.tickets,
                 "open_tasks": s.open_tasks,
-                "counts": report_counts(s),
-                "planned": planned_counts(s),
+                "counts": dict(report_counts(s)),
+                "planned": dict(planned_counts(s)),
                 "actions": [_action_json(a) for a in s.planned],
                 "refused": [
                     {**_action_json(r.action), "guard": r.guard, "refusal": r.reason}
@@ -151,7 +153,7 @@ def report_json(report: CycleReport) -> dict[str, Any]:
     }
 
 
-def error_json(error: BaseException) -> dict[str, Any]:
+def error_json(error: BaseException) -> dict[str, JSONValue]:
     """The document of a run that failed as a whole (a refused token, an unreadable state
     store...): the same version and keys as `report_json`, with `error` set."""
     code, label = classify(error)

@@ -14,13 +14,20 @@ from pathlib import Path
 
 from adapters.base import SourceAdapter, can_write_back
 from connector.budget import pacer_for
+from connector.clock import SYSTEM_CLOCK, Clock
 from connector.config import Settings
 from connector.cycle import Reconciler
 from connector.errors import ConfigError
 from connector.fragment import FragmentClient, RequestListener
 from connector.progress import ProgressBoard
 from connector.redaction import REDACTOR, secrets_in
-from connector.registry import AdapterInfo, build_adapter, discover
+from connector.registry import (
+    AdapterInfo,
+    build_adapter,
+    deprecated_options,
+    discover,
+    validate_options,
+)
 from connector.sandbox import SandboxConfig, SandboxServer
 from connector.state import StateStore
 
@@ -45,6 +52,18 @@ def build_adapters(settings: Settings, only: str | None = None) -> dict[str, Sou
                 "back with these options (`fragment-connector adapters` lists those that can)"
             )
     return adapters
+
+
+def option_deprecations(settings: Settings) -> list[str]:
+    """One line per source option given under a deprecated key, naming the key to write."""
+    installed = discover()
+    return [
+        line
+        for source in settings.sources
+        for line in deprecated_options(
+            source, validate_options(source, installed, config_dir=settings.config_dir)
+        )
+    ]
 
 
 def fragment_token(settings: Settings) -> str:
@@ -92,8 +111,10 @@ async def open_runtime(
     board: ProgressBoard | None = None,
     listener: RequestListener | None = None,
     should_stop: Callable[[], bool] = lambda: False,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> AsyncIterator[Reconciler]:
-    """A Reconciler wired to Fragment (or the embedded sandbox), the state store and adapters."""
+    """A Reconciler wired to Fragment (or the embedded sandbox), the state store and adapters,
+    all timed by `clock`."""
     adapters = build_adapters(settings, only_source)
     token = fragment_token(settings)
     REDACTOR.add(token)
@@ -115,6 +136,7 @@ async def open_runtime(
             token=token,
             requests_per_minute=fragment.requests_per_minute,
             burst=fragment.burst,
+            clock=clock,
         )
         if budget is not None:
             stack.push_async_callback(budget.aclose)
@@ -126,6 +148,7 @@ async def open_runtime(
             retry_deadline=fragment.retry_deadline.total_seconds(),
             page_size=fragment.page_size,
             listener=listener,
+            clock=clock,
         )
         stack.push_async_callback(client.aclose)
         yield Reconciler(
@@ -135,4 +158,5 @@ async def open_runtime(
             adapters=adapters,
             board=board,
             should_stop=should_stop,
+            clock=clock,
         )

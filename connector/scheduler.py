@@ -20,29 +20,23 @@ import functools
 import os
 import signal
 import socket
-import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from adapters.base import SupportsChanges
+from connector.clock import SYSTEM_CLOCK, Clock
 from connector.config import Settings
-from connector.cycle import (
-    FULL,
-    INCREMENTAL,
-    CycleOptions,
-    Reconciler,
-    source_outcome,
-)
+from connector.cycle import CycleOptions, Reconciler, source_outcome
 from connector.errors import (
     EXIT_FAILURE,
     EXIT_OK,
+    GENERIC_ERROR,
     FragmentAuthError,
     FragmentError,
     outcome_label,
@@ -50,7 +44,7 @@ from connector.errors import (
 from connector.guards import GUARD_MASS_WRITE_BACK
 from connector.leases import Leases, leases_for
 from connector.metrics import Metrics
-from connector.models import SourceReport, WriteBackOutcome
+from connector.models import CycleKind, JSONValue, SourceReport, WriteBackOutcome
 from connector.progress import Heartbeat, ProgressBoard
 from connector.runtime import open_runtime
 from connector.server import HttpServer
@@ -82,8 +76,10 @@ class Daemon:
         leases: Leases,
         *,
         replica: str,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.settings = settings
+        self.clock = clock
         self.reconciler = reconciler
         self.metrics = metrics
         self.leases = leases
@@ -103,7 +99,7 @@ class Daemon:
         plan = self.settings.schedule
         full = plan.full_refresh.total_seconds()
         jitter = plan.jitter.total_seconds() if plan.jitter else None
-        now = datetime.now(UTC)
+        now = self.clock.now()
         for source in self.settings.sources:
             self.scheduler.add_job(
                 self.full_cycle,
@@ -137,16 +133,16 @@ class Daemon:
 
     async def full_cycle(self, name: str) -> None:
         """The job of a full refresh; waits for a running incremental cycle of the source."""
-        await self._cycle(name, FULL)
+        await self._cycle(name, CycleKind.FULL)
 
     async def incremental_cycle(self, name: str) -> None:
         """The job of an incremental poll; skipped while another cycle of the source runs."""
         if self.locks[name].locked():
-            log.info("cycle.skipped", source=name, kind=INCREMENTAL, reason="source busy")
+            log.info("cycle.skipped", source=name, kind=CycleKind.INCREMENTAL, reason="source busy")
             return
-        await self._cycle(name, INCREMENTAL)
+        await self._cycle(name, CycleKind.INCREMENTAL)
 
-    async def _cycle(self, name: str, kind: str) -> None:
+    async def _cycle(self, name: str, kind: CycleKind) -> None:
         if self.stopping:
             return
         source = self.settings.source(name)
@@ -156,7 +152,7 @@ class Daemon:
             self._busy += 1
             self.idle.clear()
             run_id = uuid.uuid4().hex[:12]
-            started = datetime.now(UTC)
+            started = self.clock.now()
             options = CycleOptions(may_write=functools.partial(self.leases.confirm, name))
             try:
                 with structlog.contextvars.bound_contextvars(run_id=run_id, replica=self.replica):
@@ -185,10 +181,10 @@ class Daemon:
         m = self.metrics
         m.cycles.labels(name, kind, outcome).inc()
         m.cycle_duration.labels(name, kind).observe(report.duration_s)
-        failed = {id(f.action) for f in report.failures}
+        failed = {f.action.uid for f in report.failures}
         if report.applied:
             for action in report.planned:
-                if id(action) not in failed:
+                if action.uid not in failed:
                     m.tasks.labels(name, action.kind.value).inc()
         if report.failures:
             m.action_failures.labels(name).inc(len(report.failures))
@@ -202,17 +198,23 @@ class Daemon:
             m.guard_trips.labels(name, GUARD_MASS_WRITE_BACK).inc()
         health = self.health[name]
         if report.ok:
-            m.last_success.labels(name, kind).set(time.time())
+            now = self.clock.now().timestamp()
+            m.last_success.labels(name, kind).set(now)
             health.consecutive_failures = 0
-            if kind == FULL:
-                health.last_full_success = time.time()
+            if kind is CycleKind.FULL:
+                health.last_full_success = now
         else:
             health.consecutive_failures += 1
             health.last_error = report.error
-            health.last_error_type = report.error_label or "error"
+            health.last_error_type = report.error_label or GENERIC_ERROR
         try:
             record_cycle(
-                self.reconciler.store, report, run_id=run_id, started=started, replica=self.replica
+                self.reconciler.store,
+                report,
+                run_id=run_id,
+                started=started,
+                finished=self.clock.now(),
+                replica=self.replica,
             )
         except Exception:
             log.exception("daemon.history_not_written", source=name)
@@ -228,7 +230,7 @@ class Daemon:
         3 x its interval (a replica holding none is a ready standby, if it can reach the
         database that would hand it sources)."""
         limit = READY_FACTOR * self.settings.schedule.full_refresh.total_seconds()
-        now = time.time()
+        now = self.clock.now().timestamp()
         reasons: dict[str, str] = {}
         held = self.leases.held()
         for name, health in self.health.items():
@@ -260,7 +262,7 @@ class Daemon:
         held = self.leases.held()
         return {name: "held" if name in held else "standby" for name in self.health}
 
-    def progress(self) -> dict[str, dict[str, object]]:
+    def progress(self) -> dict[str, dict[str, JSONValue]]:
         """The cycles running on this replica, by source."""
         return {c.source: c.snapshot().to_json() for c in self.reconciler.board.running()}
 
@@ -302,35 +304,37 @@ class _DaemonProbe:
     def holdings(self) -> dict[str, str]:
         return self.daemon.holdings()
 
-    def progress(self) -> dict[str, dict[str, object]]:
+    def progress(self) -> dict[str, dict[str, JSONValue]]:
         return self.daemon.progress()
 
     def metrics(self) -> bytes:
         return self.daemon.metrics_text()
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> dict[str, JSONValue]:
         daemon = self.daemon
         return status_document(
             daemon.settings,
             daemon.reconciler.store,
             holdings=daemon.holdings(),
             replica=daemon.replica,
+            now=daemon.clock.now(),
         )
 
 
 @contextlib.asynccontextmanager
 async def daemon_running(
-    settings: Settings, stop: asyncio.Event
+    settings: Settings, stop: asyncio.Event, *, clock: Clock = SYSTEM_CLOCK
 ) -> AsyncIterator[tuple[Daemon, int]]:
     """A started daemon and the port of its HTTP endpoint; drained and closed on exit.
 
-    `stop` is what cycles check between batches; setting it is how a stop begins.
+    `stop` is what cycles check between batches; setting it is how a stop begins. `clock` times
+    everything but APScheduler's own triggers, which read the machine's clock.
     """
     metrics = Metrics()
     replica = f"{socket.gethostname()}:{os.getpid()}"
-    board = ProgressBoard(replica=replica)
+    board = ProgressBoard(replica=replica, clock=clock)
     async with open_runtime(
-        settings, listener=metrics, should_stop=stop.is_set, board=board
+        settings, listener=metrics, should_stop=stop.is_set, board=board, clock=clock
     ) as reconciler:
         try:
             await reconciler.client.me()
@@ -339,15 +343,18 @@ async def daemon_running(
         except FragmentError as exc:
             log.warning("daemon.fragment_unreachable_at_start", error=str(exc))
         names = [s.name for s in settings.sources]
-        leases = leases_for(settings.state.url, instance=settings.connector.instance, sources=names)
+        leases = leases_for(
+            settings.state.url, instance=settings.connector.instance, sources=names, clock=clock
+        )
         await leases.start()
         heartbeat = Heartbeat(
             board,
             interval=settings.connector.progress_interval.total_seconds(),
             store=reconciler.store,
+            clock=clock,
         )
         beating = asyncio.create_task(heartbeat.run(), name="progress-heartbeat")
-        daemon = Daemon(settings, reconciler, metrics, leases, replica=replica)
+        daemon = Daemon(settings, reconciler, metrics, leases, replica=replica, clock=clock)
         server = HttpServer(
             _DaemonProbe(daemon),
             host=settings.server.host,

@@ -7,20 +7,15 @@ The status page (`GET /`) and its JSON (`GET /api/status`) sit under `server.bas
 ingress; they are read-only and built from the state store (`connector.status`), rendered by
 `connector.statuspage`.
 
-A small Starlette app served by uvicorn on the daemon's own event loop. It only reads the
-daemon's state through the `Probe` protocol, so it can be tested without a scheduler. Every
-answer passes the one redactor. Signals
-are left to the daemon (uvicorn's own handlers would re-raise them after shutdown).
+A small Starlette app served by uvicorn on the daemon's own event loop (`connector.serving`).
+It only reads the daemon's state through the `Probe` protocol, so it can be tested without a
+scheduler. Every answer passes the one redactor. Signals are left to the daemon.
 """
 
 from __future__ import annotations
 
-import contextlib
-import socket
-from collections.abc import Iterator
 from typing import Any, Protocol
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -28,7 +23,9 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Route
 
 from connector.errors import ConfigError
+from connector.models import JSONValue
 from connector.redaction import REDACTOR
+from connector.serving import SignalFreeServer, listen, quiet_config
 from connector.statuspage import PAGE_HEADERS, render_page
 
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -49,7 +46,7 @@ class Probe(Protocol):
         """Each source: `held` by this replica or `standby` (another replica works it)."""
         ...
 
-    def progress(self) -> dict[str, dict[str, Any]]:
+    def progress(self) -> dict[str, dict[str, JSONValue]]:
         """The running cycles' figures by source (`ProgressSnapshot.to_json()`)."""
         ...
 
@@ -57,7 +54,7 @@ class Probe(Protocol):
         """The Prometheus exposition."""
         ...
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> dict[str, JSONValue]:
         """The status document (`connector.status.status_document`); reads the state store."""
         ...
 
@@ -109,43 +106,20 @@ def create_app(probe: Probe, *, base_path: str = "") -> Starlette:
     return Starlette(routes=routes)
 
 
-class _QuietServer(uvicorn.Server):
-    """uvicorn without its signal handlers: the daemon drains on SIGTERM itself."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 class HttpServer:
     """The endpoints on `host:port` (port 0 picks a free one, see `.port`)."""
 
     def __init__(self, probe: Probe, *, host: str, port: int, base_path: str = "") -> None:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        # IPPROTO_TCP makes asyncio set TCP_NODELAY (no 40 ms Nagle stalls on keep-alive).
-        self._socket = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            self._socket.bind((host, port))
+            self._socket = listen(host, port, backlog=64)
         except OSError as exc:
-            self._socket.close()
             raise ConfigError(
                 f"cannot listen on {host}:{port} ({exc.strerror}): set another port with "
                 "server.port (FRAGMENT_CONNECTOR__SERVER__PORT) or another address with "
                 "server.host"
             ) from None
-        self._socket.listen(64)
         self.port: int = self._socket.getsockname()[1]
-        config = uvicorn.Config(
-            create_app(probe, base_path=base_path),
-            log_level="warning",
-            access_log=False,
-            log_config=None,
-            lifespan="off",
-            ws="none",
-            timeout_graceful_shutdown=2,
-        )
-        self._server = _QuietServer(config)
+        self._server = SignalFreeServer(quiet_config(create_app(probe, base_path=base_path)))
 
     async def serve(self) -> None:
         """Serve until `stop()`."""

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
 from connector.config import Settings
 from connector.cycle import report_counts, source_outcome, write_back_counts
 from connector.guards import GUARD_MASS_CLOSE
-from connector.models import Action, SourceReport
+from connector.models import Action, CycleKind, JSONValue, SourceReport
+from connector.progress import ProgressSnapshot
 from connector.redaction import REDACTOR, Redactor, secrets_in
 from connector.state import RunRecord, StateStore
 
@@ -30,22 +31,20 @@ INVALID_KEPT = 5
 CHART_RUNS = 30
 HISTORY_READ = 200  # runs read to find each source's last ones and the last minute's requests
 
-FULL = "full"
-INCREMENTAL = "incremental"
-CHANGES = "changes"  # the key of a source's last plan that had actions or refusals
+CHANGES = "changes"  # the key of a source's last plan that had actions or refusals (beside kinds)
 
 
 # --- recording (the daemon, after each cycle) -------------------------------------------------
 
 
-def _link(value: Any) -> str | None:
+def _link(value: JSONValue) -> str | None:
     """A ticket url fit for a link: http(s) only (a `javascript:` url is text, not a link)."""
     if not isinstance(value, str):
         return None
     return value if urlsplit(value).scheme in ("http", "https") else None
 
 
-def _action(action: Action, state: str) -> dict[str, Any]:
+def _action(action: Action, state: str) -> dict[str, JSONValue]:
     fields = action.payload.get("fields")
     url = fields.get("url") if isinstance(fields, dict) else None
     return {
@@ -68,10 +67,15 @@ def apply_command(source: str, guard: str) -> str | None:
 
 
 def record_cycle(
-    store: StateStore, report: SourceReport, *, run_id: str, started: datetime, replica: str | None
+    store: StateStore,
+    report: SourceReport,
+    *,
+    run_id: str,
+    started: datetime,
+    finished: datetime,
+    replica: str | None,
 ) -> None:
     """Write one source's cycle to the run history, and its plan for the status page."""
-    finished = datetime.now(UTC)
     store.record_run(
         RunRecord(
             run_id=run_id,
@@ -106,28 +110,28 @@ def run_counts(report: SourceReport) -> dict[str, int]:
 
 def plan_document(
     report: SourceReport, *, run_id: str, recorded_at: datetime, dry_run: bool = False
-) -> dict[str, Any]:
+) -> dict[str, JSONValue]:
     """One source's cycle as the status page shows it: actions with reasons and what became of
     them, refusals with the command that would apply them, skipped records."""
-    refused = {id(r.action): r for r in report.refusals}
-    failed = {id(f.action): f for f in report.failures}
+    refused = {r.action.uid: r for r in report.refusals}
+    failed = {f.action.uid: f for f in report.failures}
     actions = report.plan.actions if report.plan else ()
-    kept: list[dict[str, Any]] = []
+    kept: list[JSONValue] = []
     counts: dict[str, int] = {}
     for action in actions:
         counts[action.kind.value] = counts.get(action.kind.value, 0) + 1
         if len(kept) >= PLAN_ACTIONS_KEPT:
             continue
-        if id(action) in refused:
+        if action.uid in refused:
             row = _action(action, "refused")
-            row["note"] = refused[id(action)].reason
-        elif id(action) in failed:
+            row["note"] = refused[action.uid].reason
+        elif action.uid in failed:
             row = _action(action, "failed")
-            row["note"] = failed[id(action)].error
+            row["note"] = failed[action.uid].error
         else:
             row = _action(action, "applied" if report.applied and not dry_run else "planned")
         kept.append(row)
-    refusal = None
+    refusal: dict[str, JSONValue] | None = None
     if report.refusals:
         first = report.refusals[0]
         refusal = {
@@ -138,14 +142,14 @@ def plan_document(
         }
     return {
         "run_id": run_id,
-        "kind": report.kind,
+        "kind": report.kind.value,
         "recorded_at": recorded_at.isoformat(),
         "ok": report.ok,
         "error": report.error,
         "tickets": report.tickets,
         "open_tasks": report.open_tasks,
         "unchanged": report.plan.unchanged if report.plan else 0,
-        "counts": counts,
+        "counts": dict(counts),  # a copy typed as JSON (a dict's value type is invariant)
         "actions": kept,
         "actions_not_kept": max(0, len(actions) - len(kept)),
         "refusal": refusal,
@@ -157,6 +161,53 @@ def plan_document(
             ],
         },
     }
+
+
+# --- `status`: the recent runs, the running cycles and the cursors ---------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RunningCycle:
+    """A cycle some process is running, as it last reported it."""
+
+    progress: ProgressSnapshot
+    age_s: float  # since its figures were written
+    elapsed_s: float  # since the cycle began
+    stale: bool  # no news for 3 progress intervals: its process has probably stopped
+
+
+@dataclass(frozen=True, slots=True)
+class RunsOverview:
+    """What `status` shows: every replica's running cycles, the recent runs, each configured
+    source's incremental cursor; `missing_store` names a SQLite file not created yet."""
+
+    running: tuple[RunningCycle, ...] = ()
+    runs: tuple[RunRecord, ...] = ()
+    cursors: Mapping[str, str | None] = field(default_factory=dict)
+    missing_store: str | None = None
+
+
+def runs_overview(
+    settings: Settings, store: StateStore, *, limit: int, now: datetime
+) -> RunsOverview:
+    """The overview `status` shows, read from the state store."""
+    stale_after = 3 * settings.connector.progress_interval.total_seconds()
+    running = []
+    for snapshot in store.running_cycles():
+        age = (now - snapshot.updated_at).total_seconds()
+        running.append(
+            RunningCycle(
+                progress=snapshot,
+                age_s=age,
+                elapsed_s=(now - snapshot.started_at).total_seconds(),
+                stale=age > stale_after,
+            )
+        )
+    return RunsOverview(
+        running=tuple(running),
+        runs=tuple(store.recent_runs(limit)),
+        cursors={s.name: store.get_cursor(s.name) for s in settings.sources},
+    )
 
 
 # --- reading (any replica, per request) --------------------------------------------------------
@@ -171,7 +222,7 @@ def redactor_for(settings: Settings) -> Redactor:
     return Redactor(found)
 
 
-def _run(record: RunRecord | None) -> dict[str, Any] | None:
+def _run(record: RunRecord | None) -> dict[str, JSONValue] | None:
     if record is None:
         return None
     return {
@@ -181,7 +232,7 @@ def _run(record: RunRecord | None) -> dict[str, Any] | None:
         "duration_s": round((record.finished_at - record.started_at).total_seconds(), 3),
         "outcome": record.outcome,
         "requests": record.requests,
-        "counts": record.counts,
+        "counts": dict(record.counts),
         "replica": record.replica,
         "error": record.error,
     }
@@ -242,27 +293,26 @@ def status_document(
     *,
     holdings: Mapping[str, str],
     replica: str,
-    now: datetime | None = None,
-) -> dict[str, Any]:
-    """The versioned status document (docs/output.md), secrets masked."""
-    now = now or datetime.now(UTC)
+    now: datetime,
+) -> dict[str, JSONValue]:
+    """The versioned status document (docs/output.md) as of `now`, secrets masked."""
     history = store.recent_runs(HISTORY_READ)
     plans = store.last_plans()
     fresh_after = max(3 * settings.connector.progress_interval, timedelta(seconds=30))
     running = {p.source: p for p in store.running_cycles() if now - p.updated_at < fresh_after}
-    sources = []
+    sources: list[JSONValue] = []
     for source in settings.sources:
         name = source.name
         mine = [r for r in history if r.source == name]
-        full = next((r for r in mine if r.kind == FULL), None)
-        incremental = next((r for r in mine if r.kind == INCREMENTAL), None)
+        full = next((r for r in mine if r.kind == CycleKind.FULL), None)
+        incremental = next((r for r in mine if r.kind == CycleKind.INCREMENTAL), None)
         failed = next((r for r in mine if r.error), None)
         held, held_by = _holding(
             name, holdings, mine[0] if mine else None, replica=replica, now=now, settings=settings
         )
-        full_plan = plans.get((name, FULL))
+        full_plan = plans.get((name, CycleKind.FULL))
         latest = max(
-            (p for p in (full_plan, plans.get((name, INCREMENTAL))) if p is not None),
+            (p for p in (full_plan, plans.get((name, CycleKind.INCREMENTAL))) if p is not None),
             key=lambda p: str(p.get("recorded_at", "")),
             default=None,
         )
@@ -298,7 +348,7 @@ def status_document(
                 "last_changes": changes,
             }
         )
-    chart = [
+    chart: list[JSONValue] = [
         {
             "source": r.source,
             "kind": r.kind,
@@ -307,7 +357,7 @@ def status_document(
         }
         for r in reversed(history[:CHART_RUNS])
     ]
-    document = {
+    document: dict[str, JSONValue] = {
         "version": STATUS_VERSION,
         "generated_at": now.isoformat(),
         "instance": settings.connector.instance,
@@ -319,5 +369,5 @@ def status_document(
         },
         "sources": sources,
     }
-    masked: dict[str, Any] = redactor_for(settings).mask(document)
+    masked: dict[str, JSONValue] = redactor_for(settings).mask(document)
     return masked

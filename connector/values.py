@@ -52,11 +52,13 @@ def normalise(value: Any) -> JSONValue:
     kind = type(value)
     # Exact-type checks first: this runs for every field of every ticket of every cycle.
     if kind is str:
-        if "\r" in value:
-            value = value.replace("\r\n", "\n").replace("\r", "\n")
-        return value.strip()
+        text: str = value
+        if "\r" in text:
+            text = text.replace("\r\n", "\n").replace("\r", "\n")
+        return text.strip()
     if kind is int or kind is bool or value is None:
-        return value
+        scalar: int | None = value
+        return scalar
     if isinstance(value, str):
         return normalise(str(value))
     if isinstance(value, bool | int):

@@ -34,6 +34,7 @@ from connector.errors import (
 from connector.fragment import FragmentClient
 from connector.identity import Markers, closed_by_connector
 from connector.models import (
+    JSONValue,
     Task,
     TaskStatus,
     Ticket,
@@ -210,7 +211,10 @@ async def _mark(
     ticket_id: str,
 ) -> str | None:
     """Record the write-back on the task (PATCH merges fields: nothing else changes)."""
-    item = {"uid": task.uid, "fields": {markers.written_back: format_timestamp(moment)}}
+    item: dict[str, JSONValue] = {
+        "uid": task.uid,
+        "fields": {markers.written_back: format_timestamp(moment)},
+    }
     # The back-office has it; without the marker a `comment` may be repeated next cycle (a
     # `close` is not: the ticket is closed then).
     lost = "written back, but the marker could not be recorded in Fragment"

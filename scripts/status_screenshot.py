@@ -18,6 +18,7 @@ from pathlib import Path
 from playwright.sync_api import Route, sync_playwright
 from rich.console import Console
 
+from connector.clock import SYSTEM_CLOCK
 from connector.demo import INSTANCE, SOURCE, demo_settings, run_demo
 from connector.state import StateStore
 from connector.status import status_document
@@ -46,7 +47,11 @@ def main(out: Path) -> int:
         store = StateStore(settings.state.url, instance=INSTANCE)
         try:
             document = status_document(
-                settings, store, holdings={SOURCE: "held"}, replica="connector-7d9f-x2:1"
+                settings,
+                store,
+                holdings={SOURCE: "held"},
+                replica="connector-7d9f-x2:1",
+                now=SYSTEM_CLOCK.now(),
             )
         finally:
             store.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -20,6 +21,7 @@ import yaml
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
+from connector.models import CycleKind
 from connector.sandbox import SandboxConfig, SandboxServer
 from connector.state import database_url
 from tests.forkserver import FORK_SERVER
@@ -41,6 +43,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     start at once, side by side, and the short ones fill the gaps, instead of one of them
     starting last and running alone. (A stable sort: the same order in every worker.)"""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Say once that there is no current event loop.
+
+    looptime's plugin asks the policy for the current loop around every test, sync ones too;
+    until a loop was ever set, Python 3.11 answers by creating one that nobody closes, and its
+    ResourceWarning (an error here) fails whichever later test the collector runs in. Told
+    "none", the policy answers RuntimeError instead, which looptime takes as "not my business".
+    """
+    asyncio.set_event_loop(None)
 
 
 def require_server(kind: str, url: str) -> None:
@@ -196,7 +209,7 @@ def workspace(tmp_path: Path, sandbox: SandboxServer) -> Workspace:
     return ws
 
 
-async def source_cycle(ws: Workspace, adapter: Any, kind: str = "full") -> Any:
+async def source_cycle(ws: Workspace, adapter: Any, kind: CycleKind = CycleKind.FULL) -> Any:
     """One cycle of the workspace's only source, with `adapter` as it is, against the sandbox."""
     from connector.config import load_settings
     from connector.cycle import CycleOptions, Reconciler

@@ -11,7 +11,6 @@ again on its side, de-duplicates by uid, stops on a repeated cursor and restarts
 from __future__ import annotations
 
 import json
-import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ import stamina
 import structlog
 
 from connector import __version__
+from connector.clock import SYSTEM_CLOCK, Clock
 from connector.errors import (
     FragmentAuthError,
     FragmentError,
@@ -88,17 +88,14 @@ class RequestListener(Protocol):
 class _RetryableStatus(Exception):
     """A 429/5xx answer, raised inside the retry loop so stamina can decide to try again."""
 
-    def __init__(
-        self, response: httpx.Response, retry_after: float | None, deadline: float
-    ) -> None:
+    def __init__(self, response: httpx.Response, retry_after: float | None, *, now: float) -> None:
         # The message is what stamina's retry log shows.
         request = response.request
         super().__init__(f"{request.method} {request.url.path} answered {response.status_code}")
         self.response = response
         self.retry_after = retry_after
-        self.deadline = deadline
         # The wait the server asked for, uncapped; and the time left when it was too long.
-        self.asked_wait = parse_retry_after(response.headers.get("Retry-After"), now=time.time())
+        self.asked_wait = parse_retry_after(response.headers.get("Retry-After"), now=now)
         self.refused_wait: float | None = None
 
 
@@ -110,25 +107,35 @@ class _RetryableTransport(Exception):
         self.error = error
 
 
-def retry_after_seconds(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or HTTP date), capped at 60 s."""
-    seconds = parse_retry_after(value, now=time.time() if now is None else now)
+def retry_after_seconds(value: str | None, *, now: float) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date measured from
+    the Unix time `now`), capped at 60 s."""
+    seconds = parse_retry_after(value, now=now)
     return None if seconds is None else min(seconds, MAX_RETRY_AFTER)
 
 
-def _retry_hook(error: Exception) -> bool | float:
-    # A float overrides stamina's backoff: that is how Retry-After is honoured. stamina does not
-    # cap it, so clamp it to what is left of the deadline here.
-    if isinstance(error, _RetryableStatus):
-        if error.retry_after is None:
-            return True
-        left = error.deadline - time.monotonic()
-        if error.asked_wait is not None and error.asked_wait > left:
-            # The server will refuse any retry before the deadline: give up now, say why.
-            error.refused_wait = left
+def _retry_hook(clock: Clock, deadline: float) -> Callable[[Exception], bool | float]:
+    """stamina's `on=` for one logical request: retry while `deadline` (on `clock`) is ahead.
+
+    stamina's own `timeout` reads the process's clock; deciding here keeps the deadline on the
+    injected one, which is also the clock stamina's sleeps run on by default (the loop's).
+    """
+
+    def decide(error: Exception) -> bool | float:
+        if not isinstance(error, _RetryableStatus | _RetryableTransport):
             return False
-        return max(0.0, min(error.retry_after, left))
-    return isinstance(error, _RetryableTransport)
+        left = deadline - clock.monotonic()
+        if isinstance(error, _RetryableStatus) and error.retry_after is not None:
+            # A float overrides stamina's backoff: that is how Retry-After is honoured. stamina
+            # does not cap it, so clamp it to what is left of the deadline here.
+            if error.asked_wait is not None and error.asked_wait > left:
+                # The server will refuse any retry before the deadline: give up now, say why.
+                error.refused_wait = left
+                return False
+            return max(0.0, min(error.retry_after, left))
+        return left > 0
+
+    return decide
 
 
 def _error_detail(response: httpx.Response) -> tuple[str, dict[int, str]]:
@@ -315,9 +322,12 @@ class FragmentClient:
         max_attempts: int = 10,
         listener: RequestListener | None = None,
         pacer: Pacer | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         """`pacer` replaces the local token bucket (`requests_per_minute`, `burst`): one budget
-        shared by the processes that use the same account."""
+        shared by the processes that use the same account. `clock` times the deadline, the
+        bucket and Retry-After dates (stamina's own sleeps run on the event loop's clock, which
+        the default `clock` reads)."""
         self._http = httpx.AsyncClient(
             base_url=base_url.rstrip("/") + "/",
             headers={
@@ -328,7 +338,8 @@ class FragmentClient:
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
             transport=transport or httpx.AsyncHTTPTransport(retries=0),
         )
-        self.pacer: Pacer = pacer or TokenBucket(requests_per_minute, burst=burst)
+        self.pacer: Pacer = pacer or TokenBucket(requests_per_minute, burst=burst, clock=clock)
+        self._clock = clock
         self.stats = RequestStats()
         self._deadline = retry_deadline
         self._page_size = page_size
@@ -369,12 +380,12 @@ class FragmentClient:
         body: JSONValue = None,
     ) -> tuple[Any, datetime | None]:
         """`_send`, with the moment in Fragment's clock its answer was made (its `Date` header)."""
-        deadline = time.monotonic() + self._deadline
+        deadline = self._clock.monotonic() + self._deadline
         content = None if body is None else json.dumps(body, separators=(",", ":")).encode()
         headers = {"Content-Type": "application/json"} if content is not None else None
         try:
             async for attempt in stamina.retry_context(
-                on=_retry_hook,
+                on=_retry_hook(self._clock, deadline),
                 attempts=self._max_attempts,
                 timeout=self._deadline,
                 wait_initial=0.5,
@@ -386,9 +397,7 @@ class FragmentClient:
                         self.stats.retries += 1
                         if self._listener is not None:
                             self._listener.record_retry()
-                    response = await self._attempt(
-                        method, path, endpoint, params, content, headers, deadline
-                    )
+                    response = await self._attempt(method, path, endpoint, params, content, headers)
         except _RetryableStatus as exc:
             if exc.refused_wait is not None and exc.asked_wait is not None:
                 try:
@@ -424,7 +433,6 @@ class FragmentClient:
         params: Sequence[tuple[str, str]] | None,
         content: bytes | None,
         headers: Mapping[str, str] | None,
-        deadline: float,
     ) -> httpx.Response:
         await self.pacer.acquire()
         try:
@@ -437,8 +445,9 @@ class FragmentClient:
             raise _RetryableTransport(exc) from exc
         self._record(method, endpoint, str(response.status_code))
         if response.status_code in RETRY_STATUSES:
-            retry_after = retry_after_seconds(response.headers.get("Retry-After"))
-            raise _RetryableStatus(response, retry_after, deadline)
+            now = self._clock.now().timestamp()
+            retry_after = retry_after_seconds(response.headers.get("Retry-After"), now=now)
+            raise _RetryableStatus(response, retry_after, now=now)
         return response
 
     def _record(self, method: str, endpoint: str, outcome: str) -> None:
@@ -581,10 +590,10 @@ class FragmentClient:
         found: list[Task] = []
         for start in range(0, len(wanted), self._page_size):
             chunk = wanted[start : start + self._page_size]
-            body = {
+            body: JSONValue = {
                 "condition": {
                     "combinator": "and",
-                    "conditions": [{"field": "uid", "operator": "in", "value": chunk}],
+                    "conditions": [{"field": "uid", "operator": "in", "value": list(chunk)}],
                 },
                 "limit": len(chunk),
             }
@@ -605,13 +614,19 @@ class FragmentClient:
     async def put_batch(self, items: Sequence[Mapping[str, JSONValue]]) -> BatchAnswer:
         """Create (or replace) tasks with one `PUT /tasks/batch`."""
         answer = await self._send(
-            "PUT", "tasks/batch", endpoint="/tasks/batch", body={"items": list(items)}
+            "PUT",
+            "tasks/batch",
+            endpoint="/tasks/batch",
+            body={"items": [dict(item) for item in items]},
         )
         return _batch_answer(answer, "PUT /tasks/batch")
 
     async def patch_batch(self, items: Sequence[Mapping[str, JSONValue]]) -> BatchAnswer:
         """Update, close or reopen tasks with one `PATCH /tasks/batch`."""
         answer = await self._send(
-            "PATCH", "tasks/batch", endpoint="/tasks/batch", body={"items": list(items)}
+            "PATCH",
+            "tasks/batch",
+            endpoint="/tasks/batch",
+            body={"items": [dict(item) for item in items]},
         )
         return _batch_answer(answer, "PATCH /tasks/batch")

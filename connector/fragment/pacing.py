@@ -8,9 +8,9 @@ Fragment may count against the account.
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 from typing import Protocol
+
+from connector.clock import SYSTEM_CLOCK, Clock
 
 
 class Pacer(Protocol):
@@ -29,7 +29,7 @@ class TokenBucket:
         rate_per_minute: float,
         *,
         burst: int = 5,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         if rate_per_minute <= 0 or burst < 1:
             raise ValueError("rate_per_minute must be > 0 and burst >= 1")
@@ -37,22 +37,28 @@ class TokenBucket:
         self._capacity = float(burst)
         self._tokens = float(burst)
         self._clock = clock
-        self._updated = clock()
+        # Read at the first request: a bucket made before the event loop runs would otherwise
+        # mix two clocks (the loop's and the process's) under a fast-forwarded test loop.
+        self._updated: float | None = None
         self._lock = asyncio.Lock()
         self.waited = 0.0
 
     def _refill(self) -> None:
-        now = self._clock()
-        self._tokens = min(self._capacity, self._tokens + (now - self._updated) * self._rate)
+        now = self._clock.monotonic()
+        if self._updated is not None:
+            self._tokens = min(self._capacity, self._tokens + (now - self._updated) * self._rate)
         self._updated = now
 
     async def acquire(self) -> None:
         """Wait until a request may be sent, then take its token."""
         async with self._lock:
             self._refill()
-            while self._tokens < 1.0:
-                delay = (1.0 - self._tokens) / self._rate
-                self.waited += delay
-                await asyncio.sleep(delay)
-                self._refill()
+            # Take the token now, in debt if need be, and sleep the debt off: one sleep, exactly
+            # the time the refill needs (re-checking after it could spin on a rounding error,
+            # 0.9999999999999998 tokens, with a fast-forwarded clock); the next refill
+            # counts from here.
             self._tokens -= 1.0
+            if self._tokens < 0:
+                delay = -self._tokens / self._rate
+                self.waited += delay
+                await self._clock.sleep(delay)

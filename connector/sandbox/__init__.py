@@ -7,8 +7,10 @@ nothing from the rest of `connector`.
 """
 
 from connector.sandbox.app import create_app
+from connector.sandbox.config import SandboxConfig
+from connector.sandbox.faults import FailRule, Faults
 from connector.sandbox.server import SandboxServer, serve
-from connector.sandbox.store import FailRule, Faults, SandboxConfig, SandboxStore
+from connector.sandbox.store import SandboxStore
 
 __all__ = [
     "FailRule",

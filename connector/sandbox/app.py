@@ -24,18 +24,11 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import Message, Receive, Scope, Send
 
-from connector.sandbox.store import (
-    ACCOUNT,
-    Faults,
-    InvalidCursor,
-    SandboxStore,
-    TaskNotFound,
-    ValidationFailed,
-    dumps,
-    format_instant,
-    loads,
-    retry_after_header,
-)
+from connector.sandbox.errors import InvalidCursor, TaskNotFound, ValidationFailed
+from connector.sandbox.faults import Faults
+from connector.sandbox.store import SandboxStore
+from connector.sandbox.tasks import ACCOUNT
+from connector.sandbox.wire import dumps, format_instant, loads, retry_after_header
 
 API_PREFIX: Final = "/api/v1"
 ADMIN_PREFIX: Final = "/_sandbox"

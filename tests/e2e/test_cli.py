@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Workspace, make_tickets
+from tests.fakes.zendesk import EMAIL, TOKEN, ZendeskFake
 
 
 @pytest.mark.parametrize(
@@ -89,6 +90,35 @@ def test_check_reports_each_part(workspace: Workspace) -> None:
     result = workspace.cli("check", "--config", str(workspace.config_path))
     assert result.returncode == 1
     assert "FAILED  source backoffice: ticket file not found" in result.stdout
+
+
+def test_check_shows_the_deprecated_retry_keys_and_refuses_both_dialects(
+    workspace: Workspace,
+) -> None:
+    """`retry_attempts` / `retry_deadline` still work, and `check` names each with the key to
+    write instead (also logged, once); given next to `retry:` they are a config error (exit 4)."""
+    with ZendeskFake(tickets=3) as fake:
+        options = {"base_url": fake.url, "email": EMAIL, "api_token": TOKEN}
+        old = {**options, "retry_attempts": 2, "retry_deadline": "5s"}
+        workspace.write_config(sources=[{"name": "support", "adapter": "zendesk", "options": old}])
+        result = workspace.cli("check", "--config", str(workspace.config_path))
+        assert result.returncode == 0, result.stdout + result.stderr
+        prefix = "sources[support].options."
+        renamed = (("retry_attempts", "retry.attempts"), ("retry_deadline", "retry.deadline"))
+        for key, new in renamed:
+            line = f"{prefix}{key} is deprecated: write {prefix}{new}"
+            assert f"note    {line}\n" in result.stdout
+            assert result.stderr.count(line) == 1
+        assert "ok      source support" in result.stdout
+
+        both = {**old, "retry": {"attempts": 3}}
+        workspace.write_config(sources=[{"name": "support", "adapter": "zendesk", "options": both}])
+        result = workspace.cli("check", "--config", str(workspace.config_path))
+        assert result.returncode == 4
+        assert (
+            f"{prefix}retry_attempts: given together with `retry`: write only `retry.attempts`"
+            in result.stderr
+        )
 
 
 def test_demo_runs_on_embedded_defaults(tmp_path: Path, workspace: Workspace) -> None:

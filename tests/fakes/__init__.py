@@ -4,8 +4,8 @@ Each fake (`zendesk`, `jira`, `github`, `hubspot`) is a Starlette app that uvico
 127.0.0.1 in a daemon thread, with a clock of its own: only `advance` moves it, and every
 timestamp, `Date` header and rate-limit reset it writes comes from it, so incremental tests are
 exact. Each also implements the conformance kit's `KitBackoffice` controls. This module holds
-what they share: the thread server, the clock, the log of the requests answered, and opaque
-cursor tokens.
+what they share: the thread server (`connector.serving`'s, as the sandbox's), the clock, the log
+of the requests answered, and opaque cursor tokens.
 """
 
 from __future__ import annotations
@@ -14,18 +14,17 @@ import asyncio
 import base64
 import email.utils
 import json
-import socket
 import threading
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from connector.serving import ThreadServer
 
 START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
@@ -118,7 +117,7 @@ class FakeServer:
         self.rate_limited = 0
         self.failing_pages: set[int] = set()
         self.url = ""
-        self._served: ServedApp | None = None
+        self._served: ThreadServer | None = None
         # Write-backs: each write the fake applied, as (ticket id, what), logged before the
         # answer is delayed by `write_delay` (a client killed meanwhile never sees the answer).
         self.applied: list[tuple[str, str]] = []
@@ -208,50 +207,9 @@ class FakeServer:
         self.stop()
 
 
-@dataclass
-class ServedApp:
-    """An ASGI app served by uvicorn on 127.0.0.1 in a daemon thread."""
-
-    url: str
-    server: uvicorn.Server
-    thread: threading.Thread
-    sock: socket.socket
-
-    def stop(self) -> None:
-        """Stop serving and release the socket."""
-        self.server.should_exit = True
-        self.thread.join(10)
-        self.sock.close()
-
-
-def serve_in_thread(app: ASGIApp, *, name: str, **options: Any) -> ServedApp:
+def serve_in_thread(app: ASGIApp, *, name: str, **options: Any) -> ThreadServer:
     """Serve `app` on a free port of 127.0.0.1; returns once it accepts connections.
 
     `options` go to `uvicorn.Config` (e.g. `date_header=False` for a fake with its own clock).
     """
-    # IPPROTO_TCP: asyncio sets TCP_NODELAY only on such sockets; without it keep-alive
-    # answers stall ~40 ms each (see connector/sandbox/server.py).
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
-    config = uvicorn.Config(
-        app,
-        log_level="warning",
-        access_log=False,
-        log_config=None,
-        lifespan="off",
-        ws="none",
-        timeout_graceful_shutdown=1,
-        **options,
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    served = ServedApp(f"http://127.0.0.1:{sock.getsockname()[1]}", server, thread, sock)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            served.stop()
-            raise RuntimeError(f"{name} did not start")
-        time.sleep(0.002)
-    return served
+    return ThreadServer(app, name=name, graceful_shutdown_s=1, **options).start()

@@ -99,8 +99,7 @@ def _zendesk(fake: ZendeskFake) -> Backoffice:
         "base_url": fake.url,
         "email": EMAIL,
         "api_token": ZENDESK_TOKEN,
-        "retry_attempts": 3,
-        "retry_deadline": 5,
+        "retry": {"attempts": 3, "deadline": 5},
     }
 
     def notes(ticket_id: str) -> list[str]:
@@ -118,8 +117,7 @@ def _github(fake: GitHubFake) -> Backoffice:
         "repositories": ["acme/app"],
         "token": GITHUB_TOKEN,
         "base_url": fake.url,
-        "retry_attempts": 3,
-        "retry_deadline": 5,
+        "retry": {"attempts": 3, "deadline": 5},
     }
 
     def notes(ticket_id: str) -> list[str]:
@@ -134,8 +132,7 @@ def _jira(fake: JiraFake) -> Backoffice:
         "base_url": fake.url,
         "email": JIRA_EMAIL,
         "api_token": JIRA_TOKEN,
-        "retry_attempts": 3,
-        "retry_deadline": 5,
+        "retry": {"attempts": 3, "deadline": 5},
     }
 
     def notes(ticket_id: str) -> list[str]:
@@ -158,8 +155,7 @@ def _hubspot(fake: HubSpotFake) -> Backoffice:
         "base_url": fake.url,
         "portal_id": 24681357,
         "search_requests_per_second": 50,
-        "retry_attempts": 3,
-        "retry_deadline": 5,
+        "retry": {"attempts": 3, "deadline": 5},
     }
 
     def notes(ticket_id: str) -> list[str]:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import stamina
 
 from connector.config import load_settings
 from connector.cycle import CycleOptions, cycle_exit_code, report_counts
@@ -19,6 +21,14 @@ from tests.conftest import TOKEN, Workspace, make_tickets
 @pytest.fixture(autouse=True)
 def token(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FRAGMENT_CONNECTOR__FRAGMENT__TOKEN", TOKEN)
+
+
+@pytest.fixture
+def no_retry_waits() -> Iterator[None]:
+    """stamina's testing mode, for tests of what retries converge to rather than when: every
+    attempt the client is configured for (`cap`: never more), none of the waits between them."""
+    with stamina.set_testing(True, attempts=1000, cap=True):
+        yield
 
 
 async def cycle(ws: Workspace, **options: Any) -> CycleReport:
@@ -35,6 +45,7 @@ def assert_exact(ws: Workspace, open_ids: set[str]) -> None:
     assert {t["fields"]["fc_ticket_id"] for t in tasks if t["status"] != "DONE"} == open_ids
 
 
+@pytest.mark.usefixtures("no_retry_waits")
 async def test_random_429_and_5xx_are_retried_to_an_exact_result(workspace: Workspace) -> None:
     """With 30% 429s and 20% 5xx, one cycle still creates exactly one task per ticket."""
     # 1,000 tickets: a first import costs one listing and ten PUTs, enough requests to be faulted.
@@ -49,6 +60,7 @@ async def test_random_429_and_5xx_are_retried_to_an_exact_result(workspace: Work
     assert_exact(workspace, {f"T-{n}" for n in range(1000)})
 
 
+@pytest.mark.usefixtures("no_retry_waits")
 async def test_lost_write_responses_do_not_duplicate(workspace: Workspace) -> None:
     """A batch applied by Fragment whose answer is lost is sent again, harmlessly."""
     workspace.write_tickets(make_tickets(150))
@@ -69,6 +81,7 @@ async def test_lost_write_responses_do_not_duplicate(workspace: Workspace) -> No
     assert_exact(workspace, {f"T-{n}" for n in range(110)})
 
 
+@pytest.mark.usefixtures("no_retry_waits")
 async def test_dropped_connections_are_retried(workspace: Workspace) -> None:
     """Connections dropped before an answer are retried on listing, query and writes."""
     workspace.write_tickets(make_tickets(120))

@@ -12,11 +12,11 @@ from typing import Any
 
 import httpx
 import pytest
+from stamina.instrumentation import get_prometheus_counter
 
 from connector.config import Settings, load_settings
-from connector.cycle import FULL, INCREMENTAL
-from connector.models import SourceReport
-from connector.sandbox import Faults
+from connector.models import CycleKind, SourceReport
+from connector.sandbox import FailRule, Faults
 from connector.scheduler import Daemon, daemon_running
 from tests.conftest import TOKEN, Workspace, make_tickets
 
@@ -75,7 +75,7 @@ async def test_first_cycle_at_start_then_on_the_interval(workspace: Workspace) -
         await wait_for(lambda: len(reports) >= 3, within=5)
         assert time.monotonic() - first >= 1.5
     assert open_ids(workspace) == {"T-0", "T-1", "T-2", "T-3"}
-    assert all(r.kind == FULL for r in reports)
+    assert all(r.kind is CycleKind.FULL for r in reports)
 
 
 async def test_overrunning_cycle_is_never_run_twice(workspace: Workspace) -> None:
@@ -110,7 +110,7 @@ async def test_incremental_polling_between_full_refreshes(workspace: Workspace) 
     workspace.write_tickets(tickets)
     settings = settings_for(workspace, full_refresh="1h", incremental="0.3s")
     async with running(settings) as (_, _http, reports):
-        await wait_for(lambda: any(r.kind == INCREMENTAL for r in reports))
+        await wait_for(lambda: any(r.kind is CycleKind.INCREMENTAL for r in reports))
         tickets[0]["title"] = "Edited in the back-office"
         tickets[0]["updated_at"] = "2026-01-02T00:00:00Z"
         tickets[1]["status"] = "closed"
@@ -120,7 +120,7 @@ async def test_incremental_polling_between_full_refreshes(workspace: Workspace) 
     tasks = {t["fields"]["fc_ticket_id"]: t for t in workspace.tasks().values()}
     assert tasks["T-0"]["fields"]["title"] == "Edited in the back-office"
     assert tasks["T-1"]["status"] == "DONE"
-    assert sum(r.kind == FULL for r in reports) == 1  # the changes came from the polls
+    assert sum(r.kind is CycleKind.FULL for r in reports) == 1  # the changes came from the polls
 
     # A restarted daemon resumes from the stored cursor: its first poll returns the records at
     # or after the cursor's newest updated_at (minus the overlap), not nothing (a fresh cursor)
@@ -130,8 +130,8 @@ async def test_incremental_polling_between_full_refreshes(workspace: Workspace) 
     tickets[2]["updated_at"] = "2026-01-03T00:00:00Z"
     workspace.write_tickets(tickets)
     async with running(settings) as (_, _http, reports):
-        await wait_for(lambda: any(r.kind == INCREMENTAL for r in reports))
-        first_poll = next(r for r in reports if r.kind == INCREMENTAL)
+        await wait_for(lambda: any(r.kind is CycleKind.INCREMENTAL for r in reports))
+        first_poll = next(r for r in reports if r.kind is CycleKind.INCREMENTAL)
     assert first_poll.tickets == 3  # T-0, T-1 (2026-01-02) and T-2 (2026-01-03)
     titles = {t["fields"]["fc_ticket_id"]: t["fields"]["title"] for t in stored.store.all_tasks()}
     assert titles["T-2"] == "Edited while the daemon was down"
@@ -145,7 +145,7 @@ async def test_absence_from_a_delta_closes_nothing(workspace: Workspace) -> None
         _h,
         reports,
     ):
-        await wait_for(lambda: any(r.kind == INCREMENTAL for r in reports))
+        await wait_for(lambda: any(r.kind is CycleKind.INCREMENTAL for r in reports))
         workspace.write_tickets(make_tickets(3))  # T-3, T-4 vanish: the file changed
         count = len(reports)
         await wait_for(lambda: len(reports) >= count + 3)
@@ -215,3 +215,30 @@ async def test_run_history_is_recorded(workspace: Workspace) -> None:
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["runs"][0]["source"] == "backoffice"
     assert os.environ.get("FRAGMENT_CONNECTOR__FRAGMENT__TOKEN") == TOKEN
+
+
+def stamina_retries() -> float:
+    """What stamina's own counter (in prometheus_client's default registry) has counted."""
+    counter = get_prometheus_counter()
+    if counter is None:
+        return 0.0
+    samples = (sample for metric in counter.collect() for sample in metric.samples)
+    return sum(sample.value for sample in samples if sample.name == "stamina_retries_total")
+
+
+async def test_a_retry_is_counted_once_on_metrics(workspace: Workspace) -> None:
+    """A retried Fragment request moves the one retry counter /metrics serves, and not stamina's
+    `stamina_retries_total`, which would sit in a registry nobody serves."""
+    workspace.write_tickets(make_tickets(2))
+    rule = FailRule("PUT", "/tasks/batch", 503, 1)
+    workspace.sandbox.store.set_faults(Faults(fail_next=(rule,), retry_after_s=0))
+    before = stamina_retries()
+    async with running(settings_for(workspace, full_refresh="1h")) as (_, http, reports):
+        await wait_for(lambda: len(reports) >= 1)
+        text = (await http.get("/metrics")).text
+    assert reports[0].ok and open_ids(workspace) == {"T-0", "T-1"}
+    put = '{endpoint="/tasks/batch",method="PUT",status="503"}'
+    assert f"fragment_connector_fragment_requests_total{put} 1.0" in text
+    assert "fragment_connector_fragment_retries_total 1.0" in text
+    assert "stamina" not in text
+    assert stamina_retries() == before

@@ -19,7 +19,7 @@ from adapters.base import (
 )
 from adapters.github import GitHubAdapter
 from adapters.testing import AdapterConformance
-from connector.cycle import INCREMENTAL
+from connector.models import CycleKind
 from tests.conftest import Workspace
 from tests.conftest import source_cycle as cycle
 from tests.fakes.github import TOKEN, GitHubFake
@@ -34,8 +34,7 @@ def options_for(fake: GitHubFake, **extra: Any) -> dict[str, Any]:
         "token": TOKEN,
         "base_url": fake.url,
         "page_size": 20,
-        "retry_attempts": 2,
-        "retry_deadline": 5,
+        "retry": {"attempts": 2, "deadline": 5},
         **extra,
     }
 
@@ -255,11 +254,11 @@ async def test_cycles_keep_fragment_equal_to_the_open_issues(
         report = await cycle(workspace, adapter)
         assert report.ok and report.plan is not None
         assert len(report.plan.actions) == len(fake.open_ids()) == 72
-        await cycle(workspace, adapter, INCREMENTAL)
+        await cycle(workspace, adapter, CycleKind.INCREMENTAL)
         fake.advance(300)
         fake.change("acme/app#1")
         fake.close("acme/ops#2")
-        report = await cycle(workspace, adapter, INCREMENTAL)
+        report = await cycle(workspace, adapter, CycleKind.INCREMENTAL)
         assert report.ok, report.error
         again = await cycle(workspace, adapter)  # the next full refresh agrees: nothing to do
         assert again.ok and again.plan is not None and again.plan.actions == ()

@@ -18,7 +18,7 @@ from adapters.base import (
 )
 from adapters.hubspot import HubSpotAdapter
 from adapters.testing import AdapterConformance
-from connector.cycle import INCREMENTAL
+from connector.models import CycleKind
 from tests.conftest import Workspace
 from tests.conftest import source_cycle as cycle
 from tests.fakes.hubspot import ESCALATIONS, PORTAL_ID, TOKEN, HubSpotFake, ticket_id
@@ -34,8 +34,7 @@ def options_for(fake: HubSpotFake, **extra: Any) -> dict[str, Any]:
         "token": TOKEN,
         "page_size": 20,
         "search_requests_per_second": 1000,
-        "retry_attempts": 2,
-        "retry_deadline": 5,
+        "retry": {"attempts": 2, "deadline": 5},
         **extra,
     }
 
@@ -313,12 +312,12 @@ async def test_cycles_keep_fragment_equal_to_the_open_tickets(
         report = await cycle(workspace, adapter)
         assert report.ok and report.plan is not None
         assert len(report.plan.actions) == len(fake.open_ids()) == 95
-        await cycle(workspace, adapter, INCREMENTAL)
+        await cycle(workspace, adapter, CycleKind.INCREMENTAL)
         fake.advance(300)
         fake.change(edited)
         fake.close(closed)
         fake.archive(deleted)
-        report = await cycle(workspace, adapter, INCREMENTAL)
+        report = await cycle(workspace, adapter, CycleKind.INCREMENTAL)
         assert report.ok, report.error
         tasks = {t["fields"]["fc_ticket_id"]: t for t in workspace.tasks().values()}
         assert tasks[edited]["fields"]["title"].endswith("(updated)")

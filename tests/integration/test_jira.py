@@ -19,7 +19,7 @@ from adapters.base import (
 )
 from adapters.jira import JiraAdapter
 from adapters.testing import AdapterConformance
-from connector.cycle import INCREMENTAL
+from connector.models import CycleKind
 from tests.conftest import Workspace
 from tests.conftest import source_cycle as cycle
 from tests.fakes.jira import EMAIL, TEAM_FIELD, TOKEN, JiraFake
@@ -33,8 +33,7 @@ def options_for(fake: JiraFake, **extra: Any) -> dict[str, Any]:
         "base_url": fake.url,
         "email": EMAIL,
         "api_token": TOKEN,
-        "retry_attempts": 2,
-        "retry_deadline": 5,
+        "retry": {"attempts": 2, "deadline": 5},
         **extra,
     }
 
@@ -249,11 +248,11 @@ async def test_cycles_keep_fragment_equal_to_the_open_issues(
         report = await cycle(workspace, adapter)
         assert report.ok and report.plan is not None
         assert len(report.plan.actions) == len(fake.open_ids()) == 78
-        await cycle(workspace, adapter, INCREMENTAL)
+        await cycle(workspace, adapter, CycleKind.INCREMENTAL)
         fake.advance(300)
         fake.change("10001")
         fake.close("10002")
-        report = await cycle(workspace, adapter, INCREMENTAL)
+        report = await cycle(workspace, adapter, CycleKind.INCREMENTAL)
         assert report.ok, report.error
     finally:
         await adapter.aclose()

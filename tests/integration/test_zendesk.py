@@ -17,7 +17,7 @@ from adapters.base import (
 )
 from adapters.testing import AdapterConformance
 from adapters.zendesk import ZendeskAdapter
-from connector.cycle import INCREMENTAL
+from connector.models import CycleKind
 from tests.conftest import Workspace
 from tests.conftest import source_cycle as cycle
 from tests.fakes.zendesk import AMOUNT_FIELD, EMAIL, TEAM_FIELD, TOKEN, ZendeskFake
@@ -33,8 +33,7 @@ def options_for(fake: ZendeskFake, **extra: Any) -> dict[str, Any]:
         "email": EMAIL,
         "api_token": TOKEN,
         "page_size": 25,
-        "retry_attempts": 2,
-        "retry_deadline": 5,
+        "retry": {"attempts": 2, "deadline": 5},
         **extra,
     }
 
@@ -262,13 +261,13 @@ async def test_cycles_keep_fragment_equal_to_the_open_tickets(
         report = await cycle(workspace, adapter)
         assert report.ok and report.plan is not None
         assert len(report.plan.actions) == len(fake.open_ids()) == 80
-        await cycle(workspace, adapter, INCREMENTAL)  # takes the feed's starting cursor
+        await cycle(workspace, adapter, CycleKind.INCREMENTAL)  # takes the feed's starting cursor
         fake.advance(5)
         fake.change("1")
         fake.close("2")
         fake.delete("3")
         fake.advance(61)
-        report = await cycle(workspace, adapter, INCREMENTAL)
+        report = await cycle(workspace, adapter, CycleKind.INCREMENTAL)
         assert report.ok, report.error
     finally:
         await adapter.aclose()

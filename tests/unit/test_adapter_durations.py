@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from adapters.file import FileOptions
-from adapters.rest import RetryOptions
+from adapters.http import RetryOptions
 from adapters.sql import SqlOptions
 
 

@@ -1,18 +1,19 @@
 """The adapters' HTTP toolkit against a real local server: retries, deadlines, errors, paging.
 
 A small Starlette app served by uvicorn on 127.0.0.1 in a thread plays the back-office; each test
-scripts its answers by path and reads back the requests it received (with their arrival times).
-`httpx.MockTransport` covers the few edge cases that need no socket. Waits are kept short (a
-Retry-After of 1 s, deadlines of about 2 s) so the whole file runs in a few seconds.
+scripts its answers by path and reads back the requests it received. `httpx.MockTransport` covers
+the edge cases that need no socket, and the waits: those tests run on looptime's fast-forwarded
+event loop (`Scripted`), so every wait (Retry-After, a rate-limit reset, backoff, the deadline) is
+asserted exactly, as the loop time it asked for, and none is waited for real.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import itertools
 import json
 import socket
-import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from typing import Any
 
 import httpx
 import pytest
+from looptime import LoopTimeProxy
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -47,6 +49,7 @@ from adapters.http import (
     server_time,
 )
 from adapters.partition import ResultsCapped
+from tests.clock import FakeClock
 from tests.fakes import serve_in_thread
 
 API_KEY = "qk-9f8e7d6c5b4a39281706"
@@ -65,8 +68,6 @@ class Hit:
     query: dict[str, str]
     headers: dict[str, str]
     body: bytes
-    at: float  # time.monotonic() on arrival
-    wall: float  # time.time() on arrival
 
 
 @dataclass
@@ -89,8 +90,6 @@ class Backoffice:
                 dict(request.query_params),
                 dict(request.headers),
                 await request.body(),
-                time.monotonic(),
-                time.time(),
             )
         )
         handler = self.routes.get(path)
@@ -118,6 +117,34 @@ def server(_server: Backoffice) -> Backoffice:
     return _server
 
 
+@dataclass
+class Scripted:
+    """A back-office in the test's own event loop (httpx.MockTransport), answering the n-th
+    request with `answer(n)`: on looptime its requests' times are the loop's, exactly."""
+
+    answer: Callable[[int], httpx.Response | Awaitable[httpx.Response]]
+    sent: list[float] = field(default_factory=list)
+
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.sent.append(asyncio.get_running_loop().time())
+        answer = self.answer(len(self.sent))
+        return await answer if inspect.isawaitable(answer) else answer
+
+    def client(self) -> httpx.AsyncClient:
+        return make_client("http://bo.test", transport=httpx.MockTransport(self))
+
+
+SERVER_DATE = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+"""The back-office's clock in the answers of `Scripted` tests (their `Date` header)."""
+
+
+def dated(status: int, headers: dict[str, str], **kw: Any) -> httpx.Response:
+    """An answer dated SERVER_DATE."""
+    return httpx.Response(
+        status, headers={"Date": format_datetime(SERVER_DATE, usegmt=True), **headers}, **kw
+    )
+
+
 def json_page(items: Sequence[Any], **extra: Any) -> Callable[[Request, int], Response]:
     return lambda request, n: JSONResponse({"items": list(items), **extra})
 
@@ -137,93 +164,95 @@ async def collect(iterator: AsyncIterator[Any], into: list[Any] | None = None) -
 # --- retries and deadlines ----------------------------------------------------------------------
 
 
-async def test_429_with_retry_after_is_retried_after_the_delay(server: Backoffice) -> None:
-    """A 429 with Retry-After: 1 is retried once, no sooner than one second later."""
-    server.on(
-        "/rl",
-        lambda r, n: (
-            PlainTextResponse("slow down", 429, headers={"Retry-After": "1"})
+@pytest.mark.looptime
+async def test_429_with_retry_after_is_retried_after_the_delay() -> None:
+    """A 429 with Retry-After: 1 is retried once, exactly one second later."""
+    backoffice = Scripted(
+        lambda n: (
+            dated(429, {"Retry-After": "1"}, text="slow down")
             if n == 1
-            else JSONResponse({"ok": True})
-        ),
+            else dated(200, {}, json={"ok": True})
+        )
     )
-    async with make_client(server.url) as client:
+    async with backoffice.client() as client:
         assert await get_json(client, "/rl") == {"ok": True}
-    first, second = server.hits["/rl"]
-    assert second.at - first.at >= 1.0
-    assert second.at - first.at < 2.5
+    assert backoffice.sent == [0, 1.0]
 
 
-async def test_retry_after_beyond_the_deadline_gives_up_at_once(server: Backoffice) -> None:
-    """A Retry-After longer than the time left fails within the deadline, without waiting it."""
-    server.on("/busy", lambda r, n: PlainTextResponse("later", 429, headers={"Retry-After": "30"}))
+@pytest.mark.looptime
+async def test_retry_after_beyond_the_deadline_gives_up_at_once(looptime: LoopTimeProxy) -> None:
+    """A Retry-After longer than the time left fails at once, without waiting any of it."""
+    backoffice = Scripted(lambda n: dated(429, {"Retry-After": "30"}, text="later"))
     policy = RetryPolicy(deadline=2.0)
-    async with make_client(server.url) as client:
-        began = time.monotonic()
+    async with backoffice.client() as client:
         with pytest.raises(AdapterUnavailable, match="429") as caught:
             await send(client, "GET", "/busy", policy=policy)
-        assert time.monotonic() - began < 2.5
+        assert looptime == 0
     assert "asks to wait 30.0 s" in str(caught.value)
-    assert len(server.hits["/busy"]) == 1
+    assert backoffice.sent == [0]
 
 
-async def test_a_retry_after_date_is_honoured(server: Backoffice) -> None:
-    """A Retry-After given as an HTTP date makes the client wait until that moment."""
-    when: list[datetime] = []
-
-    def handler(request: Request, n: int) -> Response:
-        if n == 1:
-            when.append(datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1))
-            retry = format_datetime(when[0], usegmt=True)
-            return PlainTextResponse("busy", 503, headers={"Retry-After": retry})
-        return JSONResponse([1])
-
-    server.on("/date", handler)
-    async with make_client(server.url) as client:
+@pytest.mark.looptime
+async def test_a_retry_after_date_is_honoured() -> None:
+    """A Retry-After given as an HTTP date makes the client wait until that moment, in the
+    back-office's clock (its Date header)."""
+    retry = format_datetime(SERVER_DATE + timedelta(seconds=1), usegmt=True)
+    backoffice = Scripted(
+        lambda n: (
+            dated(503, {"Retry-After": retry}, text="busy") if n == 1 else dated(200, {}, json=[1])
+        )
+    )
+    async with backoffice.client() as client:
         assert await get_json(client, "/date", policy=RetryPolicy(deadline=5)) == [1]
-    assert server.hits["/date"][1].wall >= when[0].timestamp() - 0.05
+    assert backoffice.sent == [0, 1.0]
 
 
-async def test_github_rate_limit_reset_is_honoured(server: Backoffice) -> None:
-    """A 403 with x-ratelimit-remaining 0 waits until x-ratelimit-reset, then succeeds."""
-    reset: list[int] = []
-
-    def handler(request: Request, n: int) -> Response:
-        if n == 1:
-            reset.append(int(time.time()) + 1)
-            headers = {"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(reset[0])}
-            return JSONResponse({"message": "API rate limit exceeded"}, 403, headers=headers)
-        return JSONResponse({"ok": 1})
-
-    server.on("/gh", handler)
+@pytest.mark.looptime
+async def test_github_rate_limit_reset_is_honoured() -> None:
+    """A 403 with x-ratelimit-remaining 0 waits until x-ratelimit-reset (epoch seconds, in the
+    back-office's clock), then succeeds."""
+    reset = int(SERVER_DATE.timestamp()) + 1
+    limited = {"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(reset)}
+    backoffice = Scripted(
+        lambda n: (
+            dated(403, limited, json={"message": "API rate limit exceeded"})
+            if n == 1
+            else dated(200, {}, json={"ok": 1})
+        )
+    )
     policy = RetryPolicy(
         deadline=5, retry_after=first_of(retry_after_header, ratelimit_reset_header())
     )
-    async with make_client(server.url) as client:
+    async with backoffice.client() as client:
         assert await get_json(client, "/gh", policy=policy) == {"ok": 1}
-    hits = server.hits["/gh"]
-    assert len(hits) == 2
-    assert hits[1].wall >= reset[0] - 0.05
+    assert backoffice.sent == [0, 1.0]
 
 
-async def test_5xx_until_the_deadline_is_unavailable(server: Backoffice) -> None:
-    """Persistent 500s are retried until the deadline, then raise AdapterUnavailable."""
-    server.on("/down", lambda r, n: JSONResponse({"error": "database on fire"}, 500))
+@pytest.mark.looptime
+async def test_5xx_until_the_deadline_is_unavailable(looptime: LoopTimeProxy) -> None:
+    """Persistent 500s are retried, backing off, until the next wait would pass the deadline,
+    then raise AdapterUnavailable with the last answer."""
+    backoffice = Scripted(lambda n: dated(500, {}, json={"error": "database on fire"}))
     policy = RetryPolicy(
         attempts=100, deadline=2.0, wait_initial=0.05, wait_max=0.3, wait_jitter=0.05
     )
-    async with make_client(server.url) as client:
-        began = time.monotonic()
+    async with backoffice.client() as client:
         with pytest.raises(AdapterUnavailable) as caught:
             await send(client, "GET", "/down", policy=policy)
-        elapsed = time.monotonic() - began
-    assert elapsed < 2.5
-    assert len(server.hits["/down"]) >= 5
+    assert len(backoffice.sent) >= 5
+    assert looptime < 2.0  # no wait that would end past the deadline was begun
+    # Exponential backoff from 0.05 s plus up to 0.05 s of jitter, at most 0.3 s (to the
+    # microsecond the loop's clock keeps).
+    gaps = [round(b - a, 6) for a, b in itertools.pairwise(backoffice.sent)]
+    assert all(
+        min(0.3, 0.05 * 2**n) <= gap <= min(0.3, 0.05 * 2**n + 0.05) for n, gap in enumerate(gaps)
+    )
     message = str(caught.value)
-    assert message.startswith(f"GET {server.url}/down ")
-    if "deadline" not in message:  # on a loaded machine the deadline may cut the last attempt
-        assert message.startswith(f"GET {server.url}/down answered 500 Internal Server Error (")
-        assert "database on fire" in message
+    attempts = f"({len(backoffice.sent)} attempts in {float(looptime):.1f} s)"
+    assert message.startswith(
+        f"GET http://bo.test/down answered 500 Internal Server Error {attempts}"
+    )
+    assert "database on fire" in message
 
 
 async def test_attempts_bound_the_retries(server: Backoffice) -> None:
@@ -235,19 +264,20 @@ async def test_attempts_bound_the_retries(server: Backoffice) -> None:
     assert len(server.hits["/flaky"]) == 3
 
 
-async def test_the_deadline_bounds_a_slow_answer(server: Backoffice) -> None:
-    """An answer slower than the deadline is abandoned when the deadline passes."""
+@pytest.mark.looptime
+async def test_the_deadline_bounds_a_slow_answer(looptime: LoopTimeProxy) -> None:
+    """An answer slower than the deadline is abandoned when the deadline passes, exactly."""
 
-    async def slow(request: Request, n: int) -> Response:
+    async def slow(n: int) -> httpx.Response:
         await asyncio.sleep(1.5)
-        return JSONResponse({})
+        return dated(200, {}, json={})
 
-    server.on("/slow", slow)
-    async with make_client(server.url) as client:
-        began = time.monotonic()
+    backoffice = Scripted(slow)
+    async with backoffice.client() as client:
         with pytest.raises(AdapterUnavailable, match=r"no complete answer within the 0.5 s"):
             await send(client, "GET", "/slow", policy=RetryPolicy(deadline=0.5))
-        assert time.monotonic() - began < 1.0
+        assert looptime == 0.5
+    assert backoffice.sent == [0]
 
 
 async def test_a_refused_connection_is_retried_then_unavailable() -> None:
@@ -750,33 +780,29 @@ def test_retry_after_header_reads_seconds_and_dates() -> None:
     """Retry-After is read as delta-seconds or an HTTP date; garbage and negatives are None."""
     assert retry_after_header(response({"Retry-After": "7"})) == 7.0
     assert retry_after_header(response({"Retry-After": "1.5"})) == 1.5
-    now = datetime.now(UTC)
-    date = format_datetime(now + timedelta(seconds=30), usegmt=True)
-    server_date = format_datetime(now, usegmt=True)
-    assert (
-        29 <= (retry_after_header(response({"Retry-After": date, "Date": server_date})) or 0) <= 31
-    )
+    date = format_datetime(SERVER_DATE + timedelta(seconds=30), usegmt=True)
+    server_date = format_datetime(SERVER_DATE, usegmt=True)
+    assert retry_after_header(response({"Retry-After": date, "Date": server_date})) == 30.0
     for bad in ("soon", "-3", "nan", ""):
         assert retry_after_header(response({"Retry-After": bad})) is None
     assert retry_after_header(response({})) is None
 
 
 def test_ratelimit_reset_header_reads_epochs_delays_and_timestamps() -> None:
-    """The reset reader needs remaining 0 and reads epoch seconds, small delays or ISO dates."""
+    """The reset reader needs remaining 0 and reads epoch seconds, small delays or ISO dates,
+    measured from the back-office's clock (its Date)."""
     read = ratelimit_reset_header()
-    soon = int(time.time()) + 20
+    date = {"Date": format_datetime(SERVER_DATE, usegmt=True)}
+    soon = int(SERVER_DATE.timestamp()) + 20
     assert read(response({"x-ratelimit-remaining": "1", "x-ratelimit-reset": str(soon)})) is None
     assert read(response({"x-ratelimit-reset": str(soon)})) is None
-    assert (
-        18
-        <= (read(response({"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(soon)})) or 0)
-        <= 21
-    )
+    exhausted = {"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(soon), **date}
+    assert read(response(exhausted)) == 20
     assert read(response({"x-ratelimit-remaining": "0", "x-ratelimit-reset": "41"})) == 41
     zendesk = ratelimit_reset_header("ratelimit-reset", remaining=None)
     assert zendesk(response({"ratelimit-reset": "12"})) == 12
-    iso = (datetime.now(UTC) + timedelta(seconds=60)).isoformat()
-    assert 58 <= (zendesk(response({"ratelimit-reset": iso})) or 0) <= 61
+    iso = (SERVER_DATE + timedelta(seconds=60)).isoformat()
+    assert zendesk(response({"ratelimit-reset": iso, **date})) == 60
     assert zendesk(response({"ratelimit-reset": "whenever"})) is None
 
 
@@ -972,9 +998,11 @@ async def test_server_time_reads_the_applications_date_when_uvicorn_adds_its_own
 
 
 def test_server_time_falls_back_on_the_local_clock_without_a_usable_date() -> None:
-    """No Date, or none that parses: the local clock."""
+    """No Date, or none that parses: the local clock (the injected one, by default the real)."""
+    clock = FakeClock()
     before = datetime.now(UTC)
     for headers in ({}, {"Date": "yesterday-ish"}):
+        assert server_time(httpx.Response(200, headers=headers), clock=clock) == clock.now()
         assert before <= server_time(httpx.Response(200, headers=headers)) <= datetime.now(UTC)
     dated = httpx.Response(
         200, headers=[("Date", "garbage"), ("Date", "Sat, 29 Feb 2020 12:00:05 GMT")]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import httpx
+import pytest
 
 from connector.apply import apply_actions
 from connector.fragment import FragmentClient
@@ -41,6 +42,11 @@ class ScriptedFragment:
             detail = [{"loc": loc(n), "msg": "title refused", "type": "value_error"} for n in bad]
             return httpx.Response(422, json={"detail": detail})
         return httpx.Response(200, json={"items": [{**i, "status": "TODO"} for i in items]})
+
+
+# The Fragment is scripted in the test's loop (MockTransport): on looptime the retries' waits
+# (a Fragment down until the retry deadline) pass at once.
+pytestmark = pytest.mark.looptime
 
 
 def client(fragment: ScriptedFragment) -> FragmentClient:

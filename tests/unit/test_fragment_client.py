@@ -1,16 +1,20 @@
 """The Fragment client's own logic (retries, error mapping, paging defences, pacing).
 
 These use httpx.MockTransport to script exact answers; the behaviour against a real server is
-covered over sockets in tests/integration.
+covered over sockets in tests/integration. They run on looptime's fast-forwarded event loop: every
+wait (stamina's retries, the token bucket) is asserted as the loop time it asked for, exactly, and
+none is waited for real.
 """
 
 from __future__ import annotations
 
-import time
+import asyncio
+import itertools
 from collections.abc import Callable
 
 import httpx
 import pytest
+from looptime import LoopTimeProxy
 
 from connector.errors import (
     FragmentAuthError,
@@ -23,6 +27,8 @@ from connector.fragment import FragmentClient, TokenBucket
 from connector.fragment.client import USER_AGENT, retry_after_seconds
 
 Handler = Callable[[httpx.Request], httpx.Response]
+
+pytestmark = pytest.mark.looptime
 
 
 def client(handler: Handler, **kw: float) -> FragmentClient:
@@ -52,42 +58,66 @@ async def test_headers_and_account() -> None:
     assert seen[0].url.path == "/api/v1/accounts/me"
 
 
-async def test_429_is_retried_after_retry_after() -> None:
-    """A 429 with Retry-After is retried once that delay has passed."""
+async def test_429_is_retried_after_retry_after(looptime: LoopTimeProxy) -> None:
+    """A 429 with Retry-After is retried once that delay has passed, and not before."""
+    sent: list[float] = []
     answers = iter(
         [httpx.Response(429, headers={"Retry-After": "0.3"}), httpx.Response(200, json={"id": 1})]
     )
-    async with client(lambda r: next(answers)) as c:
-        began = time.monotonic()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(asyncio.get_running_loop().time())
+        return next(answers)
+
+    async with client(handler) as c:
         await c.me()
-        assert time.monotonic() - began >= 0.3
+        assert sent == [0, 0.3]
+        assert looptime == 0.3
         assert c.stats.retries == 1
         assert c.stats.counts == {"GET /accounts/me 429": 1, "GET /accounts/me 200": 1}
 
 
-async def test_retry_after_is_clamped_to_the_deadline() -> None:
-    """A Retry-After longer than the deadline does not make the client wait past it."""
+async def test_retry_after_is_clamped_to_the_deadline(looptime: LoopTimeProxy) -> None:
+    """A Retry-After longer than the deadline does not make the client wait past it: a retry the
+    server has said it will refuse is not waited for at all; one within it is waited for."""
     async with client(
         lambda r: httpx.Response(503, headers={"Retry-After": "30"}), retry_deadline=0.5
     ) as c:
-        began = time.monotonic()
+        with pytest.raises(FragmentServerError, match=r"503.*asked for 30s.*not retried"):
+            await c.me()
+        assert looptime == 0
+        assert c.stats.counts == {"GET /accounts/me 503": 1}
+    sent: list[float] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(asyncio.get_running_loop().time())
+        return httpx.Response(503, headers={"Retry-After": "0.4"})
+
+    async with client(handler, retry_deadline=0.5) as c:
         with pytest.raises(FragmentServerError, match="503"):
             await c.me()
-        assert time.monotonic() - began < 5
+    # 0.4 s asked and waited; then 0.4 s asked with 0.1 s left: refused at once.
+    assert sent == [0, 0.4]
+    assert looptime == 0.4
 
 
 async def test_5xx_until_deadline_is_a_server_error() -> None:
-    """Persistent 500s end in FragmentServerError after several attempts."""
-    calls = []
+    """Persistent 500s end in FragmentServerError after several attempts, backing off, retried
+    only while the deadline is ahead."""
+    calls: list[float] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
-        calls.append(request)
+        calls.append(asyncio.get_running_loop().time())
         return httpx.Response(500, json={"detail": "boom"})
 
     async with client(handler, retry_deadline=1.0) as c:
         with pytest.raises(FragmentServerError, match="boom"):
             await c.me()
     assert len(calls) >= 2
+    assert all(t < 1.0 for t in calls[:-1]) and calls[-1] >= 1.0  # the last began past it
+    gaps = [b - a for a, b in itertools.pairwise(calls)]
+    # stamina's exponential backoff from 0.5 s, plus up to 1 s of jitter
+    assert all(0.5 * 2**n <= gap <= 0.5 * 2**n + 1.0 for n, gap in enumerate(gaps))
 
 
 async def test_network_errors_are_retried_then_typed() -> None:
@@ -228,19 +258,23 @@ async def test_rejected_filter_falls_back_to_a_plain_listing() -> None:
 
 def test_retry_after_parsing() -> None:
     """Retry-After accepts seconds or an HTTP date, and is capped at 60 s."""
-    assert retry_after_seconds("2") == 2
-    assert retry_after_seconds("999") == 60
-    assert retry_after_seconds("Wed, 21 Oct 2015 07:28:10 GMT", now=1445412480.0) == 10
-    assert retry_after_seconds("soon") is None
-    assert retry_after_seconds(None) is None
+    now = 1445412480.0
+    assert retry_after_seconds("2", now=now) == 2
+    assert retry_after_seconds("999", now=now) == 60
+    assert retry_after_seconds("Wed, 21 Oct 2015 07:28:10 GMT", now=now) == 10
+    assert retry_after_seconds("soon", now=now) is None
+    assert retry_after_seconds(None, now=now) is None
 
 
-async def test_token_bucket_paces_requests() -> None:
+async def test_token_bucket_paces_requests(looptime: LoopTimeProxy) -> None:
     """Past the burst, requests wait for tokens at the configured rate."""
     bucket = TokenBucket(600, burst=1)  # one request per 0.1 s
+    sent = []
     for _ in range(5):
         await bucket.acquire()
-    assert bucket.waited >= 0.39
+        sent.append(float(looptime))
+    assert sent == pytest.approx([0, 0.1, 0.2, 0.3, 0.4])
+    assert bucket.waited == pytest.approx(0.4)
 
 
 async def test_listing_pages_carry_fragments_date() -> None:

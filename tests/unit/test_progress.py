@@ -2,35 +2,39 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from structlog.testing import capture_logs
 
 from connector.config import Settings
+from connector.models import CycleKind
 from connector.progress import DEFAULT_INTERVAL_S, Heartbeat, ProgressBoard, ProgressSnapshot
 from connector.state import StateStore
+from tests.clock import WALL, FakeClock
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
+class StoppingClock(FakeClock):
+    """Raises Done on its fourth sleep: the heartbeat's loop has no end of its own."""
 
-    def __call__(self) -> float:
-        return self.now
+    async def sleep(self, seconds: float) -> None:
+        await super().sleep(seconds)
+        if len(self.slept) > 3:
+            raise Done
 
 
-WALL = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+class Done(Exception):
+    pass
 
 
 def test_phase_figures_give_rate_and_eta() -> None:
     """done/total, items per second in the phase and the seconds left at that rate."""
     clock = FakeClock()
-    board = ProgressBoard(clock=clock, wall=lambda: WALL)
-    with board.cycle("bo", "full", "run1") as progress:
+    board = ProgressBoard(clock=clock)
+    with board.cycle("bo", CycleKind.FULL, "run1") as progress:
         progress.start_phase("apply", total=5000)
-        clock.now += 50
+        clock.advance(50)
         progress.advance(100)
         snap = board.snapshot("bo")
         assert snap is not None
@@ -54,26 +58,15 @@ async def test_heartbeat_logs_every_interval_and_the_default_is_under_15s() -> N
     config's default agrees), and every beat logs one `cycle.progress` line per running cycle."""
     assert DEFAULT_INTERVAL_S == Settings().connector.progress_interval.total_seconds() == 10
     assert DEFAULT_INTERVAL_S <= 15
-    clock = FakeClock()
-    slept: list[float] = []
-
-    class Done(Exception):
-        pass
-
-    async def sleep(seconds: float) -> None:
-        slept.append(seconds)
-        clock.now += seconds
-        if len(slept) > 3:
-            raise Done
-
+    clock = StoppingClock()
     board = ProgressBoard(clock=clock)
-    heartbeat = Heartbeat(board, sleep=sleep)
-    with capture_logs() as logs, board.cycle("bo", "full", "run1") as progress:
+    heartbeat = Heartbeat(board, clock=clock)
+    with capture_logs() as logs, board.cycle("bo", CycleKind.FULL, "run1") as progress:
         progress.start_phase("apply", total=300)
         progress.advance(100)
         with pytest.raises(Done):
             await heartbeat.run()
-    assert slept == [DEFAULT_INTERVAL_S] * 4
+    assert clock.slept == [DEFAULT_INTERVAL_S] * 4
     lines = [line for line in logs if line["event"] == "cycle.progress"]
     # one when the cycle started, one at the phase's start, then one per beat
     assert len(lines) == 2 + 3
@@ -90,7 +83,7 @@ def test_the_store_keeps_the_running_cycle_until_it_ends(tmp_path: Path) -> None
     try:
         snapshot = ProgressSnapshot(
             source="bo",
-            kind="full",
+            kind=CycleKind.FULL,
             run_id="r1",
             phase="apply",
             done=10,

@@ -3,6 +3,7 @@ holdings, and secrets masked (the page in a browser: tests/e2e/test_status_page.
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,9 @@ from connector.guards import GUARD_INCOMPLETE, GUARD_MASS_CLOSE
 from connector.identity import Markers
 from connector.models import (
     Action,
+    ActionFailure,
     ActionKind,
+    CycleKind,
     InvalidRecord,
     Plan,
     Refusal,
@@ -169,16 +172,25 @@ def test_status_document_from_the_store_alone(tmp_path: Path) -> None:
         open_tasks=2,
         requests=4,
     )
-    record_cycle(writer, report, run_id="first", started=started, replica="here:1")
+    finished = started + timedelta(seconds=1)
+    record_cycle(
+        writer, report, run_id="first", started=started, finished=finished, replica="here:1"
+    )
     quiet = SourceReport(name="bo", ok=True, plan=Plan(source="bo", unchanged=3), applied=True)
-    record_cycle(writer, quiet, run_id="second", started=started, replica="here:1")
-    failed = SourceReport(name="zd", ok=False, error=f"401: bad token {SECRET}", kind="full")
-    record_cycle(writer, failed, run_id="zd1", started=started, replica="other:2")
+    record_cycle(
+        writer, quiet, run_id="second", started=started, finished=finished, replica="here:1"
+    )
+    failed = SourceReport(
+        name="zd", ok=False, error=f"401: bad token {SECRET}", kind=CycleKind.FULL
+    )
+    record_cycle(
+        writer, failed, run_id="zd1", started=started, finished=finished, replica="other:2"
+    )
     now = datetime.now(UTC)
     writer.set_progress(
         ProgressSnapshot(
             source="zd",
-            kind="full",
+            kind=CycleKind.FULL,
             run_id="zd2",
             phase="applying",
             done=300,
@@ -192,7 +204,7 @@ def test_status_document_from_the_store_alone(tmp_path: Path) -> None:
     )
     reader = StateStore(config.state.url, instance="tests")
     document = status_document(
-        config, reader, holdings={"bo": "held", "zd": "standby"}, replica="here:1"
+        config, reader, holdings={"bo": "held", "zd": "standby"}, replica="here:1", now=now
     )
     assert document["version"] == 1
     bo, zd = document["sources"]
@@ -227,3 +239,23 @@ def test_an_older_store_gains_the_plans_table_and_keeps_its_index(tmp_path: Path
     store.set_last_plan("bo", "full", run_id="r", recorded_at=NOW, document={"actions": []})
     assert store.last_plans() == {("bo", "full"): {"actions": []}}
     store.close()
+
+
+def test_refusals_and_failures_find_their_action_by_uid() -> None:
+    """A refusal or failure holding an equal copy of the action (not the same object, as after a
+    store round trip or a `dataclasses.replace`) still marks that action, and only that one."""
+    close, update = action(ActionKind.CLOSE, "C-1"), action(ActionKind.UPDATE, "U-1")
+    report = SourceReport(
+        name="bo",
+        ok=True,
+        plan=Plan(source="bo", actions=(close, update)),
+        refusals=(Refusal(dataclasses.replace(close), GUARD_MASS_CLOSE, "too many"),),
+        failures=(ActionFailure(dataclasses.replace(update), "422: refused"),),
+        applied=True,
+    )
+    assert report.planned == (update,)
+    rows = plan_document(report, run_id="r1", recorded_at=NOW)["actions"]
+    assert [(r["ticket_id"], r["state"], r.get("note")) for r in rows] == [
+        ("C-1", "refused", "too many"),
+        ("U-1", "failed", "422: refused"),
+    ]
