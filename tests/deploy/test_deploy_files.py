@@ -34,6 +34,7 @@ import yaml
 from connector.config import load_settings
 from connector.metrics import Metrics
 from connector.registry import build_adapter
+from tests.forkserver import FORK_SERVER
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -212,22 +213,16 @@ def health_server() -> Iterator[tuple[ThreadingHTTPServer, type[_Health]]]:
 
 
 def run_probe(command: list[str], config: Path, *, env_port: int | None = None) -> int:
-    """Run the HEALTHCHECK's command here, as the engine would run it in the container (with
-    FRAGMENT_CONNECTOR_CONFIG set, as the image's users do)."""
+    """Run the HEALTHCHECK's command here (`python -m connector`, tests/forkserver.py), as the
+    engine would run it in the container (with FRAGMENT_CONNECTOR_CONFIG set, as the image's
+    users do)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRAGMENT_CONNECTOR")}
     env["FRAGMENT_CONNECTOR_CONFIG"] = str(config)
     if env_port is not None:
         env[PORT_ENV] = str(env_port)
     env["HTTP_PROXY"] = env["http_proxy"] = "http://127.0.0.1:9"  # must not be used
     assert command[0] == "fragment-connector"
-    result = subprocess.run(
-        [sys.executable, "-m", "connector", *command[1:]],
-        env=env,
-        capture_output=True,
-        timeout=30,
-        check=False,
-    )
-    return result.returncode
+    return FORK_SERVER.run(command[1:], cwd=Path.cwd(), env=env, timeout=30).returncode
 
 
 def test_dockerfile_healthcheck_probe_works(

@@ -20,6 +20,7 @@ import yaml
 from connector.sandbox import Faults
 from connector.sandbox.store import FailRule
 from tests.conftest import TOKEN, Workspace, make_tickets
+from tests.forkserver import FORK_SERVER
 
 
 def _run(
@@ -27,15 +28,7 @@ def _run(
 ) -> subprocess.CompletedProcess[str]:
     full = {k: v for k, v in os.environ.items() if not k.startswith("FRAGMENT_CONNECTOR")}
     full.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "connector", *args],
-        cwd=cwd,
-        env=full,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return FORK_SERVER.run(list(args), cwd=cwd, env=full, timeout=120)
 
 
 # --- honest exit codes and summaries -------------------------------------------------------
