@@ -86,7 +86,7 @@ def postgres_state_url() -> Iterator[str]:
 
 PROFILES = ("strict", "lenient")
 BOTH_PROFILES = pytest.mark.parametrize("sandbox_profile", PROFILES)
-"""Runs a test against a strict and a lenient sandbox (connector.sandbox.store.PROFILES): a
+"""Runs a test against a strict and a lenient sandbox (connector.sandbox.config.PROFILES): a
 connector correct against both is correct against any real server between them."""
 
 
