@@ -108,6 +108,13 @@ class Replica:
         return {name for name, state in self.holdings().items() if state == "held"}
 
 
+def instance_for(root: Path) -> str:
+    """The replicas' shared `connector.instance`, unique to the test: advisory locks are
+    database-wide, and under xdist two tests run at once with the same `tmp_path.name` (pytest
+    cuts it to 30 characters, so both parametrisations of a test end `…0` on their workers)."""
+    return f"replicas-{uuid.uuid5(uuid.NAMESPACE_URL, str(root)).hex[:12]}"
+
+
 def start_replica(
     name: str,
     root: Path,
@@ -121,7 +128,7 @@ def start_replica(
     workdir.mkdir()
     port = free_port()
     config = {
-        "connector": {"instance": f"replicas-{root.name}"},
+        "connector": {"instance": instance_for(root)},
         "fragment": {
             "base_url": sandbox.base_url,
             "requests_per_minute": requests_per_minute,
@@ -475,7 +482,7 @@ def test_a_replica_whose_lock_session_dies_stops_writing_and_resumes(
         return sum(1 for r in sandbox.store.requests() if r["method"] == "PUT")
 
     wait_for(lambda: puts() >= 1, 30, "the first batch in flight")
-    space = lock_id(f"fragment-connector/replicas-{tmp_path.name}")
+    space = lock_id(f"fragment-connector/{instance_for(tmp_path)}")
     (ended,) = execute(
         POSTGRES_STATE_URL,
         "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory'"
