@@ -32,16 +32,15 @@ bucket) and it is logged: such a process holds no source lock either, so it does
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
-from typing import Any, LiteralString
+from typing import LiteralString
 
 import psycopg
 import structlog
 
 from connector.clock import SYSTEM_CLOCK, Clock
 from connector.fragment import Pacer, TokenBucket
-from connector.state import POSTGRES_CONNECT_ARGS, database_url, is_postgres
+from connector.state import Session, close_session, database_url, is_postgres, open_session
 
 log = structlog.get_logger(__name__)
 
@@ -97,7 +96,7 @@ class SharedBudget:
         self._local = local
         self._query_timeout_s = query_timeout_s
         self._clock = clock
-        self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._conn: Session | None = None
         self._guard = asyncio.Lock()  # one statement at a time on the connection
         self._unreachable_until = 0.0
         self.waited = 0.0
@@ -149,29 +148,20 @@ class SharedBudget:
                 return None
         return 0.0 if row is None else float(row[0])
 
-    async def _connect(self) -> psycopg.AsyncConnection[Any]:
-        conn = await psycopg.AsyncConnection.connect(
-            self._conninfo, autocommit=True, **POSTGRES_CONNECT_ARGS
-        )
-        try:
+    async def _connect(self) -> Session:
+        async def setup(conn: Session) -> None:
             # A reservation need not wait for the disk: a crash of PostgreSQL forgets at most
             # the last few slots taken (a handful of requests booked twice, once); a WAL flush
             # per request would make every request wait for a loaded disk.
             await conn.execute("SET synchronous_commit = off")
             async with conn.transaction():
                 await conn.execute(_CREATE)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await conn.close()
-            raise
-        return conn
+
+        return await open_session(self._conninfo, setup)
 
     async def _disconnect(self) -> None:
         conn, self._conn = self._conn, None
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(1):
-                    await conn.close()
+        await close_session(conn)
 
 
 def pacer_for(

@@ -34,7 +34,7 @@ import psycopg
 import structlog
 
 from connector.clock import SYSTEM_CLOCK, Clock
-from connector.state import POSTGRES_CONNECT_ARGS, database_url, is_postgres
+from connector.state import Session, close_session, database_url, is_postgres, open_session
 
 log = structlog.get_logger(__name__)
 
@@ -156,7 +156,7 @@ class PostgresLeases:
         self._query_timeout_s = query_timeout_s
         self._clock = clock
         self._replica = replica  # False: a one-shot command, not counted, no fair share
-        self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._conn: Session | None = None
         self._guard = asyncio.Lock()  # one statement at a time on the connection
         self._deciding = asyncio.Lock()  # one share decision (count, then lock) at a time
         self._held: set[str] = set()
@@ -258,9 +258,7 @@ class PostgresLeases:
                 self._problem = None
             return value
 
-    async def _answer(
-        self, conn: psycopg.AsyncConnection[Any], statement: LiteralString, params: dict[str, Any]
-    ) -> Any:
+    async def _answer(self, conn: Session, statement: LiteralString, params: dict[str, Any]) -> Any:
         """Run one statement within the query timeout. On timeout the socket is dropped rather
         than the query cancelled: a cancel request would wait on the silent server too."""
 
@@ -281,19 +279,13 @@ class PostgresLeases:
             raise TimeoutError(f"no answer within {self._query_timeout_s:g}s")
         return running.result()
 
-    async def _connect(self) -> psycopg.AsyncConnection[Any]:
-        conn = await psycopg.AsyncConnection.connect(
-            self._conninfo, autocommit=True, **POSTGRES_CONNECT_ARGS
-        )
-        try:
+    async def _connect(self) -> Session:
+        async def setup(conn: Session) -> None:
             await conn.execute(_SESSION_SETTINGS)
             if self._replica:
                 await conn.execute(_ANNOUNCE, {"space": self._space})
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await conn.close()
-            raise
-        return conn
+
+        return await open_session(self._conninfo, setup)
 
     async def _lost(self, exc: BaseException) -> None:
         reason = f"state database unreachable: {str(exc).splitlines()[0] if str(exc) else exc!r}"
@@ -306,10 +298,7 @@ class PostgresLeases:
 
     async def _disconnect(self) -> None:
         conn, self._conn = self._conn, None
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(1):
-                    await conn.close()
+        await close_session(conn)
 
 
 def leases_for(

@@ -8,7 +8,6 @@ harmless: the next cycle lists Fragment again.
 
 from connector.state.cursors import Cursors, StoredWatermark, Watermarks
 from connector.state.database import (
-    POSTGRES_CONNECT_ARGS,
     database_url,
     is_postgres,
     missing_sqlite_file,
@@ -16,11 +15,11 @@ from connector.state.database import (
 from connector.state.history import HISTORY_PER_SOURCE, ProgressTable, RunHistory, RunRecord
 from connector.state.index import UNSEEN, IndexEntry, TaskIndex
 from connector.state.schema import SCHEMA_VERSION
+from connector.state.session import Session, close_session, open_session
 from connector.state.store import StateStore
 
 __all__ = [
     "HISTORY_PER_SOURCE",
-    "POSTGRES_CONNECT_ARGS",
     "SCHEMA_VERSION",
     "UNSEEN",
     "Cursors",
@@ -28,11 +27,14 @@ __all__ = [
     "ProgressTable",
     "RunHistory",
     "RunRecord",
+    "Session",
     "StateStore",
     "StoredWatermark",
     "TaskIndex",
     "Watermarks",
+    "close_session",
     "database_url",
     "is_postgres",
     "missing_sqlite_file",
+    "open_session",
 ]
