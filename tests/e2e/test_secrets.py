@@ -155,6 +155,7 @@ def _cli(tmp_path: Path, *args: str) -> str:
     return result.stdout + result.stderr
 
 
+@pytest.mark.slow(seconds=18)
 def test_no_secret_reaches_any_output_or_the_state_store(
     tmp_path: Path, echo: EchoServer, postgres_state_url: str
 ) -> None:
