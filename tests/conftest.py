@@ -47,11 +47,11 @@ def _slow_seconds(item: pytest.Item) -> float | None:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The `slow` scenarios first, the longest first, each followed by a short test.
 
-    pytest-xdist, told `--maxschedchunk 1` (addopts), hands each worker two tests to start with
-    and then one more each time it finishes one, in this order: so the long scenarios start at
-    once, one per worker, each with a short test queued behind it rather than another long one,
-    and the rest fill the gaps; none starts last and runs alone. (A deterministic order: the
-    same in every worker, as xdist requires.)"""
+    pytest-xdist (`--dist loadgroup`, addopts) hands the tests out in this order, an
+    `xdist_group` at once to one worker, the others one by one as a worker's queue runs low: so
+    the long scenarios start at once, side by side, each with short tests rather than another
+    long one queued behind it, and the rest fill the gaps; none starts last and runs alone. (A
+    deterministic order: the same in every worker, as xdist requires.)"""
     slow = sorted(
         (item for item in items if _slow_seconds(item) is not None),
         key=lambda item: -(_slow_seconds(item) or 0),
