@@ -2,8 +2,9 @@
 
 A full cycle, for each source in turn: read the snapshot through its adapter; list the source's
 open tasks in Fragment; resolve the tickets with no open task (the index, then
-`POST /tasks/query` for the uids it does not know, so an operator's DONE task is never
-re-created); plan; guard; apply (unless dry-run); remember what Fragment showed in the index.
+`POST /tasks/query` for the uids it does not know unless its census proves them absent, so an
+operator's DONE task is never re-created); plan; guard; apply (unless dry-run); remember what
+Fragment showed in the index.
 An incremental cycle asks the adapter for the tickets changed since its cursor, fetches just
 their tasks by uid, and plans without closing by absence; its cursor is stored only once its
 changes were applied. A source that fails gets no writes and the others go on. The same code
@@ -810,8 +811,8 @@ class Reconciler:
             return not lease_lost
 
         # Written ahead, so that a create whose answer is lost is never taken for absent.
-        expected = await self.store.index.expect(
-            name, [(a.uid, a.ticket_id) for a in planned if a.kind is ActionKind.CREATE]
+        await self.store.index.expect(
+            name, ((a.uid, a.ticket_id) for a in planned if a.kind is ActionKind.CREATE)
         )
         async with MirrorWriter(self.store.index, name, self.markers) as mirror:
 
@@ -836,7 +837,9 @@ class Reconciler:
         if isinstance(result.fatal, FragmentAuthError):
             raise result.fatal
         unsent = [f for f in result.failures if not f.sent]
-        if never_sent := [f.action.uid for f in unsent if f.action.uid in expected]:
+        # A create never sent leaves no task to look for: its row written ahead goes, so that a
+        # stopped first import is not looked up uid by uid next cycle.
+        if never_sent := [f.action.uid for f in unsent if f.action.kind is ActionKind.CREATE]:
             await self.store.index.forget(never_sent)
         for failure in (f for f in result.failures if f.sent):
             log.warning(

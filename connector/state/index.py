@@ -146,37 +146,40 @@ class TaskIndex:
                 await conn.execute(statement, chunk)
             await _census.count(conn, {source: added})
 
-    async def expect(self, source: str, creates: Iterable[tuple[str, str]]) -> set[str]:
+    async def expect(self, source: str, creates: Iterable[tuple[str, str]]) -> None:
         """Before creates are sent: a row for each (uid, ticket id) that has none, state unknown.
 
         The census takes a uid with no row for one Fragment never held; a create whose answer
         is lost, or that listings do not show yet, must not pass for that. Such a row is asked
-        about like any task of unknown state, and the create's answer replaces it. Returns the uids
-        given a row now (the others had one).
+        about like any task of unknown state, and the create's answer replaces it; a create
+        never sent is forgotten again.
         """
-        rows: list[dict[str, Any]] = [
-            {
+
+        def row(uid: str, ticket_id: str) -> dict[str, Any]:
+            return {
                 "uid": uid,
                 "source": source,
                 "ticket_id": _storable(ticket_id, 512),
                 "status": UNSEEN,
                 "closed_by_connector": False,
             }
-            for uid, ticket_id in creates
-        ]
+
         statement = self._db.insert(task_index).on_conflict_do_nothing(
             index_elements=[task_index.c.uid]
         )
-        added: set[str] = set()
+        pending = iter(creates)
+        # A chunk at a time, as in `remember`: a 100k first import's rows at once weigh 40 MB.
+        chunk = [row(*pair) for pair in itertools.islice(pending, _CHUNK)]
+        if not chunk:
+            return
         async with self._db.write(_WRITE) as conn:
-            for start in range(0, len(rows), _CHUNK):
-                chunk = rows[start : start + _CHUNK]
+            added = 0
+            while chunk:
                 uids = {r["uid"] for r in chunk}
-                query = sa.select(task_index.c.uid).where(task_index.c.uid.in_(uids))
-                added |= uids - set((await conn.execute(query)).scalars())
+                added += len(uids) - await _present(conn, uids)
                 await conn.execute(statement, chunk)
-            await _census.count(conn, {source: len(added)})
-        return added
+                chunk = [row(*pair) for pair in itertools.islice(pending, _CHUNK)]
+            await _census.count(conn, {source: added})
 
     async def digests(self, source: str) -> dict[str, TaskDigest]:
         """The source's tasks the mirror last saw open: uid -> digest."""

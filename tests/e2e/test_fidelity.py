@@ -131,6 +131,35 @@ def test_a_damaged_index_is_noticed_and_a_full_run_proves_it_complete_again(
     assert workspace.tasks()[done]["status"] == "DONE"
 
 
+def test_a_create_whose_answer_was_lost_is_looked_up_not_taken_for_absent(
+    workspace: Workspace,
+) -> None:
+    """Fragment applied a create but its answer was lost, listings do not show the new task yet
+    (its consistency delay), and an operator closes it meanwhile. The index row written ahead
+    of the create makes the next run look the uid up rather than trust the census: the
+    operator's DONE is not PUT back to TODO."""
+    workspace.write_config(fragment={"listing_overlap": "1s", "retry_deadline": "1s"})
+    workspace.write_tickets(make_tickets(5))
+    assert workspace.reconcile().returncode == 0
+    store = workspace.sandbox.store
+    store.update_config(visibility_delay_s=300)
+    workspace.write_tickets(make_tickets(6))
+    store.set_faults(Faults(fail_next=(FailRule("PUT", "/tasks/batch", "lost", count=50),)))
+    code, report = workspace.reconcile_json()
+    assert code == 1 and report["counts"]["failed"] == 1, report
+    created = uid_of("T-5")
+    store.operator_edit(created, status="DONE")  # Fragment did create it
+    # The query hides young tasks too, so it is refused: the look-up asks by uid.
+    store.set_faults(Faults(fail_next=(FailRule("POST", "/tasks/query", 422, count=50),)))
+    store.clear_requests()
+    code, report = workspace.reconcile_json()
+    assert code == 0, report
+    assert report["counts"]["create"] == 0
+    assert workspace.tasks()[created]["status"] == "DONE"
+    assert _puts(workspace) == []
+    assert "/tasks/{uid}" in [r["route"] for r in store.requests()]
+
+
 @BOTH_PROFILES
 def test_new_tickets_are_created_once_when_the_query_is_ignored(workspace: Workspace) -> None:
     """New tickets are looked up before their create; a lenient server answers the query with
