@@ -13,10 +13,10 @@ from __future__ import annotations
 import itertools
 import json
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -30,6 +30,7 @@ from connector.state.schema import task_index
 from connector.values import parse_timestamp, task_digest
 
 _CHUNK = 500
+_Item = TypeVar("_Item")
 UNSEEN = "UNSEEN"  # status of a mirror entry Fragment no longer lists as open
 _OPEN_VALUES = (TaskStatus.TODO.value, TaskStatus.STARTED.value)
 _READ = "read the task index"
@@ -48,6 +49,15 @@ def _storable(text: str, limit: int) -> str:
 def _chunks(items: list[str]) -> Iterator[list[str]]:
     for start in range(0, len(items), _CHUNK):
         yield items[start : start + _CHUNK]
+
+
+def _row_chunks(
+    items: Iterable[_Item], row: Callable[[_Item], dict[str, Any]]
+) -> Iterator[list[dict[str, Any]]]:
+    """Rows built a chunk at a time: a 100k backlog's rows at once would weigh 40 MB more."""
+    pending = iter(items)
+    while chunk := [row(item) for item in itertools.islice(pending, _CHUNK)]:
+        yield chunk
 
 
 async def _present(conn: AsyncConnection, uids: set[str]) -> int:
@@ -135,16 +145,7 @@ class TaskIndex:
                 )
             },
         )
-        pending = iter(tasks)
-        async with self._db.write(_WRITE) as conn:
-            added = 0
-            # Rows are built a chunk at a time: 100k of them at once would double the memory
-            # a large backlog already takes.
-            while chunk := [row(t, i) for t, i in itertools.islice(pending, _CHUNK)]:
-                uids = {r["uid"] for r in chunk}
-                added += len(uids) - await _present(conn, uids)
-                await conn.execute(statement, chunk)
-            await _census.count(conn, {source: added})
+        await self._write_rows(source, statement, _row_chunks(tasks, lambda pair: row(*pair)))
 
     async def expect(self, source: str, creates: Iterable[tuple[str, str]]) -> None:
         """Before creates are sent: a row for each (uid, ticket id) that has none, state unknown.
@@ -167,18 +168,22 @@ class TaskIndex:
         statement = self._db.insert(task_index).on_conflict_do_nothing(
             index_elements=[task_index.c.uid]
         )
-        pending = iter(creates)
-        # A chunk at a time, as in `remember`: a 100k first import's rows at once weigh 40 MB.
-        chunk = [row(*pair) for pair in itertools.islice(pending, _CHUNK)]
-        if not chunk:
+        await self._write_rows(source, statement, _row_chunks(creates, lambda pair: row(*pair)))
+
+    async def _write_rows(
+        self, source: str, statement: Any, chunks: Iterator[list[dict[str, Any]]]
+    ) -> None:
+        """Write rows of a source in one transaction; those it adds count in its census."""
+        chunk = next(chunks, None)
+        if chunk is None:
             return
         async with self._db.write(_WRITE) as conn:
             added = 0
-            while chunk:
+            while chunk is not None:
                 uids = {r["uid"] for r in chunk}
                 added += len(uids) - await _present(conn, uids)
                 await conn.execute(statement, chunk)
-                chunk = [row(*pair) for pair in itertools.islice(pending, _CHUNK)]
+                chunk = next(chunks, None)
             await _census.count(conn, {source: added})
 
     async def digests(self, source: str) -> dict[str, TaskDigest]:
