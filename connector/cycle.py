@@ -182,6 +182,7 @@ class Reconciler:
         self.namespace = instance_namespace(settings.connector.instance)
         self.markers: Markers = settings.connector.markers.to_markers()
         self.finder = TaskFinder(client)
+        self._said_no_census: set[str] = set()  # sources whose missing census was logged
 
     def _policy(self, source: SourceSection) -> PlanPolicy:
         return PlanPolicy(
@@ -200,6 +201,15 @@ class Reconciler:
     async def _census(self, source: str, *, dry_run: bool) -> Census | None:
         """The source's index census, if it has one that holds; a void one is said and dropped."""
         census = await self.store.index.census(source)
+        if census is None and source not in self._said_no_census:
+            # A store of an older release: the look-ups go on as they were, at a cost.
+            self._said_no_census.add(source)
+            log.info(
+                "state.no_census",
+                source=source,
+                cost="each cycle with a new ticket asks Fragment about its uid",
+                action="`reconcile --full` lists every status once and proves the index complete",
+            )
         if census is None or census.intact:
             return census
         log.warning(

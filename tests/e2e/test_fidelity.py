@@ -115,7 +115,9 @@ def test_a_damaged_index_is_noticed_and_a_full_run_proves_it_complete_again(
 
     workspace.write_tickets(make_tickets(6))
     workspace.sandbox.store.clear_requests()
-    assert workspace.reconcile().returncode == 0
+    result = workspace.cli("-v", "reconcile", "--config", str(workspace.config_path))
+    assert result.returncode == 0, result.stderr
+    assert "state.no_census" in result.stderr and "reconcile --full" in result.stderr
     routes = [r["route"] for r in workspace.sandbox.store.requests()]
     assert ("/tasks/query" in routes) is not workspace.sandbox.config.lenient
     code, report = workspace.reconcile_json("--full")
