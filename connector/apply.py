@@ -179,7 +179,8 @@ async def apply_actions(
             await _send_isolating(send, chunk, result, on_applied, fit)
         except FragmentError as exc:
             result.fatal = exc
-            _fail_rest(result, batches[position:], f"not applied: {exc}")
+            # This chunk went out, and Fragment may have applied it (an answer lost): sent.
+            _fail_rest(result, batches[position:], f"not applied: {exc}", sent_first=True)
             break
         if progress is not None:
             progress(len(chunk))
@@ -189,10 +190,17 @@ async def apply_actions(
     return result
 
 
-def _fail_rest(result: ApplyResult, batches: list[tuple[Send, list[Action]]], why: str) -> None:
+def _fail_rest(
+    result: ApplyResult,
+    batches: list[tuple[Send, list[Action]]],
+    why: str,
+    *,
+    sent_first: bool = False,
+) -> None:
     # Part of the current chunk may already be settled (a 422 isolated before the failure).
     settled = {a.uid for a in result.applied} | {f.action.uid for f in result.failures}
-    for _, chunk in batches:
+    for position, (_, chunk) in enumerate(batches):
+        sent = sent_first and position == 0
         result.failures.extend(
-            ActionFailure(a, why, sent=False) for a in chunk if a.uid not in settled
+            ActionFailure(a, why, sent=sent) for a in chunk if a.uid not in settled
         )

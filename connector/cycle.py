@@ -2,8 +2,9 @@
 
 A full cycle, for each source in turn: read the snapshot through its adapter; list the source's
 open tasks in Fragment; resolve the tickets with no open task (the index, then
-`POST /tasks/query` for the uids it does not know, so an operator's DONE task is never
-re-created); plan; guard; apply (unless dry-run); remember what Fragment showed in the index.
+`POST /tasks/query` for the uids it does not know unless its census proves them absent, so an
+operator's DONE task is never re-created); plan; guard; apply (unless dry-run); remember what
+Fragment showed in the index.
 An incremental cycle asks the adapter for the tickets changed since its cursor, fetches just
 their tasks by uid, and plans without closing by absence; its cursor is stored only once its
 changes were applied. A source that fails gets no writes and the others go on. The same code
@@ -71,7 +72,7 @@ from connector.models import (
 from connector.plan import PlanPolicy, check_sync, plan_source, written_keys
 from connector.progress import CycleProgress, ProgressBoard
 from connector.source import read_changes, read_snapshot
-from connector.state import StateStore
+from connector.state import Census, StateStore
 from connector.writeback import FAILED as WRITE_BACK_FAILED
 from connector.writeback import find_write_backs, perform_write_backs
 
@@ -181,6 +182,7 @@ class Reconciler:
         self.namespace = instance_namespace(settings.connector.instance)
         self.markers: Markers = settings.connector.markers.to_markers()
         self.finder = TaskFinder(client)
+        self._said_no_census: set[str] = set()  # sources whose missing census was logged
 
     def _policy(self, source: SourceSection) -> PlanPolicy:
         return PlanPolicy(
@@ -195,6 +197,33 @@ class Reconciler:
         return owned_ticket_id(
             task, source=source, namespace=self.namespace, markers=self.markers, uids=uids
         )
+
+    async def _census(self, source: str, *, dry_run: bool) -> Census | None:
+        """The source's index census, if it has one that holds; a void one is said and dropped."""
+        census = await self.store.index.census(source)
+        if census is None and source not in self._said_no_census:
+            # A store of an older release: the look-ups go on as they were, at a cost.
+            self._said_no_census.add(source)
+            log.info(
+                "state.no_census",
+                source=source,
+                cost="each cycle with a new ticket asks Fragment about its uid",
+                action="`reconcile --full` lists every status once and proves the index complete",
+            )
+        if census is None or census.intact:
+            return census
+        log.warning(
+            "state.census_void",
+            source=source,
+            rows_written=census.rows,
+            rows_found=census.found,
+            why="the task index lost or gained rows outside the connector (a partial restore?)",
+            action="new tickets are looked up in Fragment; `reconcile --full` lists every "
+            "status and proves the index complete again",
+        )
+        if not dry_run:
+            await self.store.index.drop_census(source)
+        return None
 
     async def run(self, options: CycleOptions, leases: Leases | None = None) -> CycleReport:
         """One full cycle over every selected source (those `leases` grants, when given)."""
@@ -454,15 +483,23 @@ class Reconciler:
         watermark = Watermark.of(await self.store.watermarks.get(name))
         # A source the index knows nothing of (a first import, a lost state) is listed in every
         # status: one listing is then both the mirror and the look-up of every DONE task, so no
-        # uid needs asking about (an empty Fragment costs one request).
+        # uid needs asking about (an empty Fragment costs one request). So is a full listing
+        # asked for (`--full`) while the index has no census: it certifies one.
         cold = await self.store.index.count_known(name) == 0
+        census = None if cold else await self._census(name, dry_run=dry_run)
+        every_status = cold or (options.full_listing and census is None)
         full = (
-            cold
+            every_status
             or options.full_listing
             or watermark.full_listing_due(self.settings, now=self.clock.now())
         )
-        listing = LISTING_EVERY_STATUS if cold else LISTING_FULL if full else LISTING_CHANGES
-        everything = cold  # whether the listing shows every task of the source, in any status
+        listing = (
+            LISTING_EVERY_STATUS if every_status else LISTING_FULL if full else LISTING_CHANGES
+        )
+        everything = every_status  # whether the listing shows every task of the source, any status
+        # Whether the index, with this cycle's listing, holds every task of the source: then a
+        # uid it has no row for needs no look-up (connector.state.census).
+        proven = False
 
         async def new_mirror(full_listing: bool) -> Mirror:
             # A dry-run reads exactly what the real run would, and writes no local state.
@@ -480,10 +517,12 @@ class Reconciler:
 
         async def list_in_full(mirror: Mirror) -> None:
             # A full listing of the open tasks: the truth, and the mirror's repair.
-            async for page in self._pages(name, progress, statuses=() if cold else OPEN_STATUSES):
+            async for page in self._pages(
+                name, progress, statuses=() if every_status else OPEN_STATUSES
+            ):
                 started.see(page)
                 await mirror.read(page)
-                if cold:
+                if every_status:
                     known.tasks.update(
                         (t.uid, t)
                         for t in page
@@ -501,11 +540,16 @@ class Reconciler:
         checked = False
         if full:
             await list_in_full(mirror)
+            if every_status and not dry_run:
+                await self.store.index.certify(name, started.at())
         else:
             # Only what changed in Fragment since the last listing began (any status): right
             # after a large write, most of the backlog read back, which the digests make cheap.
+            # From the census's instant when it is older (a full listing of open tasks moved
+            # the watermark past it), so that the census chains on.
             assert watermark.seen is not None  # full_listing_due() is true without one
-            since = watermark.seen - self.settings.fragment.listing_overlap
+            since = watermark.seen if census is None else min(watermark.seen, census.complete)
+            since -= self.settings.fragment.listing_overlap
             done: dict[str, Task] = {}
             async for page in self._pages(name, progress, statuses=(), updated_at_after=since):
                 started.see(page)
@@ -522,6 +566,9 @@ class Reconciler:
                 )
             await mirror.done()
             known.tasks.update(done)
+            proven = census is not None
+            if proven and not dry_run:
+                await self.store.index.advance_census(name, started.at())
             if everything:
                 log.info("fragment.listing_filter_ignored", source=name, filter="updated_at_after")
             elif watermark.drift_check_due(self.settings, now=self.clock.now()):
@@ -561,6 +608,7 @@ class Reconciler:
             progress,
             dry_run=dry_run,
             listed_everything=everything,
+            census=proven,
         )
         misses = (
             await self.store.index.misses(name)
@@ -633,6 +681,7 @@ class Reconciler:
         *,
         dry_run: bool = False,
         listed_everything: bool = False,
+        census: bool = False,
     ) -> set[str]:
         """Find the tasks of tickets missing from `known`: DONE, not yet listed, or absent.
 
@@ -640,7 +689,8 @@ class Reconciler:
         `connector.fragment.lookup`), so a lost index costs requests, never a duplicate or a
         reopened operator decision. After a listing of the source's tasks in every status
         (`listed_everything`) there is nothing left to ask: a task it did not show does not
-        exist. Returns the ids of the tickets whose task could not be
+        exist; under the index's census (`census`), a uid the index has no row for was never in
+        Fragment either. Returns the ids of the tickets whose task could not be
         proven absent nor found as the source's: they must get no create this cycle (a PUT would
         replace whatever holds the uid), and are reported as unresolved.
         """
@@ -660,6 +710,8 @@ class Reconciler:
         for uid in done:
             known.add(full.get(uid) or entries[uid].as_task(self.markers))
         unknown = [uid for uid in wanted if uid not in known.tasks]
+        if census:
+            unknown = [uid for uid in unknown if uid in entries]
         if not unknown:
             return set()
         progress.start_phase("lookup", total=len(unknown))
@@ -768,6 +820,10 @@ class Reconciler:
             lease_lost = not await options.may_write()
             return not lease_lost
 
+        # Written ahead, so that a create whose answer is lost is never taken for absent.
+        await self.store.index.expect(
+            name, ((a.uid, a.ticket_id) for a in planned if a.kind is ActionKind.CREATE)
+        )
         async with MirrorWriter(self.store.index, name, self.markers) as mirror:
 
             async def remember(pairs: list[tuple[Action, Task | None]]) -> None:
@@ -791,6 +847,10 @@ class Reconciler:
         if isinstance(result.fatal, FragmentAuthError):
             raise result.fatal
         unsent = [f for f in result.failures if not f.sent]
+        # A create never sent leaves no task to look for: its row written ahead goes, so that a
+        # stopped first import is not looked up uid by uid next cycle.
+        if never_sent := [f.action.uid for f in unsent if f.action.kind is ActionKind.CREATE]:
+            await self.store.index.forget(never_sent)
         for failure in (f for f in result.failures if f.sent):
             log.warning(
                 "apply.failed",

@@ -201,7 +201,8 @@ class ActionFailure:
 
     action: Action
     error: str
-    sent: bool = True  # False: never sent (the run stopped first), so Fragment never refused it
+    # False: never sent (the run stopped first), so Fragment neither refused nor applied it
+    sent: bool = True
 
 
 @dataclass(frozen=True, slots=True)

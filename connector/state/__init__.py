@@ -6,6 +6,7 @@ running cycles' progress are what `status` and the status page read. Losing any 
 harmless: the next cycle lists Fragment again.
 """
 
+from connector.state.census import Census
 from connector.state.cursors import Cursors, StoredWatermark, Watermarks
 from connector.state.database import (
     database_url,
@@ -22,6 +23,7 @@ __all__ = [
     "HISTORY_PER_SOURCE",
     "SCHEMA_VERSION",
     "UNSEEN",
+    "Census",
     "Cursors",
     "IndexEntry",
     "ProgressTable",

@@ -4,27 +4,33 @@ Listing only open tasks is what keeps a cycle cheap, but then a task an operator
 invisible, and a blind `PUT` would reopen it. The index remembers, per uid, the status and who
 closed it, from every listing and every write, so such a ticket is recognised without a request.
 It is a cache, never the truth: with the store lost, the cycle asks Fragment about the uids it
-does not know (`POST /tasks/query`) and rebuilds it as it goes.
+does not know (`POST /tasks/query`) and rebuilds it as it goes. While its census holds
+(`connector.state.census`), a uid it does not know is one Fragment never held.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from connector.identity import Markers, closed_by_connector
 from connector.models import Task, TaskDigest, TaskStatus
+from connector.state import census as _census
+from connector.state.census import Census
 from connector.state.database import Database
 from connector.state.schema import task_index
 from connector.values import parse_timestamp, task_digest
 
 _CHUNK = 500
+_Item = TypeVar("_Item")
 UNSEEN = "UNSEEN"  # status of a mirror entry Fragment no longer lists as open
 _OPEN_VALUES = (TaskStatus.TODO.value, TaskStatus.STARTED.value)
 _READ = "read the task index"
@@ -43,6 +49,21 @@ def _storable(text: str, limit: int) -> str:
 def _chunks(items: list[str]) -> Iterator[list[str]]:
     for start in range(0, len(items), _CHUNK):
         yield items[start : start + _CHUNK]
+
+
+def _row_chunks(
+    items: Iterable[_Item], row: Callable[[_Item], dict[str, Any]]
+) -> Iterator[list[dict[str, Any]]]:
+    """Rows built a chunk at a time: a 100k backlog's rows at once would weigh 40 MB more."""
+    pending = iter(items)
+    while chunk := [row(item) for item in itertools.islice(pending, _CHUNK)]:
+        yield chunk
+
+
+async def _present(conn: AsyncConnection, uids: set[str]) -> int:
+    """How many of these uids have a row (those that do not are about to be inserted)."""
+    query = sa.select(sa.func.count()).where(task_index.c.uid.in_(uids))
+    return int((await conn.execute(query)).scalar_one())
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,12 +145,46 @@ class TaskIndex:
                 )
             },
         )
-        pending = iter(tasks)
+        await self._write_rows(source, statement, _row_chunks(tasks, lambda pair: row(*pair)))
+
+    async def expect(self, source: str, creates: Iterable[tuple[str, str]]) -> None:
+        """Before creates are sent: a row for each (uid, ticket id) that has none, state unknown.
+
+        The census takes a uid with no row for one Fragment never held; a create whose answer
+        is lost, or that listings do not show yet, must not pass for that. Such a row is asked
+        about like any task of unknown state, and the create's answer replaces it; a create
+        never sent is forgotten again.
+        """
+
+        def row(uid: str, ticket_id: str) -> dict[str, Any]:
+            return {
+                "uid": uid,
+                "source": source,
+                "ticket_id": _storable(ticket_id, 512),
+                "status": UNSEEN,
+                "closed_by_connector": False,
+            }
+
+        statement = self._db.insert(task_index).on_conflict_do_nothing(
+            index_elements=[task_index.c.uid]
+        )
+        await self._write_rows(source, statement, _row_chunks(creates, lambda pair: row(*pair)))
+
+    async def _write_rows(
+        self, source: str, statement: Any, chunks: Iterator[list[dict[str, Any]]]
+    ) -> None:
+        """Write rows of a source in one transaction; those it adds count in its census."""
+        chunk = next(chunks, None)
+        if chunk is None:
+            return
         async with self._db.write(_WRITE) as conn:
-            # Rows are built a chunk at a time: 100k of them at once would double the memory
-            # a large backlog already takes.
-            while chunk := [row(t, i) for t, i in itertools.islice(pending, _CHUNK)]:
+            added = 0
+            while chunk is not None:
+                uids = {r["uid"] for r in chunk}
+                added += len(uids) - await _present(conn, uids)
                 await conn.execute(statement, chunk)
+                chunk = next(chunks, None)
+            await _census.count(conn, {source: added})
 
     async def digests(self, source: str) -> dict[str, TaskDigest]:
         """The source's tasks the mirror last saw open: uid -> digest."""
@@ -268,6 +323,39 @@ class TaskIndex:
 
     async def forget(self, uids: Iterable[str]) -> None:
         """Drop index entries (a task that Fragment no longer knows)."""
+        columns = task_index.c
         async with self._db.write(_WRITE) as conn:
+            removed: Counter[str] = Counter()
             for chunk in _chunks(list(uids)):
-                await conn.execute(sa.delete(task_index).where(task_index.c.uid.in_(chunk)))
+                query = (
+                    sa.select(columns.source, sa.func.count())
+                    .where(columns.uid.in_(chunk))
+                    .group_by(columns.source)
+                )
+                for source, rows in await conn.execute(query):
+                    removed[source] -= rows
+                await conn.execute(sa.delete(task_index).where(columns.uid.in_(chunk)))
+            await _census.count(conn, removed)
+
+    # --- the census (connector.state.census): whether a uid with no row was never in Fragment
+
+    async def census(self, source: str) -> Census | None:
+        """The source's census (None: none), with the index's row count to check it against."""
+        async with self._db.read(_READ) as conn:
+            return await _census.read(conn, source)
+
+    async def certify(self, source: str, complete: datetime) -> None:
+        """After a listing in every status, read to its end, that started at `complete`."""
+        async with self._db.write(_WRITE) as conn:
+            await _census.certify(conn, source, complete)
+
+    async def advance_census(self, source: str, complete: datetime) -> None:
+        """After a listing of changes, read to its end, that started at `complete` and read
+        from no later than the census's instant."""
+        async with self._db.write(_WRITE) as conn:
+            await _census.advance(conn, source, complete)
+
+    async def drop_census(self, source: str) -> None:
+        """Void the source's census (its index lost rows behind the connector's back)."""
+        async with self._db.write(_WRITE) as conn:
+            await _census.drop(conn, source)

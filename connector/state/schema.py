@@ -59,6 +59,18 @@ watermarks = sa.Table(
     sa.Column("checked_at", sa.String(32)),
 )
 
+# The proof that a source's task index is complete (connector.state.census): every task of the
+# source that Fragment held before `complete` (Fragment's clock) has a row, and `rows` is how many
+# rows the connector's own writes left there, to tell a hand-edited or partly restored index.
+# Added, like fc_plans, without a bump of SCHEMA_VERSION: an older store simply has no proof yet.
+index_census = sa.Table(
+    "fc_index_census",
+    metadata,
+    sa.Column("source", sa.String(64), primary_key=True),
+    sa.Column("complete", sa.String(32), nullable=False),
+    sa.Column("rows", sa.Integer, nullable=False),
+)
+
 runs = sa.Table(
     "fc_runs",
     metadata,

@@ -36,6 +36,13 @@ def _index_forgets(ws: Workspace, uid: str) -> None:
         db.execute("DELETE FROM fc_task_index WHERE uid = ?", (uid,))
 
 
+def _census_lost(ws: Workspace) -> None:
+    """The index keeps its rows but loses the proof that they are all of the source's tasks (a
+    store written before the census existed): new tickets are looked up in Fragment again."""
+    with sqlite3.connect(ws.state_path) as db:
+        assert db.execute("DELETE FROM fc_index_census").rowcount == 1
+
+
 def _puts(ws: Workspace) -> list[dict[str, Any]]:
     return [r for r in ws.sandbox.store.requests() if r["method"] == "PUT"]
 
@@ -72,6 +79,93 @@ def test_operator_done_survives_a_partial_state_loss(workspace: Workspace) -> No
 
 
 @BOTH_PROFILES
+def test_new_tickets_need_no_lookup_while_the_index_census_holds(workspace: Workspace) -> None:
+    """The first import listed every status, and every later listing of changes chains on it:
+    the index holds every task of the source, so new tickets are created without asking
+    Fragment about their uids (issue 17), and the operator's DONE task is left alone."""
+    workspace.write_config(fragment={"listing_overlap": "1s"})
+    done = _synced_with_operator_done(workspace)
+    assert workspace.reconcile().returncode == 0
+    workspace.write_tickets(make_tickets(8))
+    workspace.sandbox.store.clear_requests()
+    code, report = workspace.reconcile_json()
+    assert code == 0, report
+    assert report["counts"]["create"] == 3 and report["sources"][0]["unresolved"] == []
+    requests = workspace.sandbox.store.requests()
+    assert [r["route"] for r in requests if r["method"] != "GET" or r["route"] != "/tasks"] == [
+        "/tasks/batch"
+    ]
+    assert [put["items"] for put in _puts(workspace)] == [3]
+    tasks = workspace.tasks()
+    assert tasks[done]["status"] == "DONE"
+    assert len(tasks) == 8 and {uid_of(f"T-{n}") for n in (5, 6, 7)} <= tasks.keys()
+
+
+@BOTH_PROFILES
+def test_a_damaged_index_is_noticed_and_a_full_run_proves_it_complete_again(
+    workspace: Workspace,
+) -> None:
+    """The index lost a row behind the connector's back: its census is void (said in the log),
+    new tickets are looked up again; `reconcile --full` lists every status and restores it."""
+    workspace.write_config(fragment={"listing_overlap": "1s"})
+    done = _synced_with_operator_done(workspace)
+    assert workspace.reconcile().returncode == 0
+    _index_forgets(workspace, done)
+    result = workspace.reconcile()
+    assert result.returncode == 0, result.stderr
+    assert "state.census_void" in result.stderr
+    assert workspace.tasks()[done]["status"] == "DONE"
+
+    workspace.write_tickets(make_tickets(6))
+    workspace.sandbox.store.clear_requests()
+    result = workspace.cli("-v", "reconcile", "--config", str(workspace.config_path))
+    assert result.returncode == 0, result.stderr
+    assert "state.no_census" in result.stderr and "reconcile --full" in result.stderr
+    routes = [r["route"] for r in workspace.sandbox.store.requests()]
+    assert ("/tasks/query" in routes) is not workspace.sandbox.config.lenient
+    code, report = workspace.reconcile_json("--full")
+    assert code == 0, report
+    assert report["sources"][0]["listing"] == "full, every status"
+
+    workspace.write_tickets(make_tickets(7))
+    workspace.sandbox.store.clear_requests()
+    code, report = workspace.reconcile_json()
+    assert code == 0, report
+    assert report["counts"]["create"] == 1
+    assert "/tasks/query" not in [r["route"] for r in workspace.sandbox.store.requests()]
+    assert workspace.tasks()[done]["status"] == "DONE"
+
+
+def test_a_create_whose_answer_was_lost_is_looked_up_not_taken_for_absent(
+    workspace: Workspace,
+) -> None:
+    """Fragment applied a create but its answer was lost, listings do not show the new task yet
+    (its consistency delay), and an operator closes it meanwhile. The index row written ahead
+    of the create makes the next run look the uid up rather than trust the census: the
+    operator's DONE is not PUT back to TODO."""
+    workspace.write_config(fragment={"listing_overlap": "1s", "retry_deadline": "1s"})
+    workspace.write_tickets(make_tickets(5))
+    assert workspace.reconcile().returncode == 0
+    store = workspace.sandbox.store
+    store.update_config(visibility_delay_s=300)
+    workspace.write_tickets(make_tickets(6))
+    store.set_faults(Faults(fail_next=(FailRule("PUT", "/tasks/batch", "lost", count=50),)))
+    code, report = workspace.reconcile_json()
+    assert code == 1 and report["counts"]["failed"] == 1, report
+    created = uid_of("T-5")
+    store.operator_edit(created, status="DONE")  # Fragment did create it
+    # The query hides young tasks too, so it is refused: the look-up asks by uid.
+    store.set_faults(Faults(fail_next=(FailRule("POST", "/tasks/query", 422, count=50),)))
+    store.clear_requests()
+    code, report = workspace.reconcile_json()
+    assert code == 0, report
+    assert report["counts"]["create"] == 0
+    assert workspace.tasks()[created]["status"] == "DONE"
+    assert _puts(workspace) == []
+    assert "/tasks/{uid}" in [r["route"] for r in store.requests()]
+
+
+@BOTH_PROFILES
 def test_new_tickets_are_created_once_when_the_query_is_ignored(workspace: Workspace) -> None:
     """New tickets are looked up before their create; a lenient server answers the query with
     every task (foreign ones too), which proves nothing: the look-up falls back and each new
@@ -79,6 +173,7 @@ def test_new_tickets_are_created_once_when_the_query_is_ignored(workspace: Works
     workspace.sandbox.store.seed([{"uid": uid_of("X-1", source="other"), "fields": {"title": "x"}}])
     workspace.write_tickets(make_tickets(3))
     assert workspace.reconcile().returncode == 0
+    _census_lost(workspace)
     workspace.write_tickets(make_tickets(6))
     workspace.sandbox.store.clear_requests()
     code, report = workspace.reconcile_json()
@@ -112,6 +207,7 @@ def test_unprovable_absence_leaves_the_ticket_unresolved(workspace: Workspace) -
     answering again, creates it."""
     workspace.write_tickets(make_tickets(5))
     assert workspace.reconcile().returncode == 0
+    _census_lost(workspace)
     workspace.write_tickets(make_tickets(6))
     refuse = (
         FailRule("POST", "/tasks/query", 422, count=5),

@@ -118,14 +118,18 @@ def test_secrets_never_appear_in_any_output(workspace: Workspace) -> None:
         schedule={"full_refresh": "1h", "jitter": None}, server={"host": "127.0.0.1", "port": port}
     )
     env = {"FRAGMENT_CONNECTOR__FRAGMENT__TOKEN": TOKEN, "PATH": "/usr/bin:/bin"}
-    daemon = subprocess.Popen(
-        [sys.executable, "-m", "connector", "-vv", "run", "--config", config],
-        cwd=workspace.root,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    # Into a file, not a pipe: at -vv the daemon logs every SQL statement, and a pipe nobody
+    # reads until the end fills up and blocks it before it is ready.
+    log_path = workspace.root / "daemon.log"
+    with log_path.open("w") as log_file:
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "connector", "-vv", "run", "--config", config],
+            cwd=workspace.root,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
     try:
         deadline = time.monotonic() + 20
         while True:
@@ -138,9 +142,10 @@ def test_secrets_never_appear_in_any_output(workspace: Workspace) -> None:
             time.sleep(0.1)
         outputs.append(httpx.get(f"http://127.0.0.1:{port}/metrics").text)
         daemon.send_signal(signal.SIGTERM)
-        outputs.append(daemon.communicate(timeout=20)[0])
+        daemon.wait(timeout=20)
     finally:
         daemon.kill()
+    outputs.append(log_path.read_text())
     everything = "\n".join(outputs)
     assert "fragment_connector_cycles_total" in everything and "DEBUG" in everything.upper()
     assert TOKEN not in everything

@@ -222,3 +222,27 @@ async def test_a_lost_lease_stops_the_writes_and_the_next_owner_finishes(
     assert cycle_exit_code(again) == 0
     assert report_counts(again.sources[0])["create"] == 250
     assert_exact(workspace, {f"T-{n}" for n in range(450)})
+
+
+async def test_creates_never_sent_leave_no_row_to_look_up(workspace: Workspace) -> None:
+    """A cycle stopped after its first batch: the creates it never sent lose the index rows
+    written ahead of them, so the next cycle creates them under the census with no look-up."""
+    workspace.write_tickets(make_tickets(5))
+    await cycle(workspace)
+    workspace.write_tickets(make_tickets(255))
+    batches = 0
+
+    async def one_batch() -> bool:
+        nonlocal batches
+        batches += 1
+        return batches == 1
+
+    report = await cycle(workspace, may_write=one_batch)
+    assert report_counts(report.sources[0])["failed"] == 150
+    assert len(workspace.tasks()) == 105
+    workspace.sandbox.store.clear_requests()
+    report = await cycle(workspace)
+    assert cycle_exit_code(report) == 0
+    assert report_counts(report.sources[0])["create"] == 150
+    assert "/tasks/query" not in [r["route"] for r in workspace.sandbox.store.requests()]
+    assert_exact(workspace, {f"T-{n}" for n in range(255)})

@@ -72,6 +72,7 @@ async def test_store_round_trip_on_postgresql(postgres_state_url: str) -> None:
         "fc_plans",  # the status page's last plans
         "fc_progress",  # the running cycles' progress (issue 16)
         "fc_watermarks",  # how far the mirror has read Fragment (issue 20)
+        "fc_index_census",  # the proof that the index is complete (issue 17)
     }
 
 
