@@ -254,6 +254,68 @@ class ForkServer:
             raise subprocess.TimeoutExpired(command, timeout, output, errors)
         return subprocess.CompletedProcess(command, returncode, output, errors)
 
+    def start(self, args: list[str], *, cwd: Path | str, env: dict[str, str]) -> ForkedRun:
+        """Like `subprocess.Popen([sys.executable, "-m", "connector", *args], cwd=, env=)` with
+        stdin, stdout and stderr on /dev/null: a run to watch and kill (`ForkedRun`)."""
+        request = json.dumps({"args": args, "cwd": str(cwd), "env": env}).encode()
+        null_in = os.open(os.devnull, os.O_RDONLY)
+        null_out = os.open(os.devnull, os.O_WRONLY)
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            conn.connect(self._started())
+            socket.send_fds(conn, [request], [null_in, null_out, null_out])
+            pid = int(conn.recv(64))
+        except BaseException:
+            conn.close()
+            raise
+        finally:
+            os.close(null_in)
+            os.close(null_out)
+        return ForkedRun(pid, conn)
+
+
+class ForkedRun:
+    """A run started by `ForkServer.start`, with what tests use of `subprocess.Popen`: `pid`,
+    `poll`, `wait`, `send_signal`, `kill` and `returncode` (negative: the signal that ended it).
+    Its parent is the fork server, which reaps it and sends its exit code on `conn`."""
+
+    def __init__(self, pid: int, conn: socket.socket) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+        self._conn = conn
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            self._conn.settimeout(None)  # a blocking socket: MSG_DONTWAIT answers at once
+            try:
+                answer = self._conn.recv(64, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return None
+            self._ended(answer)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None:
+            self._conn.settimeout(timeout)
+            try:
+                answer = self._conn.recv(64)
+            except TimeoutError:
+                raise subprocess.TimeoutExpired(["connector", str(self.pid)], timeout) from None
+            self._ended(answer)
+        assert self.returncode is not None
+        return self.returncode
+
+    def send_signal(self, signum: int) -> None:
+        if self.poll() is None:  # as Popen: never signal a pid that may have been reused
+            os.kill(self.pid, signum)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def _ended(self, answer: bytes) -> None:
+        self.returncode = int(answer)
+        self._conn.close()
+
 
 def _read_until_closed(out_r: int, err_r: int, deadline: float) -> tuple[bytes, bytes, bool]:
     """Both pipes to their end (or to the deadline); whether the deadline came first."""
