@@ -13,8 +13,9 @@ run's remaining CPU. None of these modules reads the environment, the working di
 argv at import, except structlog, which reads NO_COLOR and FORCE_COLOR: a run whose environment
 differs from the server's in those drops the connector's modules and structlog and imports them
 anew, as a new interpreter would; and `connector`'s check that no other `adapters` package comes
-first on the path runs again from the run's own directory. Tests that need the process itself
-(daemons, SIGKILL, a terminal, /proc) still start `python -m connector` with `subprocess`.
+first on the path runs again from the run's own directory. `start` gives a run to signal and wait
+for, its output discarded (the SIGKILL scenarios); tests that need the process itself (a daemon
+whose output they read, a terminal, /proc) still start `python -m connector` with `subprocess`.
 """
 
 from __future__ import annotations
