@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import re
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from importlib.metadata import EntryPoint, entry_points, packages_distributions
@@ -101,8 +102,10 @@ def _contract_problem(obj: object) -> str | None:
 
 def _load(entry: EntryPoint) -> AdapterInfo:
     dist = entry.dist
-    distribution = dist.name if dist is not None else "unknown"
-    version = dist.version if dist is not None else "unknown"
+    # The metadata read once: `dist.name` and `dist.version` would each parse the whole file.
+    metadata = dist.metadata if dist is not None else None
+    distribution = metadata["Name"] if metadata is not None else "unknown"
+    version = metadata["Version"] if metadata is not None else "unknown"
     try:
         obj = entry.load()
     except Exception as exc:  # a broken plug-in must not break the others
@@ -113,10 +116,13 @@ def _load(entry: EntryPoint) -> AdapterInfo:
     return AdapterInfo(entry.name, distribution, version, obj)
 
 
-def discover() -> dict[str, AdapterInfo]:
-    """Every installed adapter by name (a later duplicate name is reported as broken)."""
+def discover(names: Collection[str] | None = None) -> dict[str, AdapterInfo]:
+    """Every installed adapter by name (a later duplicate name is reported as broken); with
+    `names`, only the adapters of those names are imported and returned."""
     found: dict[str, AdapterInfo] = {}
     for entry in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        if names is not None and entry.name not in names:
+            continue
         info = _load(entry)
         if entry.name in found:
             dist = info.distribution
@@ -125,6 +131,14 @@ def discover() -> dict[str, AdapterInfo]:
             continue
         found[entry.name] = info
     return found
+
+
+def discover_for(sources: Iterable[SourceSection]) -> dict[str, AdapterInfo]:
+    """The adapters these sources name, imported alone (a command needs no other); every
+    installed one when a name is not installed, for the error to list what is."""
+    names = {source.adapter for source in sources}
+    found = discover(names)
+    return found if names <= found.keys() else discover()
 
 
 def adapters_name_clash() -> str | None:

@@ -25,7 +25,7 @@ from connector.registry import (
     AdapterInfo,
     build_adapter,
     deprecated_options,
-    discover,
+    discover_for,
     validate_options,
 )
 from connector.sandbox import SandboxConfig, SandboxServer
@@ -39,8 +39,8 @@ def build_adapters(settings: Settings, only: str | None = None) -> dict[str, Sou
     """One adapter per configured source (or just `only`), options validated."""
     if not settings.sources:
         raise ConfigError("no sources configured: add at least one under `sources:`")
-    installed = discover()
     chosen = [settings.source(only)] if only else settings.sources
+    installed = discover_for(chosen)
     adapters = {
         source.name: build_adapter(source, installed, config_dir=settings.config_dir)
         for source in chosen
@@ -56,7 +56,7 @@ def build_adapters(settings: Settings, only: str | None = None) -> dict[str, Sou
 
 def option_deprecations(settings: Settings) -> list[str]:
     """One line per source option given under a deprecated key, naming the key to write."""
-    installed = discover()
+    installed = discover_for(settings.sources)
     return [
         line
         for source in settings.sources
@@ -89,9 +89,11 @@ def remember_secrets(
     password, a value under a credential-named key such as a `headers:` API key).
     """
     found = list(secrets_in(settings))
+    if installed is None:
+        installed = discover_for(settings.sources)
     for source in settings.sources:
         found.extend(secrets_in(source.options))
-        info = (installed if installed is not None else discover()).get(source.adapter)
+        info = installed.get(source.adapter)
         if info is None or info.adapter is None:
             continue
         try:

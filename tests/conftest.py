@@ -38,11 +38,27 @@ POSTGRES_STATE_URL = os.environ.get(
 )
 
 
+def _slow_seconds(item: pytest.Item) -> float | None:
+    """About how long a `slow` scenario takes (`slow(seconds=...)`, 5 when not said), or None."""
+    marker = item.get_closest_marker("slow")
+    return None if marker is None else float(marker.kwargs.get("seconds", 5))
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The `slow` scenarios first: pytest-xdist deals tests out in this order, so the long ones
-    start at once, side by side, and the short ones fill the gaps, instead of one of them
-    starting last and running alone. (A stable sort: the same order in every worker.)"""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    """The `slow` scenarios first, the longest first, each followed by a short test.
+
+    pytest-xdist (`--dist loadgroup`, addopts) hands the tests out in this order, an
+    `xdist_group` at once to one worker, the others one by one as a worker's queue runs low: so
+    the long scenarios start at once, side by side, each with short tests rather than another
+    long one queued behind it, and the rest fill the gaps; none starts last and runs alone. (A
+    deterministic order: the same in every worker, as xdist requires.)"""
+    slow = sorted(
+        (item for item in items if _slow_seconds(item) is not None),
+        key=lambda item: -(_slow_seconds(item) or 0),
+    )
+    fast = [item for item in items if _slow_seconds(item) is None]
+    paired = [item for pair in zip(slow, fast, strict=False) for item in pair]
+    items[:] = paired + slow[len(fast) :] + fast[len(slow) :]
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

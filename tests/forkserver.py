@@ -7,16 +7,22 @@ first line ran (about 1.3 s of a 1.5 s `reconcile` on this 2-core machine). A fo
 run it forks a child that takes the run's stdin/stdout/stderr, working directory, environment
 and argv, then runs the `connector` package as `python -m connector` does (`runpy`, as
 `__main__`), and ends as that interpreter would (its exit code, or the signal that killed it).
-The connector's own modules are imported by the child, after its environment is in place; the
-preloaded libraries read no variable the tests set (structlog, which reads NO_COLOR at import,
-is not preloaded). Tests that need the process itself (daemons, SIGKILL, a terminal, /proc)
-still start `python -m connector` with `subprocess`.
+The server also imports the connector itself (`connector.cli` and the built-in adapters, which
+every command that reads a config loads): after the libraries, those imports were most of a
+run's remaining CPU. None of these modules reads the environment, the working directory or
+argv at import, except structlog, which reads NO_COLOR and FORCE_COLOR: a run whose environment
+differs from the server's in those drops the connector's modules and structlog and imports them
+anew, as a new interpreter would; and `connector`'s check that no other `adapters` package comes
+first on the path runs again from the run's own directory. `start` gives a run to signal and wait
+for, its output discarded (the SIGKILL scenarios); tests that need the process itself (a daemon
+whose output they read, a terminal, /proc) still start `python -m connector` with `subprocess`.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import gc
 import importlib
 import io
 import json
@@ -72,7 +78,21 @@ PRELOAD = (
     "apscheduler.schedulers.asyncio",
     "prometheus_client",
 )
+# Then the connector: its command line and the built-in adapters (see the module's docstring).
+PRELOAD_CONNECTOR = (
+    "connector.cli",
+    "adapters.file",
+    "adapters.rest",
+    "adapters.sql",
+    "adapters.zendesk",
+    "adapters.jira",
+    "adapters.github",
+    "adapters.hubspot",
+)
+# The variables a module of PRELOAD_CONNECTOR's imports reads at import (structlog's colours).
+READ_AT_IMPORT = ("NO_COLOR", "FORCE_COLOR")
 MAX_REQUEST = 1 << 20
+_connector_modules: frozenset[str] = frozenset()
 
 
 # --- the server --------------------------------------------------------------------------------
@@ -80,8 +100,17 @@ MAX_REQUEST = 1 << 20
 
 def serve(path: str) -> tuple[dict[str, Any], list[int]] | None:
     """Fork a child per request until stdin closes; in a child, return its request."""
+    global _connector_modules
     for name in PRELOAD:
         importlib.import_module(name)
+    libraries = set(sys.modules)
+    for name in PRELOAD_CONNECTOR:
+        importlib.import_module(name)
+    _connector_modules = frozenset(sys.modules) - libraries
+    # Everything imported so far out of the collector's sight: a child's collections (and the
+    # last one, at exit) would otherwise walk all of it, writing to every page the child shares
+    # with this process, which then copies them; that made up two thirds of a run's CPU.
+    gc.freeze()
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     listener.bind(path)
     listener.listen(64)
@@ -128,8 +157,12 @@ def become(request: dict[str, Any], fds: list[int]) -> None:
         os.dup2(fd, target)
         os.close(fd)
     os.chdir(request["cwd"])
+    imported_with = {name: os.environ.get(name) for name in READ_AT_IMPORT}
     os.environ.clear()
     os.environ.update(request["env"])
+    if any(os.environ.get(name) != value for name, value in imported_with.items()):
+        for name in _connector_modules:
+            del sys.modules[name]
     random.seed()  # a new interpreter's own seed, not the server's
     unbuffered = bool(os.environ.get("PYTHONUNBUFFERED"))
     encoding = os.environ.get("PYTHONIOENCODING") or locale.getencoding()
@@ -151,6 +184,8 @@ def become(request: dict[str, Any], fds: list[int]) -> None:
     sys.path[0] = os.getcwd()  # where `python -m` looks first
     for name in [m for m in sys.modules if m == "tests" or m.startswith("tests.")]:
         del sys.modules[name]
+    if "connector" in sys.modules:  # the check its import made, from the run's directory
+        sys.modules["connector"]._check_adapters_package()
     runpy.run_module("connector", run_name="__main__", alter_sys=True)
 
 
@@ -219,6 +254,68 @@ class ForkServer:
         if timed_out:
             raise subprocess.TimeoutExpired(command, timeout, output, errors)
         return subprocess.CompletedProcess(command, returncode, output, errors)
+
+    def start(self, args: list[str], *, cwd: Path | str, env: dict[str, str]) -> ForkedRun:
+        """Like `subprocess.Popen([sys.executable, "-m", "connector", *args], cwd=, env=)` with
+        stdin, stdout and stderr on /dev/null: a run to watch and kill (`ForkedRun`)."""
+        request = json.dumps({"args": args, "cwd": str(cwd), "env": env}).encode()
+        null_in = os.open(os.devnull, os.O_RDONLY)
+        null_out = os.open(os.devnull, os.O_WRONLY)
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            conn.connect(self._started())
+            socket.send_fds(conn, [request], [null_in, null_out, null_out])
+            pid = int(conn.recv(64))
+        except BaseException:
+            conn.close()
+            raise
+        finally:
+            os.close(null_in)
+            os.close(null_out)
+        return ForkedRun(pid, conn)
+
+
+class ForkedRun:
+    """A run started by `ForkServer.start`, with what tests use of `subprocess.Popen`: `pid`,
+    `poll`, `wait`, `send_signal`, `kill` and `returncode` (negative: the signal that ended it).
+    Its parent is the fork server, which reaps it and sends its exit code on `conn`."""
+
+    def __init__(self, pid: int, conn: socket.socket) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+        self._conn = conn
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            self._conn.settimeout(None)  # a blocking socket: MSG_DONTWAIT answers at once
+            try:
+                answer = self._conn.recv(64, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return None
+            self._ended(answer)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None:
+            self._conn.settimeout(timeout)
+            try:
+                answer = self._conn.recv(64)
+            except TimeoutError:
+                raise subprocess.TimeoutExpired(["connector", str(self.pid)], timeout) from None
+            self._ended(answer)
+        assert self.returncode is not None
+        return self.returncode
+
+    def send_signal(self, signum: int) -> None:
+        if self.poll() is None:  # as Popen: never signal a pid that may have been reused
+            os.kill(self.pid, signum)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def _ended(self, answer: bytes) -> None:
+        self.returncode = int(answer)
+        self._conn.close()
 
 
 def _read_until_closed(out_r: int, err_r: int, deadline: float) -> tuple[bytes, bytes, bool]:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -14,6 +12,7 @@ import pytest
 
 from connector.sandbox import Faults
 from tests.conftest import TOKEN, Workspace, make_tickets
+from tests.forkserver import FORK_SERVER
 
 
 def assert_exact(ws: Workspace, open_ids: set[str], foreign: set[str] = frozenset()) -> None:
@@ -26,15 +25,11 @@ def assert_exact(ws: Workspace, open_ids: set[str], foreign: set[str] = frozense
 
 
 def kill_when(ws: Workspace, condition: Callable[[], bool]) -> None:
-    """Start `reconcile`, SIGKILL it once `condition` holds."""
+    """Start `reconcile` (forked from tests/forkserver.py), SIGKILL it once `condition` holds."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRAGMENT_CONNECTOR")}
     env["FRAGMENT_CONNECTOR__FRAGMENT__TOKEN"] = TOKEN
-    process = subprocess.Popen(
-        [sys.executable, "-m", "connector", "reconcile", "--config", str(ws.config_path)],
-        cwd=ws.root,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    process = FORK_SERVER.start(
+        ["reconcile", "--config", str(ws.config_path)], cwd=ws.root, env=env
     )
     try:
         deadline = time.monotonic() + 30

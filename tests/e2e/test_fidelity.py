@@ -26,7 +26,11 @@ def _index_forgets(ws: Workspace, uid: str) -> None:
     """The state store loses one task's entry (a partial loss: an older backup, a bad edit),
     and a later write moves the listing watermark past the operator's edit, so the next
     incremental listing does not show that task again (on a server that honours the filter)."""
-    time.sleep(1.2)  # past the 1 s listing overlap these tests configure
+    # Past the 1 s listing overlap these tests configure, counted from the listing's start in
+    # Fragment's clock: its Date header, which counts whole seconds, and which the sandbox's
+    # uvicorn renews about once a second (later on a loaded machine): up to 3 s before the edit
+    # below. (1.2 s passed only while the command line took half a second to start.)
+    time.sleep(3.1)
     ws.sandbox.store.operator_edit(uid_of("T-0"), fields={"title": "edited by hand"})
     assert ws.reconcile().returncode == 0  # writes T-0's title back: a newer updated_at
     with sqlite3.connect(ws.state_path) as db:

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from connector.sandbox import Faults
@@ -232,6 +233,7 @@ def test_status_needs_no_config_no_secret_and_creates_nothing(tmp_path: Path) ->
 # --- the CLI and its docs agree ------------------------------------------------------------
 
 
+@pytest.mark.slow(seconds=8)
 def test_every_command_accepts_config(workspace: Workspace) -> None:
     """--config is documented for every command, so every command takes it."""
     config = str(workspace.config_path)

@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 import httpx
+import pytest
 
 from connector.sandbox import Faults
 from tests.conftest import TOKEN, Workspace, make_tickets
@@ -26,6 +27,7 @@ def _env() -> dict[str, str]:
     return env
 
 
+@pytest.mark.slow(seconds=34)
 def test_paced_first_import_logs_progress_at_least_every_15s(workspace: Workspace) -> None:
     """A first import paced at Fragment's real 60 requests/minute, off a terminal, at the
     default verbosity and the default interval: a `cycle.progress` line (phase, done/total,
@@ -81,6 +83,7 @@ def test_paced_first_import_logs_progress_at_least_every_15s(workspace: Workspac
     assert applying[-1]["rate_per_s"] > 0 and applying[-1]["eta_s"] is not None
 
 
+@pytest.mark.slow(seconds=8)
 def test_daemon_shows_its_first_cycle_in_readyz_and_status(workspace: Workspace) -> None:
     """While a first cycle runs, /readyz (unready) and `status` from another process show its
     phase and figures; SIGTERM mid-apply then logs what was really done."""

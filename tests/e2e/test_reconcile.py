@@ -5,6 +5,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import pytest
+
 from connector.identity import PROJECT_NAMESPACE
 from tests.conftest import BOTH_PROFILES, TOKEN, Workspace, make_tickets
 
@@ -290,6 +292,7 @@ def test_source_option_reconciles_one_source(workspace: Workspace) -> None:
     assert "no source named 'nope'" in result.stderr
 
 
+@pytest.mark.slow(seconds=8)
 def test_bad_token_exits_1_without_leaking_it(workspace: Workspace) -> None:
     """A refused token exits 1 with a clear message, and the token appears in no output."""
     workspace.write_tickets(make_tickets(3))

@@ -31,6 +31,7 @@ from sqlalchemy.pool import NullPool
 from connector.state import database_url
 from tests.conftest import POSTGRES_STATE_URL
 from tests.fakes.echo import EchoServer
+from tests.forkserver import FORK_SERVER
 
 SECRETS = {
     "fragment_token": "frag-tok-1f9a7c2e",
@@ -143,18 +144,11 @@ def _config(tmp_path: Path, echo: EchoServer, state_url: str, port: int) -> Path
 
 def _cli(tmp_path: Path, *args: str) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRAGMENT_CONNECTOR")}
-    result = subprocess.run(
-        [sys.executable, "-m", "connector", *args],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = FORK_SERVER.run(list(args), cwd=tmp_path, env=env, timeout=120)
     return result.stdout + result.stderr
 
 
+@pytest.mark.slow(seconds=18)
 def test_no_secret_reaches_any_output_or_the_state_store(
     tmp_path: Path, echo: EchoServer, postgres_state_url: str
 ) -> None:
@@ -241,14 +235,8 @@ def test_a_malformed_state_url_is_shown_without_its_password(tmp_path: Path) -> 
         path.write_text(yaml.safe_dump(config))
         env = {k: v for k, v in os.environ.items() if not k.startswith("FRAGMENT_CONNECTOR")}
         for command in ("reconcile", "status"):
-            result = subprocess.run(
-                [sys.executable, "-m", "connector", command, "--config", str(path)],
-                cwd=tmp_path,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=120,
-                check=False,
+            result = FORK_SERVER.run(
+                [command, "--config", str(path)], cwd=tmp_path, env=env, timeout=120
             )
             assert result.returncode == 4, result.stderr
             assert "state.url is not a database URL" in result.stderr

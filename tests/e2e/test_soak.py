@@ -36,6 +36,7 @@ def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+@pytest.mark.slow(seconds=45)
 @pytest.mark.timeout(SOAK_SECONDS + 120)
 def test_soak_daemon_stays_flat_and_converges(workspace: Workspace) -> None:
     """Under faults and churn the daemon's RSS and fds stay flat, and the end state is exact."""

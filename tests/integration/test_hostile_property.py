@@ -132,6 +132,7 @@ def token(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FRAGMENT_CONNECTOR__FRAGMENT__TOKEN", TOKEN)
 
 
+@pytest.mark.slow(seconds=10)
 @settings(
     max_examples=12,
     deadline=None,
