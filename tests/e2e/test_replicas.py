@@ -372,7 +372,7 @@ def busiest_window(times: list[float], window: float) -> int:
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.slow(seconds=70)
+@pytest.mark.slow(seconds=80)
 def test_three_replicas_and_a_one_shot_run_share_one_request_budget(
     tmp_path: Path,
     sandbox: SandboxServer,
@@ -383,11 +383,14 @@ def test_three_replicas_and_a_one_shot_run_share_one_request_budget(
     once, never send more than `requests_per_minute` within any window of a minute, as the
     sandbox received them.
 
-    Scaled for test time: 300 requests a minute (Fragment allows 60), measured over every
-    60-second window of a load that lasts longer. Each process alone would be allowed 300 a
-    minute with a burst of 100; sharing nothing, they would send well over the budget.
+    Scaled for test time: 120 requests a minute (Fragment allows 60), measured over every
+    60-second window of a load that lasts longer. Each process alone would be allowed 120 a
+    minute with a burst of 100; sharing nothing, they would send well over the budget. Not
+    faster: the budget tolerates a request arriving up to half a spacing late (0.25 s here),
+    and at 300 a minute (0.1 s) the loaded sandbox's own delay in stamping arrivals was
+    enough to put 301 in a window now and then.
     """
-    rpm, window = 300.0, 60.0
+    rpm, window = 120.0, 60.0
     allowed = int(rpm * window / 60)
     backoffice = Backoffice(tmp_path)
     backoffice.create(per_source=20)
@@ -410,11 +413,11 @@ def test_three_replicas_and_a_one_shot_run_share_one_request_budget(
 
     sandbox.store.clear_requests()
     began = time.monotonic()
-    # Every daemon has 50 batches to send at once (creates only: the index's census proves the
+    # Every daemon has 40 batches to send at once (creates only: the index's census proves the
     # new uids absent without a query).
     for name in SOURCES:
-        backoffice.tickets[name] += make_tickets(5000, start=backoffice.next_id, prefix=f"{name}-")
-        backoffice.next_id += 5000
+        backoffice.tickets[name] += make_tickets(2000, start=backoffice.next_id, prefix=f"{name}-")
+        backoffice.next_id += 2000
         backoffice.save(name)
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRAGMENT_CONNECTOR")}
     env["FRAGMENT_CONNECTOR__FRAGMENT__TOKEN"] = TOKEN
@@ -435,7 +438,7 @@ def test_three_replicas_and_a_one_shot_run_share_one_request_budget(
     busiest = busiest_window(arrivals, window)
     writes = [r for r in sandbox.store.requests() if r["method"] == "PUT"]
     print(f"{len(arrivals)} requests in {took:.1f}s, busiest {window:g}s window: {busiest}")
-    assert len(writes) >= 315  # 300 batches of the daemons and 15 of the one-shot run
+    assert len(writes) >= 135  # 120 batches of the daemons and 15 of the one-shot run
     assert busiest <= allowed, f"{busiest} requests within {window:g}s, over {allowed}"
     assert busiest >= allowed * 0.8, "the budget was not the limit: the test proves nothing"
 
