@@ -14,15 +14,17 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from email.utils import formatdate
 from typing import Any, Final
 from urllib.parse import parse_qsl
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from connector.sandbox.errors import InvalidCursor, TaskNotFound, ValidationFailed
 from connector.sandbox.faults import Faults
@@ -423,11 +425,44 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return Response(dumps({"detail": detail}), status, headers, media_type="application/json")
 
 
+class _FreshDate:
+    """A `Date` header of the second each answer starts in (served with uvicorn's turned off).
+
+    uvicorn renews its own about once a second, from its main loop (later on a loaded
+    machine), so it can lag the tasks an answer lists by more than a second, which no real
+    server does; the connector anchors its listing watermark on this header.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def dated(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() != b"date"]
+                headers.append((b"date", formatdate(time.time(), usegmt=True).encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, dated)
+
+
 def create_app(store: SandboxStore) -> Starlette:
-    """The sandbox's ASGI app over `store`: /api/v1 always, /_sandbox only in test mode."""
+    """The sandbox's ASGI app over `store`: /api/v1 always, /_sandbox only in test mode.
+
+    Serve it with uvicorn's `date_header=False`: it sends its own (`_FreshDate`).
+    """
     routes: list[BaseRoute] = [Mount(API_PREFIX, app=_Api(store))]
     if store.config.test_mode:
         routes.append(Mount(ADMIN_PREFIX, routes=_Admin(store).routes()))
-    app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
+    app = Starlette(
+        routes=routes,
+        exception_handlers={HTTPException: _http_error},
+        middleware=[Middleware(_FreshDate)],
+    )
     app.state.store = store
     return app

@@ -25,7 +25,13 @@ class SandboxServer(ThreadServer):
     ) -> None:
         self.config = config or SandboxConfig()
         self.store = SandboxStore(self.config)
-        super().__init__(create_app(self.store), name="fragment-sandbox", host=host, port=port)
+        super().__init__(
+            create_app(self.store),
+            name="fragment-sandbox",
+            host=host,
+            port=port,
+            date_header=False,
+        )
 
     @property
     def base_url(self) -> str:
@@ -41,4 +47,4 @@ class SandboxServer(ThreadServer):
 def serve(config: SandboxConfig, *, host: str = "127.0.0.1", port: int = 8000) -> None:
     """Serve the sandbox in the foreground until interrupted (for `fragment-connector sandbox`)."""
     app = create_app(SandboxStore(config))
-    uvicorn.Server(quiet_config(app, host=host, port=port)).run()
+    uvicorn.Server(quiet_config(app, host=host, port=port, date_header=False)).run()

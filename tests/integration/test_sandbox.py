@@ -7,6 +7,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,17 @@ def test_account_me_answers_with_the_sandbox_account(api: httpx.Client) -> None:
     response = api.get("/accounts/me")
     assert response.status_code == 200
     assert response.json() == {"id": "acc_sandbox", "name": "Sandbox account"}
+
+
+def test_every_answer_carries_one_date_of_the_second_it_was_sent(api: httpx.Client) -> None:
+    """The connector anchors its listing watermark on `Date`: the sandbox's is the answer's own
+    second (uvicorn's, renewed once a second from its loop, could lag it), and there is one."""
+    for path in ("/tasks", "/account/me", "/no-such-path"):
+        before = int(time.time())
+        response = api.get(path)
+        after = time.time()
+        [date] = response.headers.get_list("date")
+        assert before <= parsedate_to_datetime(date).timestamp() <= after, (path, date)
 
 
 def test_missing_or_wrong_token_is_401_without_echoing_it(server: SandboxServer) -> None:
