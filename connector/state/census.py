@@ -47,7 +47,8 @@ class Census:
         return self.rows == self.found
 
 
-async def _count(conn: AsyncConnection, source: str) -> int:
+async def rows_of(conn: AsyncConnection, source: str) -> int:
+    """How many rows the task index holds for a source, in any status."""
     query = sa.select(sa.func.count()).where(task_index.c.source == source)
     return int((await conn.execute(query)).scalar_one())
 
@@ -63,7 +64,7 @@ async def read(conn: AsyncConnection, source: str) -> Census | None:
     complete = parse_timestamp(row.complete) if row is not None else None
     if row is None or complete is None:
         return None
-    return Census(complete=complete, rows=int(row.rows), found=await _count(conn, source))
+    return Census(complete=complete, rows=int(row.rows), found=await rows_of(conn, source))
 
 
 async def certify(conn: AsyncConnection, source: str, complete: datetime) -> None:
@@ -75,7 +76,7 @@ async def certify(conn: AsyncConnection, source: str, complete: datetime) -> Non
             {
                 "source": source,
                 "complete": complete.isoformat(),
-                "rows": await _count(conn, source),
+                "rows": await rows_of(conn, source),
             }
         ],
     )

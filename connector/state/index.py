@@ -280,9 +280,8 @@ class TaskIndex:
 
     async def count_known(self, source: str) -> int:
         """How many of a source's tasks the index holds, in any status."""
-        query = sa.select(sa.func.count()).where(task_index.c.source == source)
         async with self._db.read(_READ) as conn:
-            return int((await conn.execute(query)).scalar_one())
+            return await _census.rows_of(conn, source)
 
     async def managed(self, uids: Iterable[str]) -> dict[str, frozenset[str]]:
         """The keys the connector last wrote to these tasks (unknown: absent)."""
